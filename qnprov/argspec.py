@@ -1,0 +1,189 @@
+"""Check inventory variables against the roles' argument specs before a run.
+
+Ansible validates a role's arguments only when the play reaches that role,
+which can be many minutes (and half a deployment) in. qnprov checks every
+host's inventory variables up front, with Ansible's own validator, and turns
+the first problem into one clear line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qnprov import paths
+from qnprov.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VariableProblem:
+    host: str
+    role: str
+    variable: str
+    message: str
+
+    def line(self) -> str:
+        return f"host {self.host}: {self.variable} ({self.role}): {self.message}"
+
+
+def load_role_spec(role: str, roles_dir: Path = paths.ROLES_DIR) -> dict[str, Any]:
+    """The ``main`` entry point's options of a role (empty when it has none)."""
+    spec_file = roles_dir / role / "meta" / "argument_specs.yml"
+    if not spec_file.is_file():
+        return {}
+    data = yaml.safe_load(spec_file.read_text()) or {}
+    return dict(((data.get("argument_specs") or {}).get("main") or {}).get("options") or {})
+
+
+def playbook_roles(playbook: Path) -> list[tuple[str, list[str]]]:
+    """(host pattern, [role, ...]) for each play of a playbook, imports followed."""
+    plays = yaml.safe_load(playbook.read_text()) or []
+    found: list[tuple[str, list[str]]] = []
+    for play in plays:
+        if "import_playbook" in play or "ansible.builtin.import_playbook" in play:
+            target = play.get("import_playbook") or play.get("ansible.builtin.import_playbook")
+            found += playbook_roles((playbook.parent / target).resolve())
+            continue
+        roles = []
+        for entry in play.get("roles", []) or []:
+            roles.append(entry if isinstance(entry, str) else str(entry.get("role") or entry.get("name")))
+        found.append((str(play.get("hosts", "all")), roles))
+    return found
+
+
+def _is_deferred(value: Any) -> bool:
+    """Values Ansible resolves later (templates, vault) cannot be type-checked now."""
+    if type(value).__name__ in {"AnsibleVaultEncryptedUnicode", "EncryptedString"}:
+        return True
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_is_deferred(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_is_deferred(v) for v in value)
+    return False
+
+
+def check_variables(host: str, role: str, spec: Mapping[str, Any], hostvars: Mapping[str, Any],
+                    prefixes: Iterable[str]) -> list[VariableProblem]:
+    """Problems with one host's variables for one role (pure apart from Ansible's validator)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    problems: list[VariableProblem] = []
+    for name in sorted(hostvars):
+        if name in spec or not any(name.startswith(p) for p in prefixes):
+            continue
+        close = difflib.get_close_matches(name, list(spec), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(VariableProblem(host, role, name, f"not a variable of role {role}{hint}"))
+
+    checked_spec: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for name, option in spec.items():
+        option = dict(option)
+        option.pop("description", None)
+        option.pop("version_added", None)
+        option.pop("default", None)  # defaults live in defaults/main.yml
+        if name in hostvars:
+            option["required"] = False
+            if _is_deferred(hostvars[name]):
+                continue
+            params[name] = _plain(hostvars[name])
+        checked_spec[name] = _strip_descriptions(option)
+    result = ArgumentSpecValidator(checked_spec).validate(params)
+    for error in result.errors:
+        text = str(error)
+        variable = next((n for n in sorted(checked_spec, key=len, reverse=True) if n in text), "?")
+        problems.append(VariableProblem(host, role, variable, text))
+    return problems
+
+
+def _strip_descriptions(option: dict[str, Any]) -> dict[str, Any]:
+    sub = option.get("options")
+    if isinstance(sub, dict):
+        option["options"] = {k: _strip_descriptions({kk: vv for kk, vv in dict(v).items()
+                                                     if kk not in {"description", "default"}})
+                             for k, v in sub.items()}
+    return option
+
+
+def _plain(value: Any) -> Any:
+    """Strip Ansible's tagged types so the validator sees plain Python data."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def inventory_hostvars(inventory: Path, extra_vars_files: Iterable[Path] = ()) -> dict[str, dict[str, Any]]:
+    """Each host's variables as Ansible merges them from the inventory (no play vars)."""
+    from ansible import context
+    from ansible.inventory.manager import InventoryManager
+    from ansible.module_utils.common.collections import ImmutableDict
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    context.CLIARGS = ImmutableDict(extra_vars=tuple(f"@{p}" for p in extra_vars_files))
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(inventory)])
+    variables = VariableManager(loader=loader, inventory=manager)
+    result: dict[str, dict[str, Any]] = {}
+    for host in manager.get_hosts():
+        merged = variables.get_vars(host=host, include_hostvars=False, include_delegate_to=False)
+        result[host.name] = dict(merged)
+    return result
+
+
+def hosts_for_pattern(inventory: Path, pattern: str) -> list[str]:
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+    return [h.name for h in manager.get_hosts(pattern=pattern)]
+
+
+def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *,
+                       limit: str | None = None, extra_vars_files: Iterable[Path] = ()) -> list[VariableProblem]:
+    """Every variable problem of every host the playbook would touch."""
+    if not inventory.exists():
+        raise ConfigError(f"inventory {inventory} not found")
+    hostvars = inventory_hostvars(inventory, extra_vars_files)
+    limited = set(hosts_for_pattern(inventory, limit)) if limit else None
+    all_roles = sorted({r for _, roles in playbook_roles(playbook) for r in roles})
+    problems: list[VariableProblem] = []
+    for pattern, roles in playbook_roles(playbook):
+        for host in hosts_for_pattern(inventory, pattern):
+            if limited is not None and host not in limited:
+                continue
+            for role in roles:
+                spec = load_role_spec(role)
+                # A role's prefix is its name; unknown names with that prefix are typos,
+                # unless another role of the play owns them (e.g. qnprov_milter_*).
+                others = [r for r in all_roles if r != role and r.startswith(role)]
+                vars_for_role = {k: v for k, v in hostvars[host].items()
+                                 if not any(k.startswith(o + "_") for o in others)}
+                problems += check_variables(host, role, spec, vars_for_role, prefixes=[f"{role}_"])
+    return problems
+
+
+def require_valid_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *, limit: str | None = None,
+                            extra_vars_files: Iterable[Path] = ()) -> None:
+    problems = validate_inventory(inventory, playbook, limit=limit, extra_vars_files=extra_vars_files)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{inventory.name}: {first.line()}{more}")

@@ -1,0 +1,274 @@
+"""The lab: the production roles deployed on local systemd containers.
+
+The lab is an inventory like any other (``inventories/lab``); what is special
+is only that qnprov creates its hosts (podman containers built from the local
+base image) and publishes their endpoints on host loopback ports.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import secrets
+import shutil
+import smtplib
+import ssl
+import string
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qnprov import paths, testbed
+from qnprov.errors import ConfigError, ExternalError
+
+LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
+SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "nftables", "fail2ban")
+ENDPOINTS = ("smtp", "submission", "submissions", "imaps", "imap", "ldap", "sieve")
+ADMIN_SECRET = "ldap_admin"
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    container: str
+    hostname: str
+    publish: dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    employee_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    inventory: Path
+    hosts: tuple[LabHost, ...]
+    domain: str
+    base_dn: str
+    accounts: tuple[DemoAccount, ...]
+    state: Path = field(default_factory=paths.state_dir)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.state / "secrets"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.state / "ca" / "ca.pem"
+
+    def endpoints(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for host in self.hosts:
+            for name, (port, _) in host.publish.items():
+                found.setdefault(name, f"127.0.0.1:{port}")
+        return found
+
+    def secret(self, name: str) -> str:
+        path = self.secrets_dir / name
+        if not path.is_file():
+            raise ConfigError(f"lab secret {name} missing in {self.secrets_dir}; run `qnprov lab up`")
+        return path.read_text().split()[0]
+
+
+def load_lab_config(inventory: Path = LAB_INVENTORY) -> LabConfig:
+    """Read the lab's hosts, ports and demo accounts from its inventory files."""
+    hosts_doc = yaml.safe_load((inventory / "hosts.yml").read_text()) or {}
+    group_vars: dict[str, Any] = {}
+    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
+        group_vars.update(yaml.safe_load(path.read_text()) or {})
+    hosts = []
+    for name, hv in ((hosts_doc.get("all") or {}).get("hosts") or {}).items():
+        hv = hv or {}
+        if "qnprov_lab_container" not in hv:
+            continue
+        publish = {k: (int(v[0]), int(v[1])) for k, v in (hv.get("qnprov_lab_publish") or {}).items()}
+        hosts.append(LabHost(name, hv["qnprov_lab_container"], hv.get("qnprov_lab_hostname", name), publish))
+    if not hosts:
+        raise ConfigError(f"{inventory}: no host has qnprov_lab_container; not a lab inventory")
+    accounts = tuple(DemoAccount(str(a["employee_id"]), str(a["mail"]))
+                     for a in group_vars.get("openldap_accounts", []) or [])
+    return LabConfig(inventory, tuple(hosts), str(group_vars["qnprov_domain"]),
+                     str(group_vars["qnprov_ldap_base_dn"]), accounts)
+
+
+def _random_secret(length: int = 32) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def ensure_secrets(config: LabConfig) -> list[str]:
+    """Create missing lab secrets (0700 dir, 0600 files); return the names created.
+
+    The inventory reads them with Ansible's password lookup, which would also
+    create them; doing it here first keeps demo passwords known to the CLI.
+    """
+    config.secrets_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.state, 0o700)
+    os.chmod(config.secrets_dir, 0o700)
+    wanted = [ADMIN_SECRET, "ldap_postfix", "ldap_dovecot", "ldap_qnprov"]
+    wanted += [f"account_{a.employee_id}" for a in config.accounts]
+    created = []
+    for name in wanted:
+        path = config.secrets_dir / name
+        if path.exists():
+            continue
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(_random_secret() + "\n")
+        created.append(name)
+    return created
+
+
+def _podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return testbed._run(["podman", *args], check=check, timeout=timeout)
+
+
+def container_state(name: str) -> str | None:
+    proc = _podman("inspect", "--format", "{{.State.Status}}", name, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ensure_container(host: LabHost) -> bool:
+    """Start the host's container; reuse it only when it is running. True if created."""
+    state = container_state(host.container)
+    if state == "running":
+        return False
+    if state is not None:
+        testbed.remove_container(host.container)
+    publish = [f"127.0.0.1:{hp}:{cp}" for hp, cp in host.publish.values()]
+    testbed._run(testbed.systemd_run_args(host.container, hostname=host.hostname, publish=publish), timeout=120)
+    testbed.wait_for_systemd(host.container)
+    return True
+
+
+def service_states(container: str) -> dict[str, str]:
+    proc = _podman("exec", container, "systemctl", "is-active", *SERVICES, check=False)
+    states = proc.stdout.split()
+    return {svc: (states[i] if i < len(states) else "unknown") for i, svc in enumerate(SERVICES)}
+
+
+def status(config: LabConfig) -> dict[str, Any]:
+    """The lab's status document (what ``qnprov lab status --json`` prints)."""
+    hosts = []
+    running = True
+    for host in config.hosts:
+        state = container_state(host.container)
+        services = service_states(host.container) if state == "running" else {s: "absent" for s in SERVICES}
+        running = running and state == "running"
+        hosts.append({"name": host.name, "container": host.container, "state": state or "absent",
+                      "services": services})
+    have_secrets = (config.secrets_dir / ADMIN_SECRET).is_file()
+    accounts = []
+    for account in config.accounts:
+        secret = config.secrets_dir / f"account_{account.employee_id}"
+        accounts.append({"address": account.address,
+                         "password": secret.read_text().split()[0] if secret.is_file() else None})
+    ldap_port = config.endpoints().get("ldap", "127.0.0.1:636").rsplit(":", 1)[1]
+    return {
+        "running": running,
+        "endpoints": config.endpoints(),
+        "domain": config.domain,
+        "accounts": accounts,
+        "ldap": {
+            "url": f"ldaps://127.0.0.1:{ldap_port}",
+            "base_dn": config.base_dn,
+            "bind_dn": f"cn=admin,{config.base_dn}",
+            "bind_password": config.secret(ADMIN_SECRET) if have_secrets else None,
+        },
+        "ca_cert": str(config.ca_cert),
+        "state_dir": str(config.state),
+        "hosts": hosts,
+    }
+
+
+def write_status_file(config: LabConfig, doc: dict[str, Any]) -> Path:
+    """Keep a copy of the status (it holds secrets: 0600) for other tools."""
+    path = config.state / "lab.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle, indent=2)
+    return path
+
+
+def tls_context(ca_file: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    sender: str
+    recipient: str
+    token: str
+    submit_seconds: float
+    delivery_seconds: float
+
+
+def smoke(config: LabConfig, *, timeout: float = 60.0) -> SmokeResult:
+    """Authenticated submission on 587 from one demo account, IMAP fetch by another."""
+    if len(config.accounts) < 2:
+        raise ConfigError("the lab needs at least two demo accounts for the smoke test")
+    sender, recipient = config.accounts[0], config.accounts[1]
+    endpoints = config.endpoints()
+    context = tls_context(config.ca_cert)
+    token = uuid.uuid4().hex
+    message = EmailMessage()
+    message["From"] = sender.address
+    message["To"] = recipient.address
+    message["Subject"] = f"qnprov smoke {token}"
+    message["Message-ID"] = f"<{token}@{config.domain}>"
+    message.set_content(f"Smoke test {token}: submission on 587, delivery over LMTP, IMAP fetch.\n")
+    host, port = endpoints["submission"].rsplit(":", 1)
+    started = time.monotonic()
+    try:
+        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+            smtp.ehlo("smoke.qnprov.test")
+            smtp.starttls(context=context)
+            smtp.ehlo("smoke.qnprov.test")
+            smtp.login(sender.address, config.secret(f"account_{sender.employee_id}"))
+            smtp.send_message(message)
+    except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        raise ExternalError(f"smoke: submission as {sender.address} on {host}:{port} failed: {exc}") from exc
+    submitted = time.monotonic()
+    host, port = endpoints["imaps"].rsplit(":", 1)
+    deadline = submitted + timeout
+    last_error = "not delivered yet"
+    while time.monotonic() < deadline:
+        try:
+            with imaplib.IMAP4_SSL(host, int(port), ssl_context=context, timeout=30) as imap:
+                imap.login(recipient.address, config.secret(f"account_{recipient.employee_id}"))
+                imap.select("INBOX", readonly=True)
+                typ, data = imap.search(None, "HEADER", "Message-ID", f"<{token}@{config.domain}>")
+                if typ == "OK" and data and data[0].split():
+                    return SmokeResult(sender.address, recipient.address, token, submitted - started,
+                                       time.monotonic() - submitted)
+        except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
+            last_error = str(exc)
+        time.sleep(0.5)
+    raise ExternalError(f"smoke: {recipient.address} did not receive {token} within {timeout:.0f}s "
+                        f"over IMAP ({last_error})")
+
+
+def down(config: LabConfig, *, purge: bool = False) -> list[str]:
+    removed = []
+    for host in config.hosts:
+        if container_state(host.container) is not None:
+            testbed.remove_container(host.container)
+            removed.append(host.container)
+    if purge and config.state.exists():
+        shutil.rmtree(config.state)
+    return removed
+
+
+Step = Callable[[str], None]

@@ -1,0 +1,212 @@
+"""A typed wrapper around ansible-runner.
+
+Results arrive as events through callbacks (no polling): task starts drive the
+progress display, ``runner_on_*`` events count per host, and the final
+``playbook_on_stats`` event gives the authoritative per-host totals.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from qnprov import paths
+from qnprov.errors import ExternalError
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"ok": self.ok, "changed": self.changed, "failed": self.failed, "unreachable": self.unreachable}
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    host: str
+    task: str
+    message: str
+
+
+@dataclass
+class PlaybookResult:
+    rc: int
+    status: str
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+    failures: list[TaskFailure] = field(default_factory=list)
+    changed_tasks: list[tuple[str, str]] = field(default_factory=list)
+    tasks_started: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.rc != 0 or any(h.failed or h.unreachable for h in self.hosts.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"hosts": {name: stats.as_json() for name, stats in sorted(self.hosts.items())}, "rc": self.rc}
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What the progress display needs from one runner event."""
+
+    kind: str  # task | ok | changed | failed | skipped | unreachable | stats
+    task: str = ""
+    host: str = ""
+
+
+EventCallback = Callable[[ProgressEvent], None]
+
+_RESULT_KINDS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+def _failure_message(res: Mapping[str, Any]) -> str:
+    if res.get("_ansible_no_log"):
+        return "(output hidden by no_log)"
+    for key in ("msg", "stderr", "module_stderr", "reason"):
+        value = res.get(key)
+        if value:
+            return str(value).strip().splitlines()[-1][:300] if isinstance(value, str) else str(value)[:300]
+    return "failed"
+
+
+def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment every qnprov Ansible run uses, whatever the entry point."""
+    env = {
+        "ANSIBLE_CONFIG": str(paths.ANSIBLE_CFG),
+        "ANSIBLE_ROLES_PATH": str(paths.ROLES_DIR),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+    }
+    if "QNPROV_STATE_DIR" not in os.environ:
+        env["QNPROV_STATE_DIR"] = str(paths.state_dir())
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_playbook(
+    playbook: Path,
+    *,
+    inventory: Path,
+    check: bool = False,
+    diff: bool = False,
+    limit: str | None = None,
+    tags: str | None = None,
+    extravars_files: Sequence[Path] = (),
+    vault_password_file: Path | None = None,
+    envvars: Mapping[str, str] | None = None,
+    on_event: EventCallback | None = None,
+    verbosity: int = 0,
+) -> PlaybookResult:
+    """Run one playbook to completion and return per-host results.
+
+    Secrets never pass through ansible-runner's ``extravars`` (it writes them to
+    a file in its private data dir); they come from inventory lookups, vault
+    files or ``-e @file`` arguments naming files that are already 0600.
+    """
+    if not playbook.is_file():
+        raise ExternalError(f"playbook {playbook} not found")
+    result = PlaybookResult(rc=-1, status="unstarted")
+    current_task = {"name": ""}
+    lock = threading.Lock()
+
+    def handle(event: dict[str, Any]) -> bool:
+        name = event.get("event", "")
+        data = event.get("event_data", {}) or {}
+        with lock:
+            if name == "playbook_on_task_start":
+                result.tasks_started += 1
+                current_task["name"] = str(data.get("task", ""))
+                if on_event:
+                    on_event(ProgressEvent("task", task=current_task["name"]))
+            elif name in _RESULT_KINDS:
+                host = str(data.get("host", ""))
+                kind = _RESULT_KINDS[name]
+                res = data.get("res", {}) or {}
+                if kind == "ok" and res.get("changed"):
+                    kind = "changed"
+                    result.changed_tasks.append((host, str(data.get("task", ""))))
+                if kind in {"failed", "unreachable"} and not data.get("ignore_errors"):
+                    result.failures.append(TaskFailure(host, str(data.get("task", "")), _failure_message(res)))
+                if on_event:
+                    on_event(ProgressEvent(kind, task=str(data.get("task", "")), host=host))
+            elif name == "playbook_on_stats":
+                for attr, key in (("ok", "ok"), ("changed", "changed"), ("failed", "failures"),
+                                  ("unreachable", "dark"), ("skipped", "skipped")):
+                    for host, count in (data.get(key) or {}).items():
+                        setattr(result.hosts.setdefault(host, HostStats()), attr, int(count))
+                for host in data.get("processed", {}) or {}:
+                    result.hosts.setdefault(host, HostStats())
+                if on_event:
+                    on_event(ProgressEvent("stats"))
+        return False  # do not keep job events on disk: they may hold task output
+
+    cmdline: list[str] = []
+    for path in extravars_files:
+        cmdline += ["-e", f"@{path}"]
+    if check:
+        cmdline.append("--check")
+    if diff:
+        cmdline.append("--diff")
+    if vault_password_file:
+        cmdline += ["--vault-password-file", str(vault_password_file)]
+
+    private = Path(tempfile.mkdtemp(prefix="qnprov-runner-"))
+    os.chmod(private, 0o700)
+    started = time.monotonic()
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(paths.PROJECT_ROOT),
+            playbook=str(playbook),
+            inventory=str(inventory),
+            limit=limit,
+            tags=tags,
+            cmdline=" ".join(_quote(c) for c in cmdline) or None,
+            envvars=ansible_env(envvars),
+            event_handler=handle,
+            quiet=True,
+            verbosity=verbosity or None,
+            suppress_env_files=True,
+            timeout=None,
+        )
+        result.rc = int(runner.rc if runner.rc is not None else 1)
+        result.status = str(runner.status)
+        if result.rc != 0 and not result.hosts and not result.failures:
+            tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-6:]
+            result.failures.append(TaskFailure("-", "ansible-playbook", " | ".join(tail) or result.status))
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def result_as_dict(result: PlaybookResult) -> dict[str, Any]:
+    return asdict(result)
