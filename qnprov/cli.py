@@ -146,11 +146,11 @@ def lab_status(as_json: JsonOpt = False) -> None:
     table.add_column("host")
     table.add_column("container")
     table.add_column("services")
-    for host in doc["hosts"]:  # type: ignore[attr-defined]
+    for host in doc["hosts"]:
         table.add_row(host["name"], f"{host['container']} ({host['state']})",
                       " ".join(f"{k}={v}" for k, v in host["services"].items()))
     out.print(table)
-    for name, endpoint in doc["endpoints"].items():  # type: ignore[attr-defined]
+    for name, endpoint in doc["endpoints"].items():
         out.print(f"  {name:12} {endpoint}")
     out.print(f"  CA           {doc['ca_cert']}")
 

@@ -137,7 +137,7 @@ def prepare_host(*, run: Run = _run, apt: bool = True) -> HostReport:
 
 def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror this machine's apt uses (deb822 or one-line format)."""
-    candidates = sorted(sources_dir.glob("sources.list.d/*.sources")) + [sources_dir / "sources.list"]
+    candidates = [*sorted(sources_dir.glob("sources.list.d/*.sources")), sources_dir / "sources.list"]
     for path in candidates:
         if not path.is_file():
             continue
@@ -218,7 +218,7 @@ def systemd_run_args(name: str, *, image: str = IMAGE_REF, hostname: str | None 
                      extra: Sequence[str] = ()) -> list[str]:
     """The ``podman run`` command line for a systemd host container."""
     args = ["podman", "run", "-d", "--name", name, "--systemd=always",
-            "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/run/lock"]
+            "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/run/lock"]  # noqa: S108 - inside the container
     volume = cgroup_volume()
     if volume:
         args += ["-v", volume]
