@@ -1,0 +1,281 @@
+"""A throw-away slapd on loopback, built from the project's own schema, ACLs and base DIT.
+
+Used by the directory tests and by ``benchmarks/ldap_provision.py``. It runs the very
+templates the openldap role deploys (``templates/openldap``), so a test that passes
+here exercises the production ACLs, not a permissive stand-in.
+
+The cn=config tree is built offline with ``slapadd -n0``; the ACL template (a
+``changetype: modify`` LDIF, exactly as the role applies it) and the base entries are
+then loaded through ldapi with SASL EXTERNAL and the root DN.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from qnprov.errors import ExternalError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES_DIR = REPO_ROOT / "templates" / "openldap"
+SYSTEM_SCHEMA_DIR = Path("/etc/ldap/schema")
+SLAPD = Path("/usr/sbin/slapd")
+SLAPADD = Path("/usr/sbin/slapadd")
+MODULE_DIR = Path("/usr/lib/ldap")
+DB_CONFIG_DN = "olcDatabase={1}mdb,cn=config"
+
+# Equality indexes for every attribute the mail stack and the provisioner look up.
+DB_INDEXES = (
+    "objectClass eq",
+    "uid,mail,mailLocalAddress,employeeNumber eq",
+    "qnAccountStatus,qnAgencyCode,associatedDomain eq",
+    "member eq",
+    "cn,ou eq",
+)
+
+
+def ssha_hash(password: str) -> str:
+    """An RFC 2307 {SSHA} hash (salted SHA-1), understood by every slapd."""
+    salt = secrets.token_bytes(8)
+    digest = hashlib.sha1(password.encode() + salt, usedforsecurity=False).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def argon2_hash(password: str) -> str:
+    """An {ARGON2} hash in the PHC format slapd's argon2 module reads."""
+    from argon2 import PasswordHasher
+
+    return "{ARGON2}" + PasswordHasher().hash(password)
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class TestSlapd:
+    """A running slapd and the credentials of its accounts."""
+
+    workdir: Path
+    port: int
+    base_dn: str
+    root_dn: str
+    root_password: str
+    service_passwords: dict[str, str]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    __test__ = False  # not a pytest test class
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldapi_url(self) -> str:
+        return "ldapi://" + urllib.parse.quote(str(self.workdir / "ldapi"), safe="")
+
+    def service_dn(self, cn: str) -> str:
+        return f"cn={cn},ou=services,{self.base_dn}"
+
+    @property
+    def writer_dn(self) -> str:
+        return self.service_dn("qnprov")
+
+    @property
+    def writer_password(self) -> str:
+        return self.service_passwords["qnprov"]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def ldap_tool(self, tool: str, *args: str, input_text: str | None = None,
+                  check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run an OpenLDAP client tool (ldapadd, ldapsearch ...) bound as the root DN."""
+        cmd = [tool, "-x", "-H", self.url, "-D", self.root_dn, "-w", self.root_password, *args]
+        result = subprocess.run(cmd, input=input_text, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise ExternalError(f"{tool} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def count_entries(self, base: str | None = None, search_filter: str = "(objectClass=*)") -> int:
+        out = self.ldap_tool("ldapsearch", "-LLL", "-b", base or self.base_dn, search_filter, "1.1").stdout
+        return sum(1 for line in out.splitlines() if line.startswith("dn:"))
+
+
+def _config_ldif(workdir: Path, base_dn: str, root_dn: str, root_hash: str) -> str:
+    schema_includes = "\n".join(
+        f"include: file://{SYSTEM_SCHEMA_DIR / name}.ldif"
+        for name in ("core", "cosine", "inetorgperson", "misc")
+    )
+    indexes = "\n".join(f"olcDbIndex: {index}" for index in DB_INDEXES)
+    peer = f"gidNumber={os.getgid()}+uidNumber={os.getuid()},cn=peercred,cn=external,cn=auth"
+    return f"""dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: {workdir}/slapd.pid
+olcLogLevel: none
+
+dn: cn=module{{0}},cn=config
+objectClass: olcModuleList
+cn: module{{0}}
+olcModulePath: {MODULE_DIR}
+olcModuleLoad: back_mdb
+olcModuleLoad: argon2
+
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+{schema_includes}
+include: file://{TEMPLATES_DIR / "qnprov-schema.ldif"}
+
+dn: olcDatabase={{-1}}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {{-1}}frontend
+olcSizeLimit: 500
+
+dn: olcDatabase={{0}}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {{0}}config
+olcAccess: {{0}}to * by dn.exact="{peer}" manage by * break
+
+dn: {DB_CONFIG_DN}
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {{1}}mdb
+olcDbDirectory: {workdir}/db
+olcSuffix: {base_dn}
+olcRootDN: {root_dn}
+olcRootPW: {root_hash}
+olcDbMaxSize: 2147483648
+olcLimits: dn.exact="cn=qnprov,ou=services,{base_dn}" size=unlimited time=unlimited
+{indexes}
+"""
+
+
+def _render(template: str, **variables: object) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,  # what Ansible's template module does
+        autoescape=False,  # noqa: S701 - LDIF, not HTML
+    )
+    return env.get_template(template).render(**variables)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ExternalError(f"slapd exited with {process.returncode} during start-up")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise ExternalError(f"slapd did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def start_test_slapd(
+    workdir: Path,
+    *,
+    base_dn: str = "dc=quangninh,dc=test",
+    organization: str = "Quang Ninh provincial official mail (test)",
+    hosted_domains: tuple[str, ...] = ("quangninh.test",),
+    no_sync: bool = True,
+) -> TestSlapd:
+    """Build cn=config in ``workdir`` and start slapd on a free loopback port.
+
+    ``no_sync`` skips fsync in mdb: tests and benchmarks measure the protocol path,
+    and ldapadd and qnprov are compared on the same server either way.
+    """
+    for tool in (SLAPD, SLAPADD):
+        if not tool.exists():
+            raise ExternalError(f"{tool} is missing; install the slapd package")
+    confdir, dbdir = workdir / "slapd.d", workdir / "db"
+    confdir.mkdir(parents=True)
+    dbdir.mkdir()
+    root_dn = f"cn=admin,{base_dn}"
+    root_password = secrets.token_urlsafe(18)
+    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password))
+    if no_sync:
+        config += "olcDbNoSync: TRUE\n"
+    (workdir / "config.ldif").write_text(config)
+    result = subprocess.run(
+        [str(SLAPADD), "-n0", "-F", str(confdir), "-l", str(workdir / "config.ldif")],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise ExternalError(f"slapadd -n0 failed: {result.stderr.strip()}")
+
+    port = free_loopback_port()
+    server = TestSlapd(workdir=workdir, port=port, base_dn=base_dn, root_dn=root_dn,
+                       root_password=root_password,
+                       service_passwords={cn: secrets.token_urlsafe(18)
+                                          for cn in ("postfix", "dovecot", "qnprov")})
+    server.process = subprocess.Popen(
+        [str(SLAPD), "-d", "0", "-F", str(confdir), "-h", f"{server.url}/ {server.ldapi_url}"],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "slapd.log", "wb"),  # noqa: SIM115
+    )
+    try:
+        _wait_for_port(port, server.process)
+        access = _render("access.ldif.j2", openldap_db_dn=DB_CONFIG_DN, openldap_base_dn=base_dn,
+                         openldap_service_readers=["postfix", "dovecot"],
+                         openldap_service_writers=["qnprov"])
+        result = subprocess.run(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", server.ldapi_url],
+                                input=access, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ExternalError(f"loading the ACLs failed: {result.stderr.strip()}")
+        services = [
+            {"cn": "postfix", "description": "Postfix lookups (read-only)"},
+            {"cn": "dovecot", "description": "Dovecot lookups (read-only)"},
+            {"cn": "qnprov", "description": "qnprov provisioning (writer)"},
+        ]
+        for svc in services:
+            # The writer gets an {ARGON2} hash, which also proves the argon2 module loads.
+            password = server.service_passwords[svc["cn"]]
+            svc["password_hash"] = argon2_hash(password) if svc["cn"] == "qnprov" else ssha_hash(password)
+        dit = _render("dit.ldif.j2", openldap_base_dn=base_dn, openldap_organization=organization,
+                      openldap_hosted_domains=list(hosted_domains), openldap_service_accounts=services)
+        server.ldap_tool("ldapadd", input_text=dit)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@contextlib.contextmanager
+def running_test_slapd(parent: Path | None = None, **kwargs: object) -> Iterator[TestSlapd]:
+    """Context manager: a fresh slapd in a temporary directory, removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="qnslapd-", dir=parent))
+    server: TestSlapd | None = None
+    try:
+        server = start_test_slapd(workdir, **kwargs)  # type: ignore[arg-type]
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
