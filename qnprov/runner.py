@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -172,6 +173,10 @@ def run_playbook(
     if vault_password_file:
         cmdline += ["--vault-password-file", str(vault_password_file)]
 
+    # ansible-playbook lives beside this interpreter (a venv is not always on PATH).
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     private = Path(tempfile.mkdtemp(prefix="qnprov-runner-"))
     os.chmod(private, 0o700)
     started = time.monotonic()

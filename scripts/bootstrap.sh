@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install everything qnprov needs on a fresh Debian 12 machine (run as root):
+# system packages, then a virtualenv with qnprov and its dev tools.
+# Idempotent: packages already present are skipped, the venv is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES=(
+  # the package and its venv
+  python3 python3-venv python3-dev gcc make git
+  # the testbed: podman with runc, and debootstrap for the base image
+  podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+  # pymilter builds against libmilter
+  libmilter-dev
+  # probes, scanners and the throwaway services the tests start on loopback
+  swaks ldap-utils slapd postfix postfix-ldap postfix-pcre testssl.sh lynis openssl
+  # the HTML report is checked in a real browser
+  chromium
+)
+
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing ${missing[*]}"
+  # The host's slapd and postfix are only binaries for tests; never configure
+  # a default directory or mail system on the host itself.
+  debconf-set-selections <<'PRESEED'
+slapd slapd/no_configuration boolean true
+postfix postfix/main_mailer_type select No configuration
+PRESEED
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.qnprov-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q -U pip wheel
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+echo "bootstrap: ready (.venv/bin/qnprov)"
