@@ -1,0 +1,1 @@
+"""The decision as code: rule bundle, detectors, engine (issue 4)."""

@@ -1,0 +1,214 @@
+"""Detectors: pure functions from an inspected message to raw findings.
+
+Each detector knows nothing about actions; the engine attaches the rule's (possibly
+overridden) action. A detector returns ``(location, evidence)`` pairs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import parseaddr
+
+from qnprov.policy.bundle import PolicyData
+from qnprov.policy.domains import domain_of, match_domain
+from qnprov.policy.extract import Extraction, decode_header_value
+from qnprov.policy.markings import MarkingMatcher, normalise_text
+from qnprov.policy.models import (
+    ClassifiedMarkingParams,
+    Direction,
+    FreemailAutoforwardParams,
+    Rule,
+    ServiceRegistrationParams,
+)
+from qnprov.policy.signatures import SignatureResult
+
+RawFinding = tuple[str, str]
+
+
+@dataclass
+class Context:
+    """Everything the detectors may read about one message."""
+
+    policy: PolicyData
+    message: Message
+    mail_from: str
+    rcpts: tuple[str, ...]
+    direction: Direction
+    authenticated_user: str | None
+    extraction: Extraction
+    signatures: list[SignatureResult] = field(default_factory=list)
+    matchers: dict[bool, MarkingMatcher] = field(default_factory=dict)
+
+
+Detector = Callable[[Context, Rule], list[RawFinding]]
+
+
+def _short(text: str, width: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- 1.1 -------------------------------------------------------------------------------
+
+
+def sender_authentication(ctx: Context, rule: Rule) -> list[RawFinding]:
+    sender_domain = domain_of(ctx.mail_from)
+    if not sender_domain or sender_domain not in ctx.policy.local_domains:
+        return []
+    if ctx.authenticated_user:
+        return []
+    return [("envelope:mail-from", f"official sender {ctx.mail_from} was not authenticated")]
+
+
+def sender_login_match(ctx: Context, rule: Rule) -> list[RawFinding]:
+    login = (ctx.authenticated_user or "").strip().lower()
+    sender = ctx.mail_from.strip().strip("<>").lower()
+    if not login or not sender:
+        return []
+    if "@" not in login:
+        # A bare login names a mailbox in one of the local domains.
+        if sender.partition("@")[0] == login and domain_of(sender) in ctx.policy.local_domains:
+            return []
+    elif login == sender:
+        return []
+    return [("envelope:mail-from", f"sender {ctx.mail_from} does not match login {ctx.authenticated_user}")]
+
+
+def official_identity_off_system(ctx: Context, rule: Rule) -> list[RawFinding]:
+    _, from_address = parseaddr(decode_header_value(ctx.message.get("From")))
+    from_domain = domain_of(from_address)
+    province = ctx.policy.province_domains
+    if not from_domain or match_domain(from_domain, province) is None:
+        return []
+    envelope_domain = domain_of(ctx.mail_from)
+    if envelope_domain and match_domain(envelope_domain, province) is not None:
+        return []
+    return [("header:from", f"From {from_address} sent via {ctx.mail_from or '<>'}, outside the official system")]
+
+
+# -- 1.2 -------------------------------------------------------------------------------
+
+
+def signed_document(ctx: Context, rule: Rule) -> list[RawFinding]:
+    return [(result.location, f"{result.kind} signature {result.header_value()}") for result in ctx.signatures]
+
+
+def signed_document_invalid(ctx: Context, rule: Rule) -> list[RawFinding]:
+    return [
+        (result.location, f"{result.kind} signature {result.status}: {result.reason or 'no reason given'}")
+        for result in ctx.signatures
+        if result.status != "valid"
+    ]
+
+
+# -- 1.3(1) ----------------------------------------------------------------------------
+
+
+def classified_marking(ctx: Context, rule: Rule) -> list[RawFinding]:
+    params = rule.typed_params()
+    assert isinstance(params, ClassifiedMarkingParams)
+    matcher = ctx.matchers.get(params.declassified_is_marking)
+    if matcher is None:
+        matcher = MarkingMatcher(ctx.policy.markings, declassified_is_marking=params.declassified_is_marking)
+        ctx.matchers[params.declassified_is_marking] = matcher
+    findings: list[RawFinding] = []
+    for segment in ctx.extraction.segments:
+        for hit in matcher.find(segment.text, limit=1):
+            findings.append((segment.location, f"{hit.level} ({hit.form}): {_short(hit.evidence)}"))
+            break
+    return findings
+
+
+def classified_uninspectable(ctx: Context, rule: Rule) -> list[RawFinding]:
+    return [(p.location, f"cannot be inspected: {p.reason}") for p in ctx.extraction.problems
+            if p.kind == "uninspectable"]
+
+
+def classified_no_text_layer(ctx: Context, rule: Rule) -> list[RawFinding]:
+    return [(p.location, p.reason) for p in ctx.extraction.problems if p.kind == "no-text-layer"]
+
+
+# -- 1.3(2) ----------------------------------------------------------------------------
+
+
+def _freemail_rcpts(ctx: Context) -> list[str]:
+    return [rcpt for rcpt in ctx.rcpts if match_domain(domain_of(rcpt), ctx.policy.freemail_domains)]
+
+
+def freemail_recipient(ctx: Context, rule: Rule) -> list[RawFinding]:
+    if domain_of(ctx.mail_from) not in ctx.policy.local_domains:
+        return []
+    return [("envelope:rcpt", f"official sender {ctx.mail_from} to free mailbox {rcpt}")
+            for rcpt in _freemail_rcpts(ctx)]
+
+
+def freemail_autoforward(ctx: Context, rule: Rule) -> list[RawFinding]:
+    params = rule.typed_params()
+    assert isinstance(params, FreemailAutoforwardParams)
+    targets = _freemail_rcpts(ctx)
+    if not targets:
+        return []
+    markers = [name for name in params.forward_marker_headers if ctx.message.get(name) is not None]
+    auto = str(ctx.message.get("Auto-Submitted", "")).strip().lower().startswith("auto-forwarded")
+    if not markers and not auto:
+        return []
+    reason = ", ".join(markers) if markers else "Auto-Submitted: auto-forwarded"
+    return [("envelope:rcpt", f"automatic forward ({reason}) to free mailbox {rcpt}") for rcpt in targets]
+
+
+# -- 1.3(3) ----------------------------------------------------------------------------
+
+_DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([A-Za-z0-9.-]+)")
+
+
+def _dkim_domains(message: Message) -> list[str]:
+    domains = []
+    for value in message.get_all("DKIM-Signature") or []:
+        match = _DKIM_D.search(" ".join(str(value).split()))
+        if match:
+            domains.append(match.group(1).lower())
+    return domains
+
+
+def service_registration(ctx: Context, rule: Rule) -> list[RawFinding]:
+    params = rule.typed_params()
+    assert isinstance(params, ServiceRegistrationParams)
+    senders = ctx.policy.registration_senders
+    _, from_address = parseaddr(decode_header_value(ctx.message.get("From")))
+    candidates = [("envelope sender", domain_of(ctx.mail_from)), ("From", domain_of(from_address))]
+    candidates += [("DKIM d=", domain) for domain in _dkim_domains(ctx.message)]
+    subject = normalise_text(decode_header_value(ctx.message.get("Subject")))
+    subject_hit = next((p for p in ctx.policy.registration_subjects if p.search(subject)), None)
+    accounts = ", ".join(r for r in ctx.rcpts if domain_of(r) in ctx.policy.local_domains) or ", ".join(ctx.rcpts)
+    for source, domain in candidates:
+        listed = match_domain(domain, senders) if domain else None
+        if listed:
+            why = f"{senders[listed]} ({source} {domain})"
+            if subject_hit:
+                why += f", subject {_short(subject, 80)!r}"
+            return [("envelope:rcpt", f"account {accounts}: registration/notification mail from {why}")]
+    if subject_hit and params.match_subject_without_sender:
+        sender_domain = domain_of(ctx.mail_from) or domain_of(from_address)
+        if sender_domain and match_domain(sender_domain, ctx.policy.province_domains) is None:
+            return [("subject", f"account {accounts}: registration subject {_short(subject, 80)!r} "
+                                f"from {sender_domain}")]
+    return []
+
+
+DETECTORS: dict[str, Detector] = {
+    "sender_authentication": sender_authentication,
+    "sender_login_match": sender_login_match,
+    "official_identity_off_system": official_identity_off_system,
+    "signed_document": signed_document,
+    "signed_document_invalid": signed_document_invalid,
+    "classified_marking": classified_marking,
+    "classified_uninspectable": classified_uninspectable,
+    "classified_no_text_layer": classified_no_text_layer,
+    "freemail_recipient": freemail_recipient,
+    "freemail_autoforward": freemail_autoforward,
+    "service_registration": service_registration,
+}
+

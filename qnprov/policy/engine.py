@@ -1,0 +1,192 @@
+"""The policy engine: one message and its envelope in, one decision out.
+
+Pure with respect to the message: the engine never changes content (signed mail must
+pass byte-identical); it returns a verdict and headers to add. The milter and the
+offline ``qnprov policy check`` both call :meth:`PolicyEngine.evaluate`, so they give
+the same answer for the same input.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass
+from email.header import Header
+from pathlib import Path
+from typing import Any, Literal
+
+from qnprov.policy.bundle import PolicyData, enabled_rules, load_policy
+from qnprov.policy.detectors import DETECTORS, Context
+from qnprov.policy.domains import domain_of
+from qnprov.policy.extract import Extraction, Problem, extract, parse_message
+from qnprov.policy.models import ACTION_STRENGTH, Rule
+from qnprov.policy.signatures import SignatureResult, SignatureVerifier, load_anchors
+
+Direction = Literal["inbound", "outbound", "internal"]
+Verdict = Literal["accept", "tag", "quarantine", "reject", "tempfail"]
+
+log = logging.getLogger(__name__)
+
+_VERDICT_OF_ACTION: dict[str, Verdict] = {"reject": "reject", "quarantine": "quarantine", "tag": "tag",
+                                          "log": "accept"}
+_ENGINE_RULE = "engine-failure"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    rcpts: tuple[str, ...]
+    direction: Direction | None = None  # None: derived from local domains
+    authenticated_user: str | None = None
+    queue_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    clause: str
+    action: str
+    location: str
+    evidence: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": self.rule, "clause": self.clause, "action": self.action, "location": self.location,
+                "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    policy_version: str
+    direction: Direction
+    add_headers: tuple[tuple[str, str], ...]
+    reply: tuple[str, str, str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "findings": [finding.to_json() for finding in self.findings],
+            "policy_version": self.policy_version,
+        }
+
+
+def derive_direction(envelope: Envelope, local_domains: frozenset[str]) -> Direction:
+    """Outbound/internal when the sender is local (or logged in), else inbound."""
+    if envelope.direction is not None:
+        return envelope.direction
+    sender_local = domain_of(envelope.mail_from) in local_domains
+    if not sender_local and not envelope.authenticated_user:
+        return "inbound"
+    if envelope.rcpts and all(domain_of(rcpt) in local_domains for rcpt in envelope.rcpts):
+        return "internal"
+    return "outbound"
+
+
+def ascii_fold(text: str) -> str:
+    """Vietnamese without diacritics, for SMTP reply text only.
+
+    SMTP replies are 7-bit ASCII (RFC 5321 §4.2), so the bilingual reply loses its tone
+    marks there; the audit log and headers keep the exact text.
+    """
+    text = text.replace("đ", "d").replace("Đ", "D")
+    decomposed = unicodedata.normalize("NFD", text)
+    folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return folded.encode("ascii", errors="replace").decode("ascii")
+
+
+def _ascii_header(value: str) -> str:
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+class PolicyEngine:
+    def __init__(self, policy: PolicyData, verifier: SignatureVerifier) -> None:
+        self.policy = policy
+        self.verifier = verifier
+        self.version: str = policy.version
+        self.local_domains: frozenset[str] = policy.local_domains
+        self._rules = enabled_rules(policy)
+
+    @classmethod
+    def load(cls, bundle_path: Path | None = None, overrides_path: Path | None = None) -> PolicyEngine:
+        policy = load_policy(bundle_path, overrides_path)
+        anchors_dir = Path(policy.bundle.trust_anchors_dir) if policy.bundle.trust_anchors_dir else None
+        anchors = load_anchors(anchors_dir)
+        verifier = SignatureVerifier(anchors, timeout=policy.bundle.limits.signature_timeout_seconds)
+        return cls(policy, verifier)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    def evaluate(self, message: bytes, envelope: Envelope) -> Decision:
+        """Decide on one message. Never raises on hostile content."""
+        direction = derive_direction(envelope, self.local_domains)
+        try:
+            return self._evaluate(message, envelope, direction)
+        except Exception as exc:  # a bug must not become silent acceptance
+            log.exception("policy engine failed on queue id %s", envelope.queue_id)
+            return self._failure(direction, f"{type(exc).__name__}: {exc}")
+
+    def _evaluate(self, raw: bytes, envelope: Envelope, direction: Direction) -> Decision:
+        limits = self.policy.bundle.limits
+        parsed = parse_message(raw)
+        if len(raw) > limits.max_message_bytes:
+            extraction = Extraction(problems=[Problem(
+                "message", "uninspectable", f"message is {len(raw)} bytes (limit {limits.max_message_bytes})")])
+        else:
+            extraction = extract(parsed, raw, limits)
+        ctx = Context(self.policy, parsed, envelope.mail_from.strip().strip("<>"), envelope.rcpts, direction,
+                      envelope.authenticated_user, extraction)
+        if extraction.signed:
+            ctx.signatures = [self.verifier.verify(obj) for obj in extraction.signed]
+        findings: list[Finding] = []
+        for rule in self._rules:
+            if direction not in rule.scope:
+                continue
+            for location, evidence in DETECTORS[rule.detector](ctx, rule):
+                findings.append(Finding(rule.id, rule.clause, rule.action, location, evidence))
+        return self._decide(findings, direction, ctx.signatures)
+
+    def _decide(self, findings: list[Finding], direction: Direction,
+                signatures: list[SignatureResult]) -> Decision:
+        verdict: Verdict = "accept"
+        strongest = None
+        for finding in findings:
+            rank = ACTION_STRENGTH.index(finding.action)
+            if strongest is None or rank < strongest:
+                strongest = rank
+        if strongest is not None:
+            verdict = _VERDICT_OF_ACTION[ACTION_STRENGTH[strongest]]
+        headers: list[tuple[str, str]] = []
+        if verdict in {"tag", "quarantine"}:
+            listed = ", ".join(sorted({f"{f.rule} ({f.clause})" for f in findings if f.action != "log"}))
+            headers.append(("X-QN-Policy", _ascii_header(f"{verdict}; version={self.version}; rules={listed}")))
+        if verdict != "reject":
+            headers.extend(("X-QN-Signature", _ascii_header(result.header_value())) for result in signatures)
+        reply = self._reject_reply(findings) if verdict == "reject" else None
+        return Decision(verdict, tuple(findings), self.version, direction, tuple(headers), reply)
+
+    def _reject_reply(self, findings: list[Finding]) -> tuple[str, str, str]:
+        first = next(f for f in findings if f.action == "reject")
+        rule = self.policy.bundle.rule(first.rule)
+        decision = self.policy.bundle.decision
+        number = decision.number or "(so hieu chua xac dinh / number unknown)"
+        text = (
+            f"Thu bi tu choi theo khoan {rule.clause} Quyet dinh {number} UBND tinh Quang Ninh: {rule.vi} "
+            f"/ Rejected under clause {rule.clause} of the Quang Ninh decision: {rule.en} "
+            f"[rule {rule.id}, {first.location}, policy {self.version}]"
+        )
+        return ("550", "5.7.1", ascii_fold(" ".join(text.split()))[:900])
+
+    def _failure(self, direction: Direction, reason: str) -> Decision:
+        verdict: Verdict = self.policy.bundle.failure_verdict
+        finding = Finding(_ENGINE_RULE, "2", verdict, "message", f"policy engine error: {reason[:200]}")
+        reply = None
+        if verdict == "tempfail":
+            reply = ("451", "4.7.1", "Loi tam thoi khi kiem tra chinh sach, vui long gui lai sau / "
+                                     "Temporary policy check failure, please retry later")
+        headers: tuple[tuple[str, str], ...] = ()
+        if verdict == "quarantine":
+            headers = (("X-QN-Policy", f"quarantine; version={self.version}; rules={_ENGINE_RULE}"),)
+        return Decision(verdict, (finding,), self.version, direction, headers, reply)

@@ -1,0 +1,107 @@
+"""Find secrecy markings (clause 1.3(1)) in normalised Vietnamese text.
+
+Precision comes from matching the *forms* a marking takes, never the word alone:
+
+* a stamp: a line, table cell or delimited segment that is exactly "MẬT", "TỐI MẬT" or
+  "TUYỆT MẬT" in upper case (stamps are printed upper case; ordinary prose is not);
+* document-management metadata: "Độ mật: Tối mật", or an envelope letter A/B/C, but only
+  right after such a label.
+
+"mật khẩu", "bảo mật", "BÍ MẬT NHÀ NƯỚC", "mật độ", names ... never form a whole segment
+equal to a stamp, so they do not match. Matching is done on NFC text with diacritics
+intact: folding "mật" to "mat" would also hit "mặt", "mất", "mát" and "mắt".
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from qnprov.policy.models import MarkingData
+
+# "Ð" (U+00D0, Icelandic eth) and "ð" are typed for "Đ"/"đ" on some keyboards.
+_LOOKALIKES = str.maketrans({"\u00d0": "\u0110", "\u00f0": "\u0111", "\u0189": "\u0110"})
+# Invisible characters that would otherwise split a stamp.
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+_QUICK = re.compile("m\u1eadt", re.IGNORECASE)
+# Segment boundaries inside a line: tabs/cell breaks, column gaps, brackets, box drawing,
+# and separators commonly put around a stamp in subjects ("[MẬT]", "TỐI MẬT - ...").
+_SEGMENT_SPLIT = re.compile(
+    r"\t|\s{2,}|[|\[\](){}<>«»\"“”‘’*_=~#:;/\\,]|\s[-–—]\s|^[-–—]|[-–—]$|[\u2500-\u257f\u25a0-\u25ff]"
+)
+_STRIP = " .!?-–—'\u00a0"
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """NFC, look-alike letters repaired, invisible characters removed."""
+    text = _INVISIBLE.sub("", text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text.translate(_LOOKALIKES))
+    return text
+
+
+@dataclass(frozen=True)
+class MarkingHit:
+    level: str
+    form: str  # "stamp" | "metadata"
+    evidence: str
+
+
+class MarkingMatcher:
+    """Compiled matcher for one version of the markings data."""
+
+    def __init__(self, data: MarkingData, *, declassified_is_marking: bool) -> None:
+        self._stamps: dict[str, str] = {level.stamp: level.name for level in data.levels}
+        if declassified_is_marking:
+            self._stamps[data.declassified_stamp] = data.declassified_stamp.capitalize()
+        names = sorted((level.name for level in data.levels), key=len, reverse=True)
+        letters = {level.envelope_letter: level.name for level in data.levels}
+        self._letters = letters
+        labels = "|".join(re.escape(label) for label in data.metadata_labels)
+        values = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in names)
+        if declassified_is_marking:
+            values = re.escape(data.declassified_stamp.capitalize()).replace(r"\ ", r"\s+") + "|" + values
+        self._metadata = re.compile(
+            rf"(?<!\w)(?:{labels})\s*[:：=|\t-]?\s*(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))",
+            re.IGNORECASE,
+        )
+
+    def find(self, text: str, *, limit: int = 3) -> list[MarkingHit]:
+        """Markings in already-normalised text (most documents have none: fast exit)."""
+        if not _QUICK.search(text):
+            return []
+        hits: list[MarkingHit] = []
+        for line in text.splitlines():
+            if not _QUICK.search(line):
+                continue
+            for match in self._metadata.finditer(line):
+                level = match.group("name")
+                if level is not None:
+                    level = _SPACES.sub(" ", level).capitalize()
+                else:
+                    level = self._letters[match.group("letter")]
+                hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
+            for segment in _SEGMENT_SPLIT.split(line):
+                if not segment or not _QUICK.search(segment):
+                    continue
+                candidate = _SPACES.sub(" ", segment.strip(_STRIP))
+                level_name = self._stamps.get(candidate)
+                if level_name is not None:
+                    hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
+            if len(hits) >= limit:
+                break
+        return hits
+
+
+def _span(line: str, candidate: str) -> tuple[int, int]:
+    start = line.find(candidate.split(" ")[0])
+    return (max(start, 0), max(start, 0) + len(candidate))
+
+
+def _excerpt(line: str, start: int, end: int, width: int = 40) -> str:
+    left = max(0, start - width)
+    right = min(len(line), end + width)
+    text = _SPACES.sub(" ", line[left:right]).strip()
+    return ("…" if left else "") + text + ("…" if right < len(line) else "")
