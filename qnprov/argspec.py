@@ -143,7 +143,7 @@ def inventory_hostvars(inventory: Path, extra_vars_files: Iterable[Path] = ()) -
     variables = VariableManager(loader=loader, inventory=manager)
     result: dict[str, dict[str, Any]] = {}
     for host in manager.get_hosts():
-        merged = variables.get_vars(host=host, include_hostvars=False, include_delegate_to=False)
+        merged = variables.get_vars(host=host, include_hostvars=False)
         result[host.name] = dict(merged)
     return result
 
@@ -156,8 +156,8 @@ def hosts_for_pattern(inventory: Path, pattern: str) -> list[str]:
     return [h.name for h in manager.get_hosts(pattern=pattern)]
 
 
-def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *,
-                       limit: str | None = None, extra_vars_files: Iterable[Path] = ()) -> list[VariableProblem]:
+def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *, limit: str | None = None,
+                       extra_vars_files: Iterable[Path] = (), roles_dir: Path | None = None) -> list[VariableProblem]:
     """Every variable problem of every host the playbook would touch."""
     if not inventory.exists():
         raise ConfigError(f"inventory {inventory} not found")
@@ -170,7 +170,7 @@ def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *,
             if limited is not None and host not in limited:
                 continue
             for role in roles:
-                spec = load_role_spec(role)
+                spec = load_role_spec(role, roles_dir or paths.ROLES_DIR)
                 # A role's prefix is its name; unknown names with that prefix are typos,
                 # unless another role of the play owns them (e.g. qnprov_milter_*).
                 others = [r for r in all_roles if r != role and r.startswith(role)]
@@ -181,8 +181,9 @@ def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *,
 
 
 def require_valid_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *, limit: str | None = None,
-                            extra_vars_files: Iterable[Path] = ()) -> None:
-    problems = validate_inventory(inventory, playbook, limit=limit, extra_vars_files=extra_vars_files)
+                            extra_vars_files: Iterable[Path] = (), roles_dir: Path | None = None) -> None:
+    problems = validate_inventory(inventory, playbook, limit=limit, extra_vars_files=extra_vars_files,
+                                  roles_dir=roles_dir)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

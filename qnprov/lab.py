@@ -260,6 +260,32 @@ def smoke(config: LabConfig, *, timeout: float = 60.0) -> SmokeResult:
                         f"over IMAP ({last_error})")
 
 
+def with_port_base(config: LabConfig, *, containers: dict[str, str], port_base: int,
+                   state: Path) -> LabConfig:
+    """The same hosts and accounts on other containers, ports and state (molecule)."""
+    hosts = tuple(LabHost(h.name, containers.get(h.name, h.container), h.hostname,
+                          {k: (port_base + cp, cp) for k, (_, cp) in h.publish.items()}) for h in config.hosts)
+    return LabConfig(config.inventory, hosts, config.domain, config.base_dn, config.accounts, state)
+
+
+def test_environment(config: LabConfig) -> dict[str, str]:
+    """Environment the integration suites read to find a deployed host.
+
+    Secrets travel only through the environment of the test process.
+    """
+    accounts = [{"address": a.address, "password": config.secret(f"account_{a.employee_id}")}
+                for a in config.accounts]
+    return {
+        "QNPROV_TEST_HOST": config.hosts[0].container,
+        "QNPROV_TEST_ENDPOINTS": json.dumps(config.endpoints()),
+        "QNPROV_TEST_ACCOUNTS": json.dumps(accounts),
+        "QNPROV_TEST_CA": str(config.ca_cert),
+        "QNPROV_TEST_DOMAIN": config.domain,
+        "QNPROV_TEST_BASE_DN": config.base_dn,
+        "QNPROV_STATE_DIR": str(config.state),
+    }
+
+
 def down(config: LabConfig, *, purge: bool = False) -> list[str]:
     removed = []
     for host in config.hosts:

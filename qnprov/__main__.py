@@ -1,0 +1,3 @@
+from qnprov.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""Molecule's verify step: the integration suites against a molecule host.
+
+Molecule creates the container and converges it; this runs the same pytest
+modules the lab runs, pointed at the molecule container and its ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from qnprov import lab, paths
+
+ROLE_SUITES = (
+    "tests/integration/test_mailflow.py",
+    "tests/integration/test_openldap_role.py",
+    "tests/integration/test_rspamd_os_roles.py",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", required=True, help="container name of the molecule host")
+    parser.add_argument("--state", required=True, type=Path, help="QNPROV_STATE_DIR molecule used")
+    parser.add_argument("--port-base", type=int, default=20000)
+    args = parser.parse_args(argv)
+    base = lab.load_lab_config()
+    config = lab.with_port_base(base, containers={h.name: args.host for h in base.hosts},
+                                port_base=args.port_base, state=args.state)
+    env = {**os.environ, **lab.test_environment(config)}
+    suites = [s for s in ROLE_SUITES if (paths.PROJECT_ROOT / s).is_file()]
+    if not suites:
+        print("molecule verify: no integration suites found", file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
+                           cwd=paths.PROJECT_ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

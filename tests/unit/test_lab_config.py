@@ -1,0 +1,47 @@
+"""Lab configuration and secrets, read from the real lab inventory."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from qnprov import lab
+
+
+def test_lab_config_comes_from_the_inventory(tmp_path: Path):
+    config = lab.load_lab_config()
+    assert [h.container for h in config.hosts] == ["qnprov-lab-mail1"]
+    assert config.hosts[0].publish["submission"] == (10587, 587)
+    assert config.base_dn == "dc=quangninh,dc=test"
+    assert len(config.accounts) >= 2
+
+
+def test_secrets_are_generated_once_with_private_modes(tmp_path: Path):
+    base = lab.load_lab_config()
+    config = lab.LabConfig(base.inventory, base.hosts, base.domain, base.base_dn, base.accounts, tmp_path / "s")
+    created = lab.ensure_secrets(config)
+    assert "ldap_admin" in created and f"account_{config.accounts[0].employee_id}" in created
+    assert stat.S_IMODE(config.secrets_dir.stat().st_mode) == 0o700
+    for path in config.secrets_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(path.read_text().strip()) == 32
+    first = config.secret("ldap_admin")
+    assert lab.ensure_secrets(config) == []
+    assert config.secret("ldap_admin") == first, "secrets must survive re-runs"
+
+
+def test_two_labs_never_share_secrets(tmp_path: Path):
+    base = lab.load_lab_config()
+    one = lab.LabConfig(base.inventory, base.hosts, base.domain, base.base_dn, base.accounts, tmp_path / "a")
+    two = lab.LabConfig(base.inventory, base.hosts, base.domain, base.base_dn, base.accounts, tmp_path / "b")
+    lab.ensure_secrets(one)
+    lab.ensure_secrets(two)
+    assert one.secret("ldap_admin") != two.secret("ldap_admin")
+
+
+def test_port_base_moves_every_endpoint(tmp_path: Path):
+    moved = lab.with_port_base(lab.load_lab_config(), containers={"mail1": "m1"}, port_base=20000,
+                               state=tmp_path)
+    assert moved.endpoints()["submission"] == "127.0.0.1:20587"
+    assert moved.endpoints()["sieve"] == "127.0.0.1:24190"
+    assert moved.hosts[0].container == "m1"
