@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import multiprocessing
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_chain_links_every_line_and_verifies(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     written = _write(path, 5)
     assert written[0]["prev"] == GENESIS_HASH
-    for before, after in zip(written, written[1:], strict=False):
+    for before, after in itertools.pairwise(written):
         assert after["prev"] == before["hash"]
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 5

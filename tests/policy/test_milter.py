@@ -1,0 +1,226 @@
+"""Milter callbacks driven by pymilter's TestCtx (libmilter's callback order, no MTA),
+with the real policy engine, real worker processes and a real audit file."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import Milter
+import milter_corpus as corpus
+import pytest
+from Milter.testctx import TestCtx as MilterTestCtx
+
+from qnprov.policy.audit import StaticAgencyMap, verify_audit_log
+from qnprov.policy.engine import Envelope
+from qnprov.policy.milter import (
+    EvaluationError,
+    InlineEvaluator,
+    MilterRuntime,
+    MilterSettings,
+    PolicyMilter,
+    ProcessPoolEvaluator,
+    ascii_reply,
+    build_runtime,
+)
+
+
+class HoldingCtx(MilterTestCtx):
+    """TestCtx with Postfix's HOLD recorded instead of unimplemented."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: str | None = None
+        self.added: list[tuple[str, str]] = []
+
+    def quarantine(self, reason: str) -> None:
+        self.held = reason
+
+    def addheader(self, field: str, value: str, idx: int) -> None:
+        self.added.append((field, value))
+        super().addheader(field, value, idx)
+
+
+def _settings(tmp_path: Path, **changes: object) -> MilterSettings:
+    values: dict[str, object] = {
+        "workers": 0,
+        "overrides": corpus.write_overrides(tmp_path),
+        "audit_log": tmp_path / "audit.jsonl",
+        "audit_fsync": "never",
+    }
+    values.update(changes)
+    return MilterSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[MilterRuntime]:
+    agency_map = tmp_path / "agencies.yml"
+    agency_map.write_text(f"'@{corpus.DOMAIN}': STTTT\n", encoding="utf-8")
+    built = build_runtime(_settings(tmp_path, agency_map=agency_map))
+    yield built
+    built.evaluator.close()
+    if built.audit:
+        built.audit.close()
+
+
+def _feed(runtime: MilterRuntime, message: bytes, sender: str, *rcpts: str,
+          daemon: str = "smtpd", auth: str | None = None, queue_id: str = "4ABCDEF123") -> tuple[int, HoldingCtx]:
+    PolicyMilter.runtime = runtime
+    Milter.factory = PolicyMilter
+    ctx = HoldingCtx()
+    ctx._setsymval("{daemon_name}", daemon)
+    ctx._setsymval("{i}", queue_id)
+    if auth:
+        ctx._setsymval("{auth_authen}", auth)
+    assert ctx._connect() == Milter.CONTINUE
+    rc = ctx._feedFile(io.BytesIO(message), sender, *rcpts)
+    return rc, ctx
+
+
+def _audit(runtime: MilterRuntime) -> list[dict]:
+    assert runtime.audit is not None
+    return [json.loads(line) for line in runtime.audit.current_file.read_text(encoding="utf-8").splitlines()]
+
+
+def test_clean_message_passes_unchanged_and_is_audited(runtime: MilterRuntime) -> None:
+    message = corpus.clean_internal()
+    rc, ctx = _feed(runtime, message, corpus.OFFICIAL, corpus.COLLEAGUE, auth=corpus.OFFICIAL)
+    assert rc == Milter.CONTINUE
+    assert ctx.added == [] and not ctx._bodyreplaced and ctx.held is None
+    [record] = _audit(runtime)
+    assert record["verdict"] == "accept" and record["queue_id"] == "4ABCDEF123"
+    assert record["direction"] == "internal" and record["agency"] == "STTTT"
+    assert record["authenticated_user"] == corpus.OFFICIAL
+    assert record["message_id"].startswith("<")
+
+
+def test_marked_subject_rejected_with_bilingual_5_7_1(runtime: MilterRuntime) -> None:
+    rc, ctx = _feed(runtime, corpus.marked_subject(), corpus.OFFICIAL, corpus.COLLEAGUE, auth=corpus.OFFICIAL)
+    assert rc == Milter.REJECT
+    code, xcode, *lines = ctx._reply
+    assert (code, xcode) == ("550", "5.7.1")
+    text = " ".join(lines)
+    assert "1.3(1)" in text and "Thu bi tu choi" in text and "Rejected" in text
+    assert all(line.isascii() and len(line) <= 480 for line in lines)
+    [record] = _audit(runtime)
+    assert (record["rule"], record["clause"], record["action"]) == ("classified-marking", "1.3(1)", "reject")
+
+
+def test_marked_docx_rejected_lookalike_accepted(runtime: MilterRuntime) -> None:
+    rc, ctx = _feed(runtime, corpus.marked_docx(), corpus.OFFICIAL, corpus.COLLEAGUE, auth=corpus.OFFICIAL)
+    assert rc == Milter.REJECT, ctx._reply
+    assert "1.3(1)" in " ".join(ctx._reply[2:])
+    rc, ctx = _feed(runtime, corpus.lookalike_docx(), corpus.OFFICIAL, corpus.COLLEAGUE, auth=corpus.OFFICIAL)
+    assert rc == Milter.CONTINUE and ctx._reply is None
+
+
+def test_registration_mail_tagged_and_audited_with_account(runtime: MilterRuntime) -> None:
+    rc, ctx = _feed(runtime, corpus.registration(), "security@facebookmail.com", corpus.OFFICIAL)
+    assert rc == Milter.CONTINUE
+    names = [name for name, _ in ctx.added]
+    assert "X-QN-Policy" in names
+    value = dict(ctx.added)["X-QN-Policy"]
+    assert value.startswith("tag") and "1.3(3)" in value
+    [record] = _audit(runtime)
+    assert record["verdict"] == "tag" and record["clause"] == "1.3(3)"
+    assert record["recipients"] == [corpus.OFFICIAL] and record["agency"] == "STTTT"
+    assert record["direction"] == "inbound"
+
+
+def test_oversize_message_is_held_not_accepted(tmp_path: Path) -> None:
+    built = build_runtime(_settings(tmp_path, max_body=4096))
+    message = corpus.clean_internal().replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 10_000 + b"\r\n", 1)
+    rc, ctx = _feed(built, message, corpus.OFFICIAL, corpus.COLLEAGUE)
+    assert rc == Milter.CONTINUE
+    assert ctx.held is not None and "1.3(1)" in ctx.held
+    assert "X-QN-Policy" in dict(ctx.added)
+    [record] = _audit(built)
+    assert record["rule"] == "cannot-inspect-size" and record["verdict"] == "quarantine"
+    reject = build_runtime(_settings(tmp_path / "r", max_body=4096, on_oversize="reject"))
+    rc, ctx = _feed(reject, message, corpus.OFFICIAL, corpus.COLLEAGUE)
+    assert rc == Milter.REJECT and ctx._reply[:2] == ("550", "5.7.1")
+
+
+def test_reinjected_forward_to_freemail_refused_per_recipient(runtime: MilterRuntime) -> None:
+    rc, ctx = _feed(runtime, corpus.clean_internal(), corpus.OFFICIAL, "someone@gmail.com", daemon="reinject")
+    assert rc == Milter.REJECT
+    assert ctx._reply[:2] == ("550", "5.7.1") and "1.3(2)" in " ".join(ctx._reply[2:])
+    [record] = _audit(runtime)
+    assert (record["rule"], record["clause"], record["recipients"]) == (
+        "freemail-forward", "1.3(2)", ["someone@gmail.com"])
+    # A vacation auto-reply (null sender) to a citizen's Gmail is not a forward.
+    rc, ctx = _feed(runtime, corpus.clean_internal(), "", "citizen@gmail.com", daemon="reinject")
+    assert rc == Milter.CONTINUE
+    # The same recipient through the ordinary listener is outbound mail, logged not refused.
+    rc, ctx = _feed(runtime, corpus.clean_internal(), corpus.OFFICIAL, "citizen@gmail.com",
+                    auth=corpus.OFFICIAL)
+    assert rc == Milter.CONTINUE
+    assert _audit(runtime)[-1]["findings"][0]["rule"] == "freemail-outbound"
+
+
+def test_engine_failure_uses_configured_failure_mode(tmp_path: Path) -> None:
+    class Broken(InlineEvaluator):
+        def evaluate(self, message: bytes, envelope: Envelope):  # type: ignore[no-untyped-def]
+            raise EvaluationError("worker died")
+
+    overrides = corpus.write_overrides(tmp_path)
+    for mode, expected in (("tempfail", Milter.TEMPFAIL), ("accept", Milter.CONTINUE), ("reject", Milter.REJECT)):
+        settings = _settings(tmp_path / mode, on_error=mode)
+        built = build_runtime(settings, evaluator=Broken(None, overrides))
+        rc, ctx = _feed(built, corpus.clean_internal(), corpus.OFFICIAL, corpus.COLLEAGUE)
+        assert rc == expected, mode
+        if mode == "tempfail":
+            assert ctx._reply[0].startswith("4")
+        assert _audit(built)[-1]["rule"] == "milter-error"
+
+
+def test_process_pool_timeout_kills_worker_and_pool_recovers(tmp_path: Path) -> None:
+    overrides = corpus.write_overrides(tmp_path)
+    pool = ProcessPoolEvaluator(2, None, overrides, timeout=0.05)
+    try:
+        envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
+        with pytest.raises(EvaluationError, match="exceeded"):
+            pool.evaluate(corpus.many_parts(3000), envelope)
+        pool._timeout = 20
+        for _ in range(4):  # the surviving worker answers while the killed one is replaced
+            assert pool.evaluate(corpus.clean_internal(), envelope).verdict == "accept"
+    finally:
+        pool.close()
+
+
+def test_reload_switches_bundle_without_restarting_pool(tmp_path: Path) -> None:
+    overrides = corpus.write_overrides(tmp_path)
+    pool = ProcessPoolEvaluator(1, None, overrides, timeout=30)
+    try:
+        pids = pool.worker_pids()
+        envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
+        assert pool.evaluate(corpus.marked_subject(), envelope).verdict == "reject"
+        overrides.write_text(corpus.overrides_yaml(extra="rules:\n  classified-marking:\n    action: quarantine\n"),
+                             encoding="utf-8")
+        pool.reload(None, overrides)
+        assert pool.evaluate(corpus.marked_subject(), envelope).verdict == "quarantine"
+        assert pool.worker_pids() == pids
+        overrides.write_text("rules: [this is not valid\n", encoding="utf-8")
+        with pytest.raises(Exception, match=r"overrides|YAML|yaml"):
+            pool.reload(None, overrides)
+        assert pool.evaluate(corpus.marked_subject(), envelope).verdict == "quarantine"
+    finally:
+        pool.close()
+
+
+def test_audit_chain_intact_after_many_decisions(runtime: MilterRuntime) -> None:
+    for number in range(20):
+        _feed(runtime, corpus.clean_internal(), corpus.OFFICIAL, corpus.COLLEAGUE, queue_id=f"Q{number:08d}")
+    assert runtime.audit is not None
+    result = verify_audit_log(runtime.audit.current_file, expected_head=runtime.audit.head())
+    assert result.ok and result.records == 20
+
+
+def test_reply_text_is_ascii_and_percent_safe() -> None:
+    assert ascii_reply("Thư bị từ chối 100% theo khoản 1.3(1)") == "Thu bi tu choi 100 percent theo khoan 1.3(1)"
+
+
+def test_static_agency_map_is_pluggable(tmp_path: Path) -> None:
+    assert StaticAgencyMap({"@x.test": "X"}).agency_of("a@x.test") == "X"
