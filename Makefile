@@ -23,7 +23,7 @@ bootstrap:
 lint:
 	$(BIN)/ruff check qnprov tests benchmarks
 	$(BIN)/mypy qnprov
-	$(BIN)/yamllint -s .
+	$(BIN)/yamllint -s roles playbooks inventories molecule .yamllint .ansible-lint
 	$(BIN)/ansible-lint --profile production roles playbooks
 
 molecule:
