@@ -10,8 +10,9 @@ ldap3.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Universal and RFC 4511 application tags.
 _INTEGER, _OCTETS, _ENUM, _BOOLEAN, _SEQUENCE, _SET = 0x02, 0x04, 0x0A, 0x01, 0x30, 0x31
@@ -39,12 +40,18 @@ def _length(n: int) -> bytes:
 
 
 def tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _length(len(content)) + content
+    n = len(content)
+    if n < 0x80:  # the common case, without the general length encoder
+        return bytes((tag, n)) + content
+    return bytes((tag,)) + _length(n) + content
 
 
 def _octets(value: Value) -> bytes:
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    return tlv(_OCTETS, raw)
+    n = len(raw)
+    if n < 0x80:
+        return bytes((_OCTETS, n)) + raw
+    return bytes((_OCTETS,)) + _length(n) + raw
 
 
 def _integer(value: int) -> bytes:
@@ -55,8 +62,25 @@ def _enum(value: int) -> bytes:
     return tlv(_ENUM, bytes((value,)))
 
 
-def _attribute(name: str, values: Iterable[Value]) -> bytes:
-    return tlv(_SEQUENCE, _octets(name) + tlv(_SET, b"".join(_octets(v) for v in values)))
+def _encode_attribute(name: str, values: Sequence[Value]) -> bytes:
+    return tlv(_SEQUENCE, _octets(name) + tlv(_SET, b"".join([_octets(v) for v in values])))
+
+
+@lru_cache(maxsize=4096)
+def _cached_attribute(name: str, values: tuple[Value, ...]) -> bytes:
+    return _encode_attribute(name, values)
+
+
+# Attributes whose values repeat across thousands of entries (object classes, status,
+# services, quota, agency, title): encoded once and reused.
+_REPEATING = frozenset({"objectClass", "qnAccountStatus", "qnEnabledService", "qnMailQuota",
+                        "qnAgencyCode", "title"})
+
+
+def _attribute(name: str, values: Sequence[Value]) -> bytes:
+    if name in _REPEATING and isinstance(values, tuple):
+        return _cached_attribute(name, values)
+    return _encode_attribute(name, values)
 
 
 def _message(message_id: int, operation: bytes, controls: bytes = b"") -> bytes:
@@ -64,7 +88,7 @@ def _message(message_id: int, operation: bytes, controls: bytes = b"") -> bytes:
 
 
 def add_request(message_id: int, dn: str, attributes: Mapping[str, Sequence[Value]]) -> bytes:
-    body = _octets(dn) + tlv(_SEQUENCE, b"".join(_attribute(k, v) for k, v in attributes.items()))
+    body = _octets(dn) + tlv(_SEQUENCE, b"".join([_attribute(k, v) for k, v in attributes.items()]))
     return _message(message_id, tlv(TAG_ADD_REQUEST, body))
 
 
@@ -147,36 +171,60 @@ class SearchEntry:
     attributes: dict[str, list[str]]
 
 
+_NAME_CACHE: dict[bytes, str] = {}
+
+
 def decode_message(buf: bytes) -> LdapResult | SearchEntry | None:
-    """Decode one complete LDAPMessage; None for a search reference (ignored)."""
-    _, pos, end = _read_header(buf, 0)
-    _, istart, iend = _read_header(buf, pos)
+    """Decode one complete LDAPMessage; None for a search reference (ignored).
+
+    Attribute names of search entries are returned lower-cased.
+    """
+    read = _read_header
+    _, pos, end = read(buf, 0)
+    _, istart, iend = read(buf, pos)
     message_id = _integer_value(buf, istart, iend)
-    op_tag, op_start, op_end = _read_header(buf, iend)
+    op_tag, op_start, op_end = read(buf, iend)
     if op_tag == TAG_SEARCH_ENTRY:
-        _, dn_start, dn_end = _read_header(buf, op_start)
+        _, dn_start, dn_end = read(buf, op_start)
         dn = buf[dn_start:dn_end].decode("utf-8")
         attributes: dict[str, list[str]] = {}
-        _, pos, attrs_end = _read_header(buf, dn_end)
-        while pos < attrs_end:
-            _, astart, aend = _read_header(buf, pos)
-            _, tstart, tend = _read_header(buf, astart)
-            name = buf[tstart:tend].decode("ascii")
-            _, vpos, vend = _read_header(buf, tend)
+        _, pos, attrs_end = read(buf, dn_end)
+        names = _NAME_CACHE
+        while pos < attrs_end:  # short-form lengths inline: this loop runs ~250k times per read
+            length = buf[pos + 1]
+            if length < 0x80:
+                astart, aend = pos + 2, pos + 2 + length
+            else:
+                _, astart, aend = read(buf, pos)
+            tend = astart + 2 + buf[astart + 1]
+            raw_name = buf[astart + 2:tend]
+            name = names.get(raw_name)
+            if name is None:
+                name = names.setdefault(raw_name, raw_name.decode("ascii").lower())
+            length = buf[tend + 1]
+            if length < 0x80:
+                vpos, vend = tend + 2, tend + 2 + length
+            else:
+                _, vpos, vend = read(buf, tend)
             values = []
             while vpos < vend:
-                _, vstart, vstop = _read_header(buf, vpos)
-                values.append(buf[vstart:vstop].decode("utf-8", "surrogateescape"))
-                vpos = vstop
+                length = buf[vpos + 1]
+                if length < 0x80:
+                    vstart, vpos = vpos + 2, vpos + 2 + length
+                    values.append(buf[vstart:vpos].decode("utf-8", "surrogateescape"))
+                else:
+                    _, vstart, vstop = read(buf, vpos)
+                    values.append(buf[vstart:vstop].decode("utf-8", "surrogateescape"))
+                    vpos = vstop
             attributes[name] = values
             pos = aend
         return SearchEntry(message_id, dn, attributes)
     if op_tag == TAG_SEARCH_REFERENCE:
         return None
-    _, cstart, cend = _read_header(buf, op_start)
+    _, cstart, cend = read(buf, op_start)
     code = _integer_value(buf, cstart, cend)
-    _, mstart, mend = _read_header(buf, cend)
-    _, dstart, dend = _read_header(buf, mend)
+    _, mstart, mend = read(buf, cend)
+    _, dstart, dend = read(buf, mend)
     cookie = b""
     if op_end < end and buf[op_end] == _CONTROLS:
         cookie = _paged_cookie(buf, op_end)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn as ldap3_escape_rdn
 
 AccountStatus = Literal["active", "left"]
 UpdateKind = Literal["modify", "move", "disable", "enable"]
@@ -88,6 +89,7 @@ class DirectoryState:
     accounts: dict[str, DirectoryAccount] = field(default_factory=dict)
     groups: dict[str, DirectoryGroup] = field(default_factory=dict)  # key: agency code (the -all list)
     taken_addresses: set[str] = field(default_factory=set)
+    present_dns: set[str] = field(default_factory=set)  # lower-cased DNs of containers and groups
     problems: list[str] = field(default_factory=list)  # e.g. one uid in two OUs
 
 
@@ -96,6 +98,17 @@ class AttributeChange:
     attribute: str
     old: tuple[str, ...]
     new: tuple[str, ...]
+
+
+Entry = tuple[str, dict[str, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class AgencyCreate:
+    """An agency's entries still missing (all five for a new agency)."""
+
+    agency: Agency
+    entries: tuple[Entry, ...]
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,7 @@ class GroupUpdate:
 
 @dataclass
 class Plan:
-    agency_creates: list[Agency] = field(default_factory=list)
+    agency_creates: list[AgencyCreate] = field(default_factory=list)
     creates: list[AccountCreate] = field(default_factory=list)
     updates: list[AccountUpdate] = field(default_factory=list)
     group_updates: list[GroupUpdate] = field(default_factory=list)
@@ -152,7 +165,7 @@ class Plan:
     @property
     def write_count(self) -> int:
         moves_with_changes = sum(1 for u in self.updates if u.kind == "move" and u.changes)
-        return (len(self.agency_creates) * 5 + len(self.creates) + len(self.updates)
+        return (sum(len(a.entries) for a in self.agency_creates) + len(self.creates) + len(self.updates)
                 + moves_with_changes + len(self.group_updates))
 
     def summary(self, *, applied: bool) -> dict[str, object]:
@@ -168,6 +181,14 @@ class Plan:
 
 
 # --- DIT names (docs/design.md) ------------------------------------------------
+
+
+_PLAIN_RDN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def escape_rdn(value: str) -> str:
+    """RFC 4514 escaping (ldap3's), skipped for the plain codes and ids validation allows."""
+    return value if _PLAIN_RDN_VALUE.match(value) else ldap3_escape_rdn(value)
 
 
 def agencies_dn(base_dn: str) -> str:
@@ -215,7 +236,7 @@ def agency_list_address(agency: Agency, default_domain: str) -> str:
 
 
 def agency_entries(agency: Agency, base_dn: str, default_domain: str,
-                   default_quota: int = DEFAULT_QUOTA_BYTES) -> list[tuple[str, dict[str, tuple[str, ...]]]]:
+                   default_quota: int = DEFAULT_QUOTA_BYTES) -> list[Entry]:
     """The five entries that make an agency: its OU, people and groups OUs, two groups."""
     code = agency.code
     ou_attrs: dict[str, tuple[str, ...]] = {

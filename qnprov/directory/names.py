@@ -19,6 +19,7 @@ import string
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEFAULT_ADDRESS_PATTERN = "{given}{initials}"
 PATTERN_FIELDS = frozenset({"given", "family", "middle", "initials", "family_initial",
@@ -37,6 +38,7 @@ RESERVED_LOCAL_PARTS = frozenset({
 })
 
 
+@lru_cache(maxsize=65536)  # a province has a few thousand distinct name words
 def fold_to_ascii(text: str) -> str:
     """Lower-case ASCII letters and digits of ``text``; everything else is dropped."""
     decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFC", text).translate(_SPECIAL_LETTERS))
@@ -93,6 +95,7 @@ def normalize_name(full_name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", full_name).split())
 
 
+@lru_cache(maxsize=64)
 def check_pattern(pattern: str) -> None:
     """Raise ValueError unless ``pattern`` uses only the known fields."""
     fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
@@ -130,19 +133,22 @@ class AddressBook:
 
     def __init__(self, taken: Iterable[str] = ()) -> None:
         self._taken = {address.lower() for address in taken}
+        self._next_suffix: dict[str, int] = {}  # base address -> first suffix worth trying
 
     def is_taken(self, address: str) -> bool:
-        local = address.lower().partition("@")[0]
-        return address.lower() in self._taken or local in RESERVED_LOCAL_PARTS
+        address = address.lower()
+        return address in self._taken or address.partition("@")[0] in RESERVED_LOCAL_PARTS
 
     def reserve(self, address: str) -> None:
         self._taken.add(address.lower())
 
     def allocate(self, local: str, domain: str) -> str:
-        candidate = f"{local}@{domain}"
-        suffix = 1
+        base = f"{local}@{domain}"
+        suffix = self._next_suffix.get(base, 1)
+        candidate = base if suffix == 1 else f"{local}{suffix}@{domain}"
         while self.is_taken(candidate):
             suffix += 1
             candidate = f"{local}{suffix}@{domain}"
+        self._next_suffix[base] = suffix + 1
         self.reserve(candidate)
         return candidate

@@ -18,6 +18,7 @@ from qnprov.directory.models import (
     AccountCreate,
     AccountUpdate,
     Agency,
+    AgencyCreate,
     AttributeChange,
     DirectoryAccount,
     DirectoryState,
@@ -26,6 +27,7 @@ from qnprov.directory.models import (
     RowError,
     UpdateKind,
     account_dn,
+    agency_entries,
     agency_list_address,
     agency_mail_domain,
     all_group_dn,
@@ -116,13 +118,15 @@ def plan(desired: Desired, current: DirectoryState, options: PlanOptions) -> Pla
     result = Plan(errors=list(desired.errors), existing_accounts=len(current.accounts))
     agencies: dict[str, Agency] = dict(current.agencies)
     for agency in sorted(desired.agencies, key=lambda a: a.code):
-        if agency.code not in agencies:
-            result.agency_creates.append(agency)
-            agencies[agency.code] = agency
-
+        agencies.setdefault(agency.code, agency)
     book = AddressBook(current.taken_addresses)
-    for agency in result.agency_creates:
-        book.reserve(agency_list_address(agency, options.default_domain))
+    for code in sorted(agencies):
+        agency = agencies[code]
+        entries = agency_entries(agency, base, options.default_domain, options.default_quota)
+        missing = tuple(entry for entry in entries if entry[0].lower() not in current.present_dns)
+        if missing:  # a new agency, or one an interrupted run left half-made
+            result.agency_creates.append(AgencyCreate(agency, missing))
+            book.reserve(agency_list_address(agency, options.default_domain))
 
     # Where every account ends up and whether it is active: drives the -all lists.
     final_home: dict[str, tuple[str, str, bool]] = {

@@ -11,7 +11,7 @@ collected, so the caller knows exactly which operations reached the directory.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,7 @@ class PipelineStats:
 class LdapPipeline:
     """Send requests with at most ``window`` outstanding; results arrive in order of completion."""
 
-    def __init__(self, connection: Connection, *, window: int = 64,
+    def __init__(self, connection: Connection, *, window: int = 128,
                  on_done: Callable[[Operation], None] | None = None) -> None:
         if not connection.bound:
             raise ValueError("the connection must be bound before pipelining")
@@ -63,11 +63,13 @@ class LdapPipeline:
         self._buffer = bytearray()
         self._pos = 0
         self._first_error: LDAPOperationResult | None = None
+        self._unsent: list[tuple[int, bytes]] = []
+        self._unsent_bytes = 0
         self.stats = PipelineStats()
 
     # -- public operations -------------------------------------------------------
 
-    def add(self, dn: str, attributes: dict[str, Sequence[ber.Value]], context: Any = None) -> None:
+    def add(self, dn: str, attributes: Mapping[str, Sequence[ber.Value]], context: Any = None) -> None:
         self._send(lambda mid: ber.add_request(mid, dn, attributes), Operation("add", dn, context))
 
     def modify(self, dn: str, changes: Sequence[tuple[int, str, Sequence[ber.Value]]],
@@ -83,6 +85,10 @@ class LdapPipeline:
 
     def flush(self) -> None:
         """Wait for every outstanding request; raise the first failure, if any."""
+        if self._first_error is None:
+            self._push()
+        else:
+            self._discard_unsent()
         while self._in_flight:
             self._collect_one()
         if self._first_error is not None:
@@ -120,14 +126,36 @@ class LdapPipeline:
     def _send(self, build: Callable[[int], bytes], operation: Operation) -> None:
         if self._first_error is not None:
             self.flush()  # stop at the first failure: nothing more is sent
-        while len(self._in_flight) >= self._window:
-            self._collect_one()
-        if self._first_error is not None:
-            self.flush()
+        if len(self._in_flight) >= self._window:
+            # Send what is buffered, then wait until half the window is free, so that
+            # requests leave in batches (one system call each) rather than one by one.
+            self._push()
+            while len(self._in_flight) > self._window // 2 and self._first_error is None:
+                self._collect_one()
+            if self._first_error is not None:
+                self.flush()
         message_id = self._connection.server.next_message_id()
         self._in_flight[message_id] = operation
-        self._sendall(build(message_id))
+        request = build(message_id)
+        self._unsent.append((message_id, request))
+        self._unsent_bytes += len(request)
         self.stats.sent += 1
+        if self._unsent_bytes >= 256 * 1024:
+            self._push()
+
+    def _push(self) -> None:
+        if self._unsent:
+            data = b"".join(request for _, request in self._unsent)
+            self._unsent.clear()
+            self._unsent_bytes = 0
+            self._sendall(data)
+
+    def _discard_unsent(self) -> None:
+        for message_id, _ in self._unsent:
+            self._in_flight.pop(message_id, None)
+            self.stats.sent -= 1
+        self._unsent.clear()
+        self._unsent_bytes = 0
 
     def _sendall(self, data: bytes) -> None:
         try:
