@@ -93,12 +93,12 @@ def official_identity_off_system(ctx: Context, rule: Rule) -> list[RawFinding]:
 
 
 def signed_document(ctx: Context, rule: Rule) -> list[RawFinding]:
-    return [(result.location, f"{result.kind} signature {result.header_value()}") for result in ctx.signatures]
+    return [(result.location, result.describe()) for result in ctx.signatures]
 
 
 def signed_document_invalid(ctx: Context, rule: Rule) -> list[RawFinding]:
     return [
-        (result.location, f"{result.kind} signature {result.status}: {result.reason or 'no reason given'}")
+        (result.location, result.describe())
         for result in ctx.signatures
         if result.status != "valid"
     ]

@@ -17,7 +17,7 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from typing import Literal
 
@@ -101,6 +101,12 @@ def parse_message(raw: bytes) -> Message:
 def decode_header_value(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, Header):
+        # compat32 wraps raw 8-bit header bytes in a Header of "unknown-8bit" chunks.
+        return "".join(
+            _decode_bytes(chunk.encode("utf-8", "surrogateescape"), None) if "unknown" in str(charset)
+            else chunk for chunk, charset in getattr(value, "_chunks", [])
+        )
     text = str(value)
     try:
         decoded = str(make_header(decode_header(text)))
@@ -162,6 +168,10 @@ def _walk_part(part: Message, prefix: str, depth: int, budget: Budget, out: Extr
                 location = f"{prefix}attachment:{name}" if not prefix else f"{prefix}{name}"
                 _walk_message(child, None, location + "/", depth + 1, budget, out)
             return
+        if ctype == "multipart/signed":
+            # The second child is the signature over the first; it was recorded with the
+            # multipart/signed entity, so only the signed content is walked.
+            children = children[:1]
         for child in children:
             _walk_part(child, prefix, depth + 1, budget, out)
         _pair_detached_signatures(children, prefix, out)
@@ -183,6 +193,9 @@ def _walk_part(part: Message, prefix: str, depth: int, budget: Budget, out: Extr
             text = html_to_text(text)
         out.segments.append(Segment(f"{prefix}body" if prefix else "body", normalise_text(text)))
         return
+    if ctype in _SMIME_TYPES:
+        _inspect_opaque_smime(part, data, prefix, depth, budget, out)
+        return
     name = (filename and decode_header_value(filename)) or _default_name(ctype)
     location = f"{prefix}attachment:{name}" if not prefix else f"{prefix}{name}"
     if ctype in _SIGNATURE_TYPES or (name.lower().endswith((".p7s", ".p7m")) and ctype not in _SMIME_TYPES):
@@ -190,6 +203,31 @@ def _walk_part(part: Message, prefix: str, depth: int, budget: Budget, out: Extr
         return
     inspect_file(name, data, location, depth + 1, budget, out, declared_type=ctype,
                  charset=part.get_content_charset())
+
+
+def _inspect_opaque_smime(part: Message, data: bytes, prefix: str, depth: int, budget: Budget,
+                          out: Extraction) -> None:
+    """application/pkcs7-mime: signed-data carries the MIME entity inside; enveloped-data is encrypted."""
+    location = f"{prefix}attachment:{_part_name(part, 'smime.p7m')}" if not prefix else f"{prefix}smime.p7m"
+    smime_type = str(part.get_param("smime-type") or "").lower()
+    if smime_type not in {"", "signed-data"}:
+        out.problems.append(Problem(location, "uninspectable", f"S/MIME {smime_type or 'content'} is encrypted"))
+        return
+    try:
+        from asn1crypto import cms
+
+        info = cms.ContentInfo.load(data)
+        if info["content_type"].native != "signed_data":
+            out.problems.append(Problem(location, "uninspectable", "S/MIME content is encrypted"))
+            return
+        inner = info["content"]["encap_content_info"]["content"].native
+    except Exception as exc:  # asn1crypto raises ValueError/TypeError/KeyError on garbage
+        out.problems.append(Problem(location, "uninspectable", f"malformed S/MIME structure ({type(exc).__name__})"))
+        return
+    if not isinstance(inner, bytes):
+        return
+    budget.spend(len(inner))
+    _walk_message(parse_message(inner), inner, location + "/", depth + 1, budget, out)
 
 
 def _pair_detached_signatures(children: list[Message], prefix: str, out: Extraction) -> None:
@@ -387,13 +425,25 @@ def _inspect_embedded(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], 
 
 def _read_member(archive: zipfile.ZipFile, member: str, budget: Budget) -> bytes:
     limit = budget.limits.max_member_bytes
+    declared = archive.getinfo(member).file_size
+    cap = min(limit, declared)
+    chunks: list[bytes] = []
+    size = 0
     with archive.open(member) as handle:
-        # Never trust the declared size: read at most limit + 1 bytes.
-        content = handle.read(limit + 1)
-    if len(content) > limit:
+        # Never trust the declared size: read in slices and stop one byte past the cap.
+        while size <= cap:
+            chunk = handle.read(min(1 << 20, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            budget.check_time()
+    if size > declared:
+        raise LimitExceeded(f"archive entry {member} is larger than its header declares")
+    if size > limit:
         raise LimitExceeded(f"archive entry {member} is larger than {limit} bytes")
-    budget.spend(len(content))
-    return content
+    budget.spend(size)
+    return b"".join(chunks)
 
 
 # -- legacy formats, best effort ------------------------------------------------------

@@ -56,6 +56,11 @@ class MarkingMatcher:
         self._stamps: dict[str, str] = {level.stamp: level.name for level in data.levels}
         if declassified_is_marking:
             self._stamps[data.declassified_stamp] = data.declassified_stamp.capitalize()
+        # "TỐI   MẬT" (justified or column-aligned) must stay one stamp before column splitting.
+        multiword = sorted({stamp for stamp in self._stamps if " " in stamp}, key=len, reverse=True)
+        self._join_stamps = re.compile(
+            "|".join(r"\s+".join(re.escape(word) for word in stamp.split(" ")) for stamp in multiword) or "(?!)"
+        )
         names = sorted((level.name for level in data.levels), key=len, reverse=True)
         letters = {level.envelope_letter: level.name for level in data.levels}
         self._letters = letters
@@ -83,7 +88,8 @@ class MarkingMatcher:
                 else:
                     level = self._letters[match.group("letter")]
                 hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
-            for segment in _SEGMENT_SPLIT.split(line):
+            joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
+            for segment in _SEGMENT_SPLIT.split(joined):
                 if not segment or not _QUICK.search(segment):
                     continue
                 candidate = _SPACES.sub(" ", segment.strip(_STRIP))

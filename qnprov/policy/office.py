@@ -33,19 +33,29 @@ _BREAKS = {
     "title": "\n", "subject": "\n", "description": "\n", "keywords": "\n", "property": "\n",
 }
 _TAG = re.compile(r"<(/?)(?:[\w.-]+:)?([\w.-]+)[^>]*?(/?)>")
-_SKIP = re.compile(r"<(w:instrText|w:delInstrText)\b[^>]*>.*?</\1>", re.DOTALL)
+_SKIP = re.compile(r"<(w:instrText|w:delInstrText)\b[^>]*>.*?</\1>|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", re.DOTALL)
 _EXCEL_HF_CODES = re.compile(r"&(?:[LCRPNDTZFA]|\"[^\"]*\"|\d+)")
+
+
+_CELLS = {"tc", "table-cell"}
 
 
 def xml_to_text(xml: bytes) -> str:
     text = xml.decode("utf-8", errors="replace")
     text = _SKIP.sub("", text)
+    open_cells = 0
 
     def _replace(match: re.Match[str]) -> str:
+        nonlocal open_cells
         closing, name, self_closing = match.group(1), match.group(2), match.group(3)
+        if name in _CELLS and not self_closing:
+            open_cells += -1 if closing else 1
         separator = _BREAKS.get(name)
         if separator is None:
             return ""
+        if separator == "\n" and open_cells > 0 and name in {"p", "h"}:
+            # A paragraph inside a table cell: keep the row on one line ("Độ mật" | "Mật").
+            separator = "\t"
         # Block ends (closing or self-closing) break; opening tags of a break element don't,
         # except the self-contained ones (tab, br, s, line-break).
         if closing or self_closing or name in {"tab", "br", "cr", "s", "line-break"}:

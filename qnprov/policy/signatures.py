@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,16 +42,32 @@ class SignatureResult:
     ca: str = ""
     reason: str = ""
 
+    def describe(self) -> str:
+        """Human-readable summary for findings and the audit log (UTF-8 kept)."""
+        text = f"{self.kind} signature {self.status}"
+        for label, value in (("signer", self.signer), ("ca", self.ca), ("reason", self.reason)):
+            if value:
+                text += f"; {label}: {value}"
+        return text
+
     def header_value(self) -> str:
+        """One-line, 7-bit value: non-ASCII names use RFC 2231 ``name*=utf-8''...`` parameters."""
         parts: list[str] = [self.status]
         if self.signer:
-            parts.append(f'signer="{_quote(self.signer)}"')
+            parts.append(_parameter("signer", self.signer))
         if self.ca:
-            parts.append(f'ca="{_quote(self.ca)}"')
+            parts.append(_parameter("ca", self.ca))
         if self.reason:
             parts.append(f"reason={_token(self.reason)}")
-        parts.append(f'location="{_quote(self.location)}"')
+        parts.append(_parameter("location", self.location))
         return "; ".join(parts)
+
+
+def _parameter(name: str, value: str) -> str:
+    value = " ".join(value.split())
+    if value.isascii():
+        return f'{name}="{_quote(value)}"'
+    return f"{name}*=utf-8''{urllib.parse.quote(value, safe='')}"
 
 
 def _quote(value: str) -> str:

@@ -1,0 +1,181 @@
+"""Hostile input: every case ends in a defined verdict, within bounded time and memory."""
+
+from __future__ import annotations
+
+import struct
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+from policy_corpus import docx, encrypted_zip, message, nested_zip, pdf, zip_bomb
+
+from qnprov.policy.engine import Decision, Envelope, PolicyEngine
+
+ENGINE = PolicyEngine.load()
+ENVELOPE = Envelope("chuyenvien@quangninh.gov.vn", ("vanthu@quangninh.gov.vn",),
+                    authenticated_user="chuyenvien@quangninh.gov.vn")
+TIME_LIMIT_S = 5.0
+MEMORY_LIMIT = 64 * 2**20  # Python-heap peak while evaluating, beyond the input itself
+
+
+def bounded(raw: bytes) -> Decision:
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        decision = ENGINE.evaluate(raw, ENVELOPE)
+    finally:
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert elapsed < TIME_LIMIT_S, f"took {elapsed:.2f}s"
+    assert peak < MEMORY_LIMIT + 4 * len(raw), f"peak {peak / 2**20:.0f} MiB"
+    return decision
+
+
+def uninspectable(decision: Decision) -> list[str]:
+    return [f.evidence for f in decision.findings if f.rule == "classified-uninspectable"]
+
+
+def test_zip_bomb_1gib_to_1mib_is_held_without_expanding() -> None:
+    bomb = zip_bomb(1024)
+    assert len(bomb) < 2 * 2**20
+    decision = bounded(message(attachments=[("bao-cao.zip", "application/zip", bomb)]))
+    assert decision.verdict == "quarantine"
+    [evidence] = uninspectable(decision)
+    assert "1073741824 bytes" in evidence
+    assert ("X-QN-Policy", f"quarantine; version={ENGINE.version}; rules=classified-uninspectable (1.3(1))") in \
+        decision.add_headers
+
+
+def test_zip_bomb_lying_about_its_size_is_cut_at_the_read_cap() -> None:
+    bomb = bytearray(zip_bomb(64))
+    # Claim 1 KiB uncompressed in both headers: the reader must not believe it.
+    local_size_at = 22
+    bomb[local_size_at:local_size_at + 4] = struct.pack("<I", 1024)
+    central = bomb.find(b"PK\x01\x02")
+    bomb[central + 24:central + 28] = struct.pack("<I", 1024)
+    decision = bounded(message(attachments=[("x.zip", "application/zip", bytes(bomb))]))
+    assert decision.verdict == "quarantine"
+    assert uninspectable(decision)
+
+
+def test_twenty_levels_of_nesting_stop_at_the_depth_limit() -> None:
+    deep = nested_zip("cv.docx", docx(textbox="MẬT"), 20)
+    decision = bounded(message(attachments=[("deep.zip", "application/zip", deep)]))
+    assert decision.verdict == "quarantine"
+    assert any("nesting deeper" in evidence for evidence in uninspectable(decision))
+
+
+def test_twenty_nested_messages_stop_at_the_depth_limit() -> None:
+    raw = message(subject="lá", body="x")
+    for level in range(20):
+        raw = message(subject=f"Fwd {level}", attachments=[("fwd.eml", "message/rfc822", raw)])
+    decision = bounded(raw)
+    assert decision.verdict == "quarantine"
+    assert any("nesting deeper" in evidence for evidence in uninspectable(decision))
+
+
+def _many_parts(count: int) -> bytes:
+    boundary = b"b0undary"
+    parts = b"".join(
+        b"--" + boundary + b"\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % index for index in range(count)
+    )
+    return (b"From: a@gmail.com\r\nTo: vanthu@quangninh.gov.vn\r\nSubject: many\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n" + parts + b"--" + boundary + b"--\r\n")
+
+
+def test_ten_thousand_mime_parts_are_held() -> None:
+    decision = bounded(_many_parts(10_000))
+    assert decision.verdict == "quarantine"
+    assert any("MIME parts" in evidence for evidence in uninspectable(decision))
+
+
+def test_encrypted_zip_is_held_with_reason() -> None:
+    decision = bounded(message(attachments=[("hs.zip", "application/zip", encrypted_zip("cv.docx", b"x" * 100))]))
+    assert decision.verdict == "quarantine"
+    assert uninspectable(decision) == ["cannot be inspected: encrypted archive cannot be inspected"]
+
+
+def test_encrypted_pdf_is_held_with_reason() -> None:
+    decision = bounded(message(attachments=[("qd.pdf", "application/pdf", pdf(["TỐI MẬT"], encrypt=True))]))
+    assert decision.verdict == "quarantine"
+    assert uninspectable(decision) == ["cannot be inspected: encrypted PDF cannot be inspected"]
+
+
+def test_rar_archive_is_held_as_uninspectable() -> None:
+    rar = b"Rar!\x1a\x07\x01\x00" + bytes(64)
+    decision = bounded(message(attachments=[("a.rar", "application/octet-stream", rar)]))
+    assert decision.verdict == "quarantine"
+
+
+def test_corrupt_pdf_and_zip_are_held() -> None:
+    broken_pdf = b"%PDF-1.7\n" + bytes(range(256)) * 4
+    broken_zip = b"PK\x03\x04" + bytes(200)
+    decision = bounded(message(attachments=[("a.pdf", "application/pdf", broken_pdf),
+                                            ("b.zip", "application/zip", broken_zip)]))
+    assert decision.verdict == "quarantine"
+    assert len(uninspectable(decision)) == 2
+
+
+def _malformed() -> Iterator[tuple[str, bytes]]:
+    head = b"From: a@gmail.com\r\nTo: vanthu@quangninh.gov.vn\r\nMIME-Version: 1.0\r\n"
+    yield "no-closing-boundary", head + b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\nhello\r\n"
+    yield "undeclared-boundary", head + b"Content-Type: multipart/mixed\r\n\r\n--x\r\nhello\r\n--x--\r\n"
+    yield "bad-base64", head + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!@@@###\r\n"
+    yield "unknown-charset", head + b"Content-Type: text/plain; charset=x-no-such\r\n\r\n\xff\xfe M\xe1\xba\xacT\r\n"
+    yield "garbage", bytes(range(256)) * 64
+    yield "empty", b""
+    yield "header-only", head
+    yield "bad-encoded-word", head + b"Subject: =?utf-8?q?=ZZ=?= =?bogus?b?////?=\r\n\r\nx"
+    yield "raw-8bit-subject", head + "Subject: TỐI MẬT\r\n\r\nx".encode()
+    yield "huge-header-line", head + b"X-Long: " + b"a" * 500_000 + b"\r\n\r\nx"
+    yield "nul-bytes", head + b"Content-Type: text/plain\r\n\r\n\x00\x00M\xe1\xba\xacT\x00"
+
+
+@pytest.mark.parametrize(("name", "raw"), list(_malformed()), ids=[name for name, _ in _malformed()])
+def test_malformed_mime_gets_a_defined_verdict(name: str, raw: bytes) -> None:
+    decision = bounded(raw)
+    assert decision.verdict in {"accept", "tag", "quarantine", "reject"}
+    assert not any(f.rule == "engine-failure" for f in decision.findings)
+
+
+def test_raw_8bit_marked_subject_is_still_found() -> None:
+    raw = b"From: a@gmail.com\r\nTo: vanthu@quangninh.gov.vn\r\n" + "Subject: TỐI MẬT\r\n\r\nx".encode()
+    assert bounded(raw).verdict == "reject"
+
+
+def test_wall_clock_limit_gives_uninspectable(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    overrides = tmp_path / "o.yml"
+    overrides.write_text("limits:\n  max_wall_seconds: 0.000001\n", encoding="utf-8")
+    engine = PolicyEngine.load(overrides_path=overrides)
+    decision = engine.evaluate(message(attachments=[("a.docx", "application/octet-stream", docx())]), ENVELOPE)
+    assert decision.verdict == "quarantine"
+    assert any("longer than" in f.evidence for f in decision.findings)
+
+
+def test_engine_bug_becomes_the_configured_failure_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qnprov.policy.engine as engine_module
+
+    def explode(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine_module, "extract", explode)
+    decision = ENGINE.evaluate(message(), ENVELOPE)
+    assert decision.verdict == "tempfail"
+    assert decision.reply is not None and decision.reply[:2] == ("451", "4.7.1")
+    assert decision.findings[0].rule == "engine-failure"
+
+
+def test_oversized_message_is_held_without_parsing_content(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    overrides = tmp_path / "o.yml"
+    overrides.write_text("limits:\n  max_message_bytes: 1000\n", encoding="utf-8")
+    engine = PolicyEngine.load(overrides_path=overrides)
+    decision = engine.evaluate(message(body="x" * 5000), ENVELOPE)
+    assert decision.verdict == "quarantine"

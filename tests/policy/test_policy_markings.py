@@ -1,0 +1,118 @@
+"""Clause 1.3(1) marking matcher: stamp forms match, the many ordinary words with "mật" do not."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Literal
+
+import pytest
+
+from qnprov.policy.bundle import load_policy
+from qnprov.policy.markings import MarkingMatcher, normalise_text
+
+MATCHER = MarkingMatcher(load_policy().markings, declassified_is_marking=False)
+
+POSITIVES = [
+    ("MẬT", "Mật"),
+    ("TỐI MẬT", "Tối mật"),
+    ("TUYỆT MẬT", "Tuyệt mật"),
+    ("   TỐI  MẬT   ", "Tối mật"),
+    ("[MẬT] V/v kế hoạch", "Mật"),
+    ("TUYỆT MẬT - Báo cáo số 12", "Tuyệt mật"),
+    ("Số: 12/BC-UBND\t\tMẬT", "Mật"),
+    ("Số: 12/BC-UBND        TỐI MẬT", "Tối mật"),
+    ("| MẬT |", "Mật"),
+    ("Độ mật: Tối mật", "Tối mật"),
+    ("Độ mật : Tuyệt mật", "Tuyệt mật"),
+    ("ĐỘ MẬT: MẬT", "Mật"),
+    ("Độ mật\tMật", "Mật"),
+    ("Mức độ mật: Mật", "Mật"),
+    ("Độ mật: A", "Tuyệt mật"),
+    ("Độ mật: B", "Tối mật"),
+    ("Độ mật: C", "Mật"),
+    ("Ðộ mật: Tối mật", "Tối mật"),  # U+00D0 typed for Đ
+    ("MẬT - KHẨN", "Mật"),
+    ("TỐI\u00a0MẬT", "Tối mật"),  # no-break space
+    ("MẬ\u200bT", "Mật"),  # zero-width space inside the stamp
+]
+
+NEGATIVES = [
+    "Đề nghị đổi mật khẩu hộp thư trước ngày 30/11.",
+    "HƯỚNG DẪN ĐỔI MẬT KHẨU",
+    "Tăng cường bảo mật thông tin.",
+    "BẢO MẬT",
+    "Luật Bảo vệ bí mật nhà nước 2018",
+    "BÍ MẬT NHÀ NƯỚC",
+    "Mật độ dân số tăng.",
+    "Mật ong rừng Ba Chẽ",
+    "Quan hệ thân mật, mật thiết giữa hai đơn vị",
+    "Ứng dụng mật mã dân sự",
+    "Bệnh túi mật",
+    "Nguyễn Văn Mật",
+    "NGUYỄN VĂN MẬT",
+    "Mật",  # title case alone: not a stamp form
+    "mật",
+    "GIẢI MẬT",  # declassified: not a marking unless configured
+    "KHẨN",
+    "THƯỢNG KHẨN",
+    "HỎA TỐC",
+    "LƯU HÀNH NỘI BỘ",
+    "XEM XONG TRẢ LẠI",
+    "Độ mật: Thường",
+    "Độ mật: Bình thường",
+    "Độ mật: Không mật",
+    "độ mật cao của dữ liệu",
+    "Tài liệu mật phải được quản lý chặt chẽ.",
+    "TÀI LIỆU MẬT",
+    "MAT",  # diacritics stripped never matches
+    "TOI MAT",
+    "Độ mật: Mất",
+    "Tiền mặt, tôi mất, mắt, mát",
+    "A B C",
+    "Phụ lục A",
+]
+
+
+@pytest.mark.parametrize(("text", "level"), POSITIVES)
+def test_stamp_and_metadata_forms_match(text: str, level: str) -> None:
+    hits = MATCHER.find(normalise_text(text))
+    assert [hit.level for hit in hits][:1] == [level]
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_ordinary_words_and_other_stamps_do_not_match(text: str) -> None:
+    assert MATCHER.find(normalise_text(text)) == []
+
+
+@pytest.mark.parametrize("form", ["NFD", "NFKD"])
+def test_decomposed_text_matches_after_normalisation(form: Literal["NFD", "NFKD"]) -> None:
+    text = unicodedata.normalize(form, "TUYỆT MẬT")
+    assert text != "TUYỆT MẬT"
+    assert MATCHER.find(normalise_text(text))[0].level == "Tuyệt mật"
+
+
+def test_circumflex_before_dot_below_order_is_normalised() -> None:
+    # Some input methods put the circumflex first; NFC must reorder and compose either way.
+    odd_order = "M" + "A\u0302\u0323" + "T"
+    assert MATCHER.find(normalise_text(odd_order))[0].level == "Mật"
+
+
+def test_windows_1258_combining_tone_marks() -> None:
+    # windows-1258 stores "Ậ" as Â (0xC2) + combining dot below (0xF2).
+    raw = b"T\xd4\xecI M\xc2\xf2T"
+    decoded = raw.decode("windows-1258")
+    assert unicodedata.normalize("NFC", decoded) != decoded
+    assert MATCHER.find(normalise_text(decoded))[0].level == "Tối mật"
+
+
+def test_declassified_stamp_is_configurable() -> None:
+    strict = MarkingMatcher(load_policy().markings, declassified_is_marking=True)
+    assert strict.find("GIẢI MẬT")[0].level == "Giải mật"
+    assert MATCHER.find("GIẢI MẬT") == []
+
+
+def test_evidence_is_short_and_keeps_diacritics() -> None:
+    line = "x" * 300 + "\tTỐI MẬT\t" + "y" * 300
+    hit = MATCHER.find(line)[0]
+    assert "TỐI MẬT" in hit.evidence
+    assert len(hit.evidence) < 120
