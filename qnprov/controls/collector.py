@@ -1,0 +1,102 @@
+"""pytest plugin that records each suite test's outcome with its control IDs.
+
+Loaded by verify with ``-p qnprov.controls.collector``. ``--qnprov-results F``
+writes one JSON record per test; ``--qnprov-collect F`` (with ``--collect-only``)
+writes the collected tests and their markers, which the catalogue-integrity test
+compares with the catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Evidence kept per test (characters); enough for an auditor, bounded for the report.
+MAX_EVIDENCE = 4000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qnprov")
+    group.addoption("--qnprov-results", default=None, help="write per-test outcomes as JSON here")
+    group.addoption("--qnprov-collect", default=None, help="write the collected tests and their controls here")
+
+
+def test_key(nodeid: str) -> str:
+    """``dir/test_x.py::test_y[param]`` -> ``test_x.py::test_y`` (the catalogue's form)."""
+    path, _, name = nodeid.partition("::")
+    return f"{path.rsplit('/', 1)[-1]}::{name.split('[', 1)[0]}"
+
+
+def item_controls(item: pytest.Item) -> list[str]:
+    return [str(arg) for marker in item.iter_markers("control") for arg in marker.args]
+
+
+class Recorder:
+    def __init__(self, results_path: str | None, collect_path: str | None) -> None:
+        self.results_path = results_path
+        self.collect_path = collect_path
+        self.records: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, pytest.Item] = {}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.items = {item.nodeid: item for item in items}
+        if self.collect_path:
+            collected = [{"nodeid": item.nodeid, "test": test_key(item.nodeid), "controls": item_controls(item),
+                          "scanner": item.get_closest_marker("scanner") is not None} for item in items]
+            Path(self.collect_path).write_text(json.dumps(collected, indent=1), encoding="utf-8")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        record = self.records.setdefault(item.nodeid, {
+            "nodeid": item.nodeid, "test": test_key(item.nodeid), "controls": item_controls(item),
+            "outcome": "pass", "evidence": "", "properties": {}, "duration": 0.0,
+        })
+        record["duration"] += float(report.duration)
+        failed_here = report.failed or report.skipped
+        if not failed_here:
+            return
+        probe_error = call.excinfo is not None and type(call.excinfo.value).__name__ == "ProbeError"
+        if report.skipped:
+            verdict = "error"  # the suite never skips: an unrun check is unproven
+            evidence = f"skipped: {report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr}"
+        elif call.when != "call" or probe_error:
+            verdict = "error"
+            evidence = _short(call, report)
+        else:
+            verdict = "fail"
+            evidence = _short(call, report)
+        if record["outcome"] == "pass" or verdict == "error":
+            record["outcome"] = verdict
+            record["evidence"] = (f"[{call.when}] " + evidence)[:MAX_EVIDENCE]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = self.records.get(report.nodeid)
+        if record is not None and report.when == "teardown":
+            record["properties"] = {name: value for name, value in report.user_properties}
+
+    def pytest_sessionfinish(self) -> None:
+        if self.results_path:
+            Path(self.results_path).write_text(json.dumps(list(self.records.values()), indent=1, default=str),
+                                               encoding="utf-8")
+
+
+def _short(call: pytest.CallInfo[None], report: pytest.TestReport) -> str:
+    if call.excinfo is not None:
+        message = str(call.excinfo.value).strip()
+        kind = type(call.excinfo.value).__name__
+        return f"{kind}: {message}" if message else f"{kind}: {report.longreprtext[-1500:]}"
+    return report.longreprtext[-1500:]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    results = config.getoption("--qnprov-results")
+    collect = config.getoption("--qnprov-collect")
+    if results or collect:
+        config.pluginmanager.register(Recorder(results, collect), "qnprov-recorder")

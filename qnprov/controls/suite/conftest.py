@@ -1,0 +1,135 @@
+"""Fixtures for the packaged control suite.
+
+Run by ``qnprov verify`` as::
+
+    pytest <suite> --hosts=podman://qnprov-lab-mail1 --qnprov-target=target.json
+
+Host state is read through testinfra's ``host`` (podman exec or ssh). Network probes
+go from this process to ``target.endpoints`` (see qnprov.controls.probes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qnprov.controls import hoststate
+from qnprov.controls.probes import ProbeError
+from qnprov.controls.target import VerifyTarget
+
+#: Longest a single host command may run (seconds); Lynis has its own budget.
+COMMAND_TIMEOUT = 60
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--qnprov-target", default=None, help="JSON file describing the host under test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "control(id): the catalogue control(s) this test checks")
+    config.addinivalue_line("markers", "scanner: runs an external scanner (testssl.sh, Lynis); slow")
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest) -> VerifyTarget:
+    path = request.config.getoption("--qnprov-target")
+    if not path:
+        raise ProbeError("no --qnprov-target given: the suite does not know which host it checks")
+    return VerifyTarget.read(Path(path))
+
+
+def run(host: Any, command: str, *, ok: tuple[int, ...] = (0,)) -> str:
+    """Run a read-only command on the host; a failure to run it is an error, not a fail."""
+    result = host.run(f"timeout {COMMAND_TIMEOUT} {command}")
+    if result.rc not in ok:
+        raise ProbeError(f"`{command}` exited {result.rc}: {(result.stderr or result.stdout).strip()[:400]}")
+    return str(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def postconf(host: Any) -> dict[str, str]:
+    """Effective main.cf values (defaults included)."""
+    return hoststate.parse_postconf(run(host, "postconf"))
+
+
+@pytest.fixture(scope="session")
+def service_params(host: Any) -> dict[str, dict[str, str]]:
+    """master.cf ``-o`` overrides, keyed "service/type"."""
+    return hoststate.parse_service_params(run(host, "postconf -P"))
+
+
+@pytest.fixture(scope="session")
+def master_services(host: Any) -> list[hoststate.MasterService]:
+    return hoststate.parse_master_services(run(host, "postconf -M"))
+
+
+def effective(postconf: dict[str, str], service_params: dict[str, dict[str, str]], service: str,
+              name: str) -> str:
+    """A parameter as one master.cf service sees it: its -o override, else main.cf."""
+    return service_params.get(service, {}).get(name, postconf.get(name, ""))
+
+
+@pytest.fixture(scope="session")
+def doveconf(host: Any) -> Callable[[str], str]:
+    cache: dict[str, str] = {}
+
+    def value(name: str) -> str:
+        if name not in cache:
+            cache[name] = run(host, f"doveconf -h {name}").strip()
+        return cache[name]
+
+    return value
+
+
+@pytest.fixture(scope="session")
+def cn_config(host: Any) -> list[dict[str, list[str]]]:
+    """slapd's cn=config, read with slapcat (works whatever the ACLs on cn=config)."""
+    return hoststate.parse_ldif(run(host, "slapcat -n0 -o ldif-wrap=no"))
+
+
+@pytest.fixture(scope="session")
+def tcp_listeners(host: Any) -> list[hoststate.Listener]:
+    return hoststate.parse_ss_listeners(run(host, "ss -Hltnp"))
+
+
+def file_facts(host: Any, path: str) -> dict[str, Any]:
+    """Owner, group and mode of a file, or an error if it is missing."""
+    handle = host.file(path)
+    if not handle.exists:
+        raise ProbeError(f"{path} does not exist on the host")
+    return {"path": path, "user": handle.user, "group": handle.group, "mode": handle.mode}
+
+
+@pytest.fixture(scope="session")
+def outside_source(host: Any, target: VerifyTarget, postconf: dict[str, str]) -> str:
+    """Prove that our probes reach the host from outside mynetworks and trusted networks.
+
+    Opens one connection to the submission endpoint, then asks the host who is
+    connected to its port 587. Probes from an address inside mynetworks (such as
+    127.0.0.1 on the host itself) would prove nothing, so that is an error.
+    """
+    import ipaddress
+
+    from qnprov.controls import probes
+
+    endpoint = target.endpoint("submission")
+    with probes.smtp_session(endpoint.host, endpoint.port):
+        listing = run(host, "ss -Htn state established '( sport = :587 )'")
+    peers = []
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            peers.append(fields[3].rpartition(":")[0].strip("[]"))
+    if not peers:
+        raise ProbeError("could not see the probe connection on the host (ss shows no peer on :587)")
+    trusted = postconf.get("mynetworks", "")
+    for peer in peers:
+        address = ipaddress.ip_address(peer.removeprefix("::ffff:"))
+        for item in hoststate.split_list(trusted):
+            network = ipaddress.ip_network(item.strip("[]").replace("]/", "/"), strict=False)
+            if address.version == network.version and address in network:
+                raise ProbeError(f"probes arrive from {address}, inside mynetworks {trusted}: they would prove nothing")
+    return peers[0]

@@ -1,0 +1,128 @@
+"""Operating-system controls: sshd, nftables, fail2ban, updates, listening sockets."""
+
+from __future__ import annotations
+
+import configparser
+from typing import Any
+
+import pytest
+
+from qnprov.controls import hoststate
+from qnprov.controls.suite.conftest import run
+from qnprov.controls.target import VerifyTarget
+
+#: Ports a mail host may expose (controls.md: firewall allowlist).
+BASELINE_TCP_PORTS = frozenset({22, 25, 465, 587, 993, 4190})
+REQUIRED_JAILS = frozenset({"sshd", "postfix", "postfix-sasl", "dovecot", "sieve"})
+
+# dev-sec ssh-baseline's modern algorithm sets.
+SSH_CIPHERS = frozenset({"chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
+                         "aes256-ctr", "aes192-ctr", "aes128-ctr"})
+SSH_KEX = frozenset({"sntrup761x25519-sha512@openssh.com", "curve25519-sha256", "curve25519-sha256@libssh.org",
+                     "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512",
+                     "diffie-hellman-group-exchange-sha256", "ecdh-sha2-nistp521", "ecdh-sha2-nistp384",
+                     "ecdh-sha2-nistp256"})
+SSH_MACS = frozenset({"hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com",
+                      "hmac-sha2-512", "hmac-sha2-256", "umac-128@openssh.com"})
+
+
+def allowed_ports(target: VerifyTarget) -> set[int]:
+    return set(BASELINE_TCP_PORTS) | set(target.extra_tcp_ports)
+
+
+@pytest.fixture(scope="module")
+def sshd(host: Any) -> dict[str, str]:
+    return hoststate.parse_sshd_t(run(host, "sshd -T"))
+
+
+@pytest.mark.control("QN-OS-01")
+def test_sshd_no_password_logins(sshd: dict[str, str]) -> None:
+    assert sshd.get("permitrootlogin") in ("no", "prohibit-password", "without-password"), (
+        f"PermitRootLogin {sshd.get('permitrootlogin')}"
+    )
+    assert sshd.get("passwordauthentication") == "no", f"PasswordAuthentication {sshd.get('passwordauthentication')}"
+    assert sshd.get("permitemptypasswords") == "no", "PermitEmptyPasswords is not no"
+    assert sshd.get("kbdinteractiveauthentication", "no") == "no", "KbdInteractiveAuthentication is not no"
+
+
+@pytest.mark.control("QN-OS-02")
+def test_sshd_modern_crypto(sshd: dict[str, str]) -> None:
+    problems = {}
+    for key, allowed in (("ciphers", SSH_CIPHERS), ("kexalgorithms", SSH_KEX), ("macs", SSH_MACS)):
+        weak = sorted(set(sshd.get(key, "").split(",")) - allowed - {""})
+        if weak:
+            problems[key] = weak
+    assert not problems, f"sshd offers legacy algorithms: {problems}"
+
+
+@pytest.mark.control("QN-OS-03")
+def test_sshd_session_hardening(sshd: dict[str, str]) -> None:
+    expected = {"x11forwarding": "no", "allowtcpforwarding": "no", "allowagentforwarding": "no"}
+    wrong = {key: sshd.get(key) for key, value in expected.items() if sshd.get(key) != value}
+    tries = sshd.get("maxauthtries", "6")
+    if not tries.isdigit() or int(tries) > 4:
+        wrong["maxauthtries"] = tries
+    assert not wrong, f"sshd session settings: {wrong}"
+
+
+@pytest.fixture(scope="module")
+def nft_input(host: Any) -> hoststate.NftInput:
+    return hoststate.parse_nft_input(run(host, "nft -j list ruleset"))
+
+
+@pytest.mark.control("QN-OS-04")
+def test_nft_input_default_drop(nft_input: hoststate.NftInput) -> None:
+    assert nft_input.chains, "nftables has no input chain: nothing filters inbound traffic"
+    open_chains = [f"{c['family']} {c['table']} {c['name']}" for c in nft_input.chains if c.get("policy") != "drop"]
+    assert not open_chains, f"input chains without policy drop: {open_chains}"
+    assert not nft_input.unconditional_accepts, f"input rules accept everything: {nft_input.unconditional_accepts}"
+
+
+@pytest.mark.control("QN-OS-05")
+def test_nft_allowlist(nft_input: hoststate.NftInput, target: VerifyTarget, record_property: Any) -> None:
+    record_property("nft_accepted_tcp_ports", sorted(nft_input.accepted_tcp_ports))
+    extra = sorted(nft_input.accepted_tcp_ports - allowed_ports(target))
+    assert nft_input.accepted_tcp_ports, "the firewall accepts no TCP port (policy drop with no allowlist?)"
+    assert not extra, f"firewall accepts TCP ports beyond {sorted(allowed_ports(target))}: {extra}"
+
+
+@pytest.mark.control("QN-OS-06")
+def test_fail2ban_jails(host: Any) -> None:
+    running = set(hoststate.parse_fail2ban_status(run(host, "fail2ban-client status")))
+    missing = sorted(REQUIRED_JAILS - running)
+    assert not missing, f"fail2ban jails not running: {missing} (running: {sorted(running)})"
+    backends = hoststate.fail2ban_jail_backends(hoststate.parse_fail2ban_dump(run(host, "fail2ban-client -d")))
+    wrong = {jail: backends.get(jail) for jail in REQUIRED_JAILS
+             if not str(backends.get(jail, "")).startswith("systemd")}
+    assert not wrong, f"jails not on the systemd backend: {wrong}"
+
+
+@pytest.mark.control("QN-OS-06")
+def test_fail2ban_postfix_mode_more(host: Any) -> None:
+    text = run(host, "sh -c 'cat /etc/fail2ban/jail.conf /etc/fail2ban/jail.d/*.conf /etc/fail2ban/jail.local "
+                     "/etc/fail2ban/jail.d/*.local 2>/dev/null'", ok=(0, 1))
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(text)
+    mode = parser.get("postfix", "mode", fallback="normal").strip()
+    assert mode in ("more", "aggressive"), f"fail2ban [postfix] mode = {mode!r}, expected more"
+
+
+@pytest.mark.control("QN-OS-07")
+def test_unattended_security_upgrades(host: Any) -> None:
+    assert host.package("unattended-upgrades").is_installed, "unattended-upgrades is not installed"
+    dump = run(host, "apt-config dump")
+    assert 'APT::Periodic::Unattended-Upgrade "1"' in dump, "APT::Periodic::Unattended-Upgrade is not 1"
+    origins = [line for line in dump.splitlines() if line.startswith(("Unattended-Upgrade::Origins-Pattern",
+                                                                     "Unattended-Upgrade::Allowed-Origins"))]
+    assert any("security" in line.lower() for line in origins), f"no security origin in {origins}"
+
+
+@pytest.mark.control("QN-OS-08")
+def test_listening_sockets_allowlist(host: Any, tcp_listeners: list[hoststate.Listener],
+                                     target: VerifyTarget) -> None:
+    exposed = sorted({(lst.port, lst.process) for lst in tcp_listeners
+                      if not lst.loopback and lst.port not in allowed_ports(target)})
+    assert not exposed, f"TCP services listening beyond loopback outside the allowlist: {exposed}"
+    udp = hoststate.parse_ss_listeners(run(host, "ss -Hlunp"))
+    udp_exposed = sorted({(lst.port, lst.process) for lst in udp if not lst.loopback})
+    assert not udp_exposed, f"UDP services listening beyond loopback: {udp_exposed}"

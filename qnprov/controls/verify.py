@@ -1,0 +1,238 @@
+"""``qnprov verify``: run the packaged suite on every inventory host, keyed by control.
+
+I/O edge: builds one :class:`VerifyTarget` per host (lab inventories from the lab's
+own config, others through ``ansible-inventory``), runs pytest in a subprocess with
+the collector plugin, and aggregates with :func:`qnprov.controls.results.aggregate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from qnprov.controls.catalogue import Catalogue, load_catalogue
+from qnprov.controls.results import TestOutcome, VerifyReport, aggregate
+from qnprov.controls.target import SERVICES, Endpoint, VerifyTarget, parse_endpoint
+from qnprov.controls.waivers import WaiverSet
+from qnprov.errors import ConfigError, ExternalError
+
+SUITE_DIR = Path(__file__).resolve().parent / "suite"
+#: Upper bounds for one host's suite run (seconds).
+SUITE_TIMEOUT = 180
+SUITE_TIMEOUT_WITH_SCANNERS = 600
+#: Where verify leaves its last results for ``qnprov report traceability``.
+DEFAULT_RESULTS_FILE = Path(".qnprov/last-verify.json")
+#: Ports of the services the lab may publish beyond the baseline allowlist.
+_LAB_ENDPOINT_ALIASES = {"ldap": "ldaps", "smtps": "submissions", "managesieve": "sieve"}
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    outcomes: list[TestOutcome]
+    seconds: float
+    returncode: int
+    output_tail: str
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def lab_targets(inventory: Path) -> list[VerifyTarget]:
+    """Targets for a lab inventory: podman backends, loopback-published endpoints, lab CA."""
+    from qnprov import lab
+
+    config = lab.load_lab_config(inventory)
+    group_vars: dict[str, Any] = {}
+    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
+        group_vars.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    hosted = [str(d) for d in group_vars.get("qnprov_hosted_domains") or [config.domain]]
+    return [lab_target(host.name, host.container, host.hostname, host.publish, domain=config.domain,
+                       hosted_domains=hosted, ca_file=str(config.ca_cert),
+                       recipient=config.accounts[0].address if config.accounts else None)
+            for host in config.hosts]
+
+
+def lab_target(name: str, container: str, hostname: str, publish: dict[str, tuple[int, int]], *, domain: str,
+               hosted_domains: list[str], ca_file: str | None, recipient: str | None) -> VerifyTarget:
+    endpoints: dict[str, Endpoint] = {}
+    extra_ports: set[int] = set()
+    baseline = {25, 465, 587, 993, 4190, 22}
+    for raw_name, (host_port, container_port) in publish.items():
+        service = _LAB_ENDPOINT_ALIASES.get(raw_name, raw_name)
+        if service not in SERVICES:
+            continue
+        endpoints[service] = Endpoint(host="127.0.0.1", port=host_port)
+        if container_port not in baseline:
+            # The lab publishes this port on purpose (to probe it): a declared exception.
+            extra_ports.add(container_port)
+    return VerifyTarget(name=name, backend=f"podman://{container}", lab=True, mail_hostname=hostname,
+                        domain=domain, hosted_domains=hosted_domains, endpoints=endpoints, ca_file=ca_file,
+                        probe_recipient=recipient, extra_tcp_ports=sorted(extra_ports))
+
+
+def ansible_inventory(inventory: Path) -> dict[str, Any]:
+    binary = Path(sys.executable).parent / "ansible-inventory"
+    command = [str(binary if binary.exists() else "ansible-inventory"), "-i", str(inventory), "--list"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExternalError(f"ansible-inventory failed: {exc}") from exc
+    if proc.returncode != 0:
+        raise ExternalError(f"ansible-inventory -i {inventory}: {proc.stderr.strip()[-400:]}")
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def inventory_hosts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """All hosts of an ``ansible-inventory --list`` document with their variables."""
+    hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
+    names: list[str] = []
+    for group, body in data.items():
+        if group == "_meta" or not isinstance(body, dict):
+            continue
+        for name in body.get("hosts", []):
+            if name not in names:
+                names.append(name)
+    return {name: hostvars.get(name, {}) for name in names}
+
+
+def remote_target(name: str, hostvars: dict[str, Any]) -> VerifyTarget:
+    """A real host: ssh backend; probes go to the host's own public ports only."""
+    domain = str(hostvars.get("qnprov_domain") or "")
+    if not domain:
+        raise ConfigError(f"host {name}: qnprov_domain is not set")
+    address = str(hostvars.get("ansible_host") or name)
+    user = str(hostvars.get("ansible_user") or "")
+    port = hostvars.get("ansible_port")
+    backend = f"ssh://{user + '@' if user else ''}{address}{':' + str(port) if port else ''}"
+    declared = hostvars.get("qnprov_verify_endpoints")
+    if isinstance(declared, dict):
+        endpoints = {service: parse_endpoint(value, default_host=address) for service, value in declared.items()}
+    else:
+        # The ports a production host exposes; no plaintext IMAP, no LDAP.
+        endpoints = {service: Endpoint(host=address, port=SERVICES[service][0])
+                     for service in ("smtp", "submission", "submissions", "imaps", "sieve")}
+    unknown = sorted(set(endpoints) - set(SERVICES))
+    if unknown:
+        raise ConfigError(f"host {name}: unknown services in qnprov_verify_endpoints: {unknown}")
+    hostname = str(hostvars.get("qnprov_mail_hostname") or (name if "." in name else f"{name}.{domain}"))
+    return VerifyTarget(
+        name=name, backend=backend, sudo=bool(user) and user != "root", mail_hostname=hostname, domain=domain,
+        hosted_domains=[str(d) for d in hostvars.get("qnprov_hosted_domains") or [domain]],
+        endpoints=endpoints, ca_file=hostvars.get("qnprov_verify_ca_file"),
+        probe_recipient=hostvars.get("qnprov_verify_probe_recipient"),
+        extra_tcp_ports=[int(p) for p in hostvars.get("qnprov_verify_extra_tcp_ports") or []],
+        dkim_selector=hostvars.get("rspamd_dkim_selector"),
+    )
+
+
+def is_lab_inventory(inventory: Path) -> bool:
+    hosts_file = inventory / "hosts.yml"
+    return hosts_file.is_file() and "qnprov_lab_container" in hosts_file.read_text(encoding="utf-8")
+
+
+def build_targets(inventory: Path) -> list[VerifyTarget]:
+    if inventory.is_dir() and is_lab_inventory(inventory):
+        try:
+            return lab_targets(inventory)
+        except (KeyError, OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"lab inventory {inventory} is incomplete: {exc}") from exc
+    hosts = inventory_hosts(ansible_inventory(inventory))
+    if not hosts:
+        raise ConfigError(f"inventory {inventory} has no hosts")
+    try:
+        return [remote_target(name, hv) for name, hv in hosts.items()]
+    except ValidationError as exc:
+        raise ConfigError(f"inventory {inventory}: {exc.errors()[0]['msg']}") from exc
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def suite_command(target_file: Path, results_file: Path, ini_file: Path, *, backend: str, sudo: bool,
+                  scanners: bool, suite_dir: Path = SUITE_DIR) -> list[str]:
+    command = [
+        sys.executable, "-m", "pytest", str(suite_dir),
+        "-c", str(ini_file), "--rootdir", str(suite_dir), "--confcutdir", str(suite_dir),
+        "-p", "qnprov.controls.collector", "-p", "no:cacheprovider",
+        "--qnprov-results", str(results_file), "--qnprov-target", str(target_file),
+        "--hosts", backend, "-q", "--no-header", "-rN", "--tb=short",
+    ]
+    if sudo:
+        command.append("--sudo")
+    if not scanners:
+        command += ["-m", "not scanner"]
+    return command
+
+
+def run_suite(target: VerifyTarget, *, scanners: bool, suite_dir: Path = SUITE_DIR,
+              timeout: float | None = None) -> SuiteRun:
+    """Run the suite against one host; return its per-test outcomes."""
+    budget = timeout or (SUITE_TIMEOUT_WITH_SCANNERS if scanners else SUITE_TIMEOUT)
+    with tempfile.TemporaryDirectory(prefix="qnprov-verify-") as tmp:
+        workdir = Path(tmp)
+        target_file, results_file, ini_file = workdir / "target.json", workdir / "results.json", workdir / "pytest.ini"
+        target.write(target_file)
+        ini_file.write_text("[pytest]\n", encoding="utf-8")
+        command = suite_command(target_file, results_file, ini_file, backend=target.backend, sudo=target.sudo,
+                                scanners=scanners, suite_dir=suite_dir)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False,
+                                  cwd=workdir)
+        except subprocess.TimeoutExpired as exc:
+            raise ExternalError(f"the control suite on {target.name} exceeded {budget:.0f}s") from exc
+        seconds = time.monotonic() - started
+        if not results_file.exists():
+            raise ExternalError(f"the control suite on {target.name} produced no results "
+                                f"(pytest exit {proc.returncode}): {(proc.stdout + proc.stderr)[-800:]}")
+        raw = json.loads(results_file.read_text(encoding="utf-8"))
+    outcomes = [TestOutcome.model_validate(record) for record in raw]
+    return SuiteRun(outcomes, seconds, proc.returncode, (proc.stdout + proc.stderr)[-2000:])
+
+
+def scanner_tests(catalogue: Catalogue) -> frozenset[str]:
+    """Suite tests marked ``scanner`` (by convention they live in test_scanners.py)."""
+    return frozenset(test for control in catalogue.controls for test in control.tests
+                     if test.startswith("test_scanners.py::"))
+
+
+def verify(targets: list[VerifyTarget], *, waivers: WaiverSet, scanners: bool, inventory: str = "",
+           catalogue: Catalogue | None = None, today: dt.date | None = None) -> VerifyReport:
+    catalogue = catalogue or load_catalogue()
+    outcomes: dict[str, list[TestOutcome]] = {}
+    durations: dict[str, float] = {}
+    for target in targets:
+        run = run_suite(target, scanners=scanners)
+        outcomes[target.name] = run.outcomes
+        durations[target.name] = round(run.seconds, 1)
+    now = dt.datetime.now(dt.UTC)
+    report = aggregate(catalogue, outcomes, waivers, today=today or now.date(), scanners_ran=scanners,
+                       scanner_tests=scanner_tests(catalogue), inventory=inventory,
+                       generated_at=now.isoformat(timespec="seconds"))
+    return report.model_copy(update={"durations": durations})
+
+
+def write_results_file(report: VerifyReport, path: Path) -> None:
+    """Keep the full report (hosts, tests, evidence) for traceability; no secrets are in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.model_dump_json(indent=1), encoding="utf-8")
+
+
+def read_results_file(path: Path) -> VerifyReport:
+    try:
+        return VerifyReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read verify results {path}: {exc.strerror}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is not a verify results file: {exc.errors()[0]['msg']}") from exc
