@@ -1,0 +1,121 @@
+"""Where the directory is and who writes to it: from an inventory, the lab, or options.
+
+A minimal reader until ``qnprov.inventory`` provides the shared loader: plain values
+from ``inventories/<name>/group_vars/all/*.yml`` (templated values are ignored; they
+need Ansible to render), and for the lab the status file ``$QNPROV_STATE_DIR/lab.json``
+that ``qnprov lab status --json`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qnprov.directory.ldapio import LdapSettings
+from qnprov.errors import ConfigError
+
+
+def _state_dir() -> Path:
+    try:
+        from qnprov.paths import state_dir
+
+        return state_dir()
+    except ImportError:  # pragma: no cover - the lead's module is optional here
+        return Path(os.environ.get("QNPROV_STATE_DIR") or Path.home() / ".local/state/qnprov/lab")
+
+
+def _inventory_dir(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.is_dir():
+        return candidate
+    named = Path(__file__).resolve().parents[2] / "inventories" / name_or_path
+    if named.is_dir():
+        return named
+    raise ConfigError(f"inventory {name_or_path!r} not found (neither a directory nor inventories/{name_or_path})")
+
+
+def inventory_vars(inventory: Path) -> dict[str, Any]:
+    """Literal (untemplated) variables of the inventory's ``all`` group."""
+    values: dict[str, Any] = {}
+    group_dir = inventory / "group_vars" / "all"
+    files = sorted(group_dir.glob("*.yml")) + sorted(group_dir.glob("*.yaml"))
+    single = inventory / "group_vars" / "all.yml"
+    if single.is_file():
+        files.insert(0, single)
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if isinstance(data, dict):
+            values.update({k: v for k, v in data.items() if not (isinstance(v, str) and "{{" in v)})
+    return values
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    inventory: str | None = None
+    ldap_url: str | None = None
+    base_dn: str | None = None
+    bind_dn: str | None = None
+    bind_password_file: Path | None = None
+    ca_cert: Path | None = None
+    domain: str | None = None
+
+
+def _read_password(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the bind password file {path}: {exc.strerror}") from exc
+    password = text.strip("\r\n")
+    if not password:
+        raise ConfigError(f"the bind password file {path} is empty")
+    return password
+
+
+def resolve_settings(options: ConnectionOptions) -> LdapSettings:
+    """Inventory values first, the lab's status file over them, explicit options over both."""
+    url = base_dn = bind_dn = password = domain = None
+    ca_cert: Path | None = None
+    if options.inventory:
+        inventory = _inventory_dir(options.inventory)
+        variables = inventory_vars(inventory)
+        base_dn = variables.get("qnprov_ldap_base_dn")
+        domain = variables.get("qnprov_domain")
+        url = variables.get("qnprov_provisioning_ldap_url")
+        if inventory.name == "lab":
+            status_file = _state_dir() / "lab.json"
+            if not status_file.is_file():
+                raise ConfigError(f"{status_file} is missing: start the lab (qnprov lab up) or give --ldap-url")
+            try:
+                lab = json.loads(status_file.read_text(encoding="utf-8"))
+                ldap = lab["ldap"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{status_file}: not a lab status document ({exc})") from exc
+            url, base_dn = ldap.get("url") or url, ldap.get("base_dn") or base_dn
+            bind_dn, password = ldap.get("bind_dn"), ldap.get("bind_password")
+            ca_cert = Path(lab["ca_cert"]) if lab.get("ca_cert") else None
+            domain = lab.get("domain") or domain
+    url = options.ldap_url or url
+    base_dn = options.base_dn or base_dn
+    domain = options.domain or domain
+    ca_cert = options.ca_cert or ca_cert
+    if not base_dn:
+        raise ConfigError("no base DN: give --base-dn or an inventory with qnprov_ldap_base_dn")
+    bind_dn = options.bind_dn or bind_dn or f"cn=qnprov,ou=services,{base_dn}"
+    if options.bind_password_file:
+        password = _read_password(options.bind_password_file)
+    if not url:
+        raise ConfigError("no LDAP URL: give --ldap-url (or qnprov_provisioning_ldap_url in the inventory)")
+    if not password:
+        raise ConfigError("no bind password: give --bind-password-file")
+    if not domain:
+        domain = ".".join(part.split("=", 1)[1] for part in base_dn.split(",") if part.lower().startswith("dc="))
+    return LdapSettings(url=url, base_dn=base_dn, bind_dn=bind_dn, bind_password=password,
+                        ca_cert=ca_cert, domain=domain)
