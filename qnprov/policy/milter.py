@@ -41,9 +41,12 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import queue
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+import textwrap
 import threading
 import time
 import unicodedata
@@ -194,6 +197,29 @@ def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None) 
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+class PolicySnapshot:
+    """Private copies of the bundle directory and the overrides file.
+
+    Workers load lazily (before their next message after a reload), so they
+    must load exactly what the front validated, not whatever the operator's
+    files contain by then. The packaged bundle is immutable and not copied.
+    """
+
+    def __init__(self, bundle: Path | None, overrides: Path | None) -> None:
+        self._root = Path(tempfile.mkdtemp(prefix="qnprov-policy-"))
+        self.bundle: Path | None = None
+        self.overrides: Path | None = None
+        if bundle is not None:
+            shutil.copytree(bundle.parent, self._root / "bundle")
+            self.bundle = self._root / "bundle" / bundle.name
+        if overrides is not None:
+            self.overrides = self._root / "overrides.yml"
+            shutil.copyfile(overrides, self.overrides)
+
+    def remove(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
 @dataclass
 class _Worker:
     process: multiprocessing.process.BaseProcess
@@ -219,10 +245,16 @@ class ProcessPoolEvaluator:
         self._timeout = timeout
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
-        engine = load_engine(bundle, overrides)  # validate before starting anyone
+        snapshot = PolicySnapshot(bundle, overrides)
+        try:
+            engine = load_engine(snapshot.bundle, snapshot.overrides)  # validate before starting anyone
+        except Exception:
+            snapshot.remove()
+            raise
         self.version = engine.version
         self.local_domains = engine.local_domains
-        self._bundle, self._overrides = bundle, overrides
+        self._snapshots = [snapshot]
+        self._bundle, self._overrides = snapshot.bundle, snapshot.overrides
         self._generation = 0
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: set[int] = set()
@@ -308,12 +340,21 @@ class ProcessPoolEvaluator:
         return decision
 
     def reload(self, bundle: Path | None, overrides: Path | None) -> str:
-        engine = load_engine(bundle, overrides)  # raises on a bad bundle; old one stays
+        snapshot = PolicySnapshot(bundle, overrides)
+        try:
+            engine = load_engine(snapshot.bundle, snapshot.overrides)  # raises on a bad bundle; old one stays
+        except Exception:
+            snapshot.remove()
+            raise
         with self._lock:
-            self._bundle, self._overrides = bundle, overrides
+            self._bundle, self._overrides = snapshot.bundle, snapshot.overrides
             self.version = engine.version
             self.local_domains = engine.local_domains
             self._generation += 1
+            self._snapshots.append(snapshot)
+            # Keep the previous generation: a worker may be reloading from it right now.
+            while len(self._snapshots) > 2:
+                self._snapshots.pop(0).remove()
         return engine.version
 
     def worker_pids(self) -> list[int]:
@@ -325,6 +366,8 @@ class ProcessPoolEvaluator:
 
     def close(self) -> None:
         self._closed = True
+        for snapshot in self._snapshots:
+            snapshot.remove()
         while True:
             try:
                 worker = self._idle.get_nowait()
@@ -346,7 +389,7 @@ def ascii_reply(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text)
     folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
     cleaned = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in folded).replace("%", " percent")
-    return cleaned[:REPLY_LINE_LIMIT]
+    return cleaned[: REPLY_LINE_LIMIT * 3]
 
 
 def synthetic_decision(
@@ -589,7 +632,8 @@ class PolicyMilter(Milter.Base):
 
     def _reply(self, reply: tuple[str, str, str]) -> None:
         code, xcode, text = reply
-        lines = [ascii_reply(part.strip()) for part in text.replace(" / ", "\n").splitlines() if part.strip()]
+        # Long bilingual texts become a multi-line reply, broken at spaces.
+        lines = textwrap.wrap(ascii_reply(" ".join(text.split())), width=REPLY_LINE_LIMIT) if text.strip() else []
         self.setreply(code, xcode, *(lines or ["Refused by policy"]))
 
 

@@ -64,6 +64,9 @@ def milter_command(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per message evaluation")] = 30.0,
     on_error: Annotated[str, typer.Option("--on-error", help="tempfail|accept|reject")] = "tempfail",
     on_oversize: Annotated[str, typer.Option("--on-oversize", help="quarantine|reject|tempfail")] = "quarantine",
+    socket_umask: Annotated[
+        str, typer.Option("--socket-umask", help="Octal umask for the unix socket (007: owner+group)")
+    ] = "007",
     reinject_daemon: Annotated[
         list[str] | None,
         typer.Option("--reinject-daemon", help="{daemon_name} of the re-injection listener (repeatable)"),
@@ -77,6 +80,10 @@ def milter_command(
         raise ConfigError(f"--on-error must be tempfail, accept or reject, got {on_error!r}")
     if on_oversize not in ("quarantine", "reject", "tempfail"):
         raise ConfigError(f"--on-oversize must be quarantine, reject or tempfail, got {on_oversize!r}")
+    try:
+        umask = int(socket_umask, 8)
+    except ValueError:
+        raise ConfigError(f"--socket-umask must be octal, got {socket_umask!r}") from None
     if audit_fsync not in ("always", "never"):
         raise ConfigError(f"--audit-fsync must be always or never, got {audit_fsync!r}")
     settings = MilterSettings(
@@ -86,6 +93,7 @@ def milter_command(
         on_error=on_error,  # type: ignore[arg-type]
         on_oversize=on_oversize,  # type: ignore[arg-type]
         reinject_daemons=parse_reinject_daemons(reinject_daemon or ["reinject"]),
+        socket_umask=umask,
     )
     raise typer.Exit(run_milter(settings))
 
@@ -236,3 +244,7 @@ def audit_report(
     for row in rows:
         table.add_row(row.key, row.rule, row.clause, row.action, str(row.count), row.first, row.last)
     out.print(table)
+
+
+if __name__ == "__main__":  # python -m qnprov.policy.milter_cli: the milter alone (tests, systemd)
+    typer.run(milter_command)

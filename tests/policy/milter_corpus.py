@@ -106,3 +106,9 @@ def many_parts(count: int) -> bytes:
         part.set_content(f"phần {number}\n")
         message.attach(part)
     return message.as_bytes(policy=SMTP)
+
+
+def large_text(lines: int = 8000) -> bytes:
+    """About 14 MB of ordinary text per 8000 lines: slow enough to overrun a short timeout."""
+    line = "Kính gửi các đồng chí, lịch họp tuần sau như sau. " * 20 + "\n"
+    return _base(OFFICIAL, COLLEAGUE, "Văn bản dài", line * lines).as_bytes(policy=SMTP)

@@ -178,11 +178,11 @@ def test_engine_failure_uses_configured_failure_mode(tmp_path: Path) -> None:
 
 def test_process_pool_timeout_kills_worker_and_pool_recovers(tmp_path: Path) -> None:
     overrides = corpus.write_overrides(tmp_path)
-    pool = ProcessPoolEvaluator(2, None, overrides, timeout=0.05)
+    pool = ProcessPoolEvaluator(2, None, overrides, timeout=0.3)
     try:
         envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
         with pytest.raises(EvaluationError, match="exceeded"):
-            pool.evaluate(corpus.many_parts(3000), envelope)
+            pool.evaluate(corpus.large_text(), envelope)
         pool._timeout = 20
         for _ in range(4):  # the surviving worker answers while the killed one is replaced
             assert pool.evaluate(corpus.clean_internal(), envelope).verdict == "accept"
