@@ -18,7 +18,7 @@ from typing import Any, Literal
 from qnprov.policy.bundle import PolicyData, enabled_rules, load_policy
 from qnprov.policy.detectors import DETECTORS, Context
 from qnprov.policy.domains import domain_of
-from qnprov.policy.extract import Extraction, Problem, extract, parse_message
+from qnprov.policy.extract import Extraction, Problem, extract, split_entity
 from qnprov.policy.models import ACTION_STRENGTH, Rule
 from qnprov.policy.signatures import SignatureResult, SignatureVerifier, load_anchors
 
@@ -130,13 +130,13 @@ class PolicyEngine:
 
     def _evaluate(self, raw: bytes, envelope: Envelope, direction: Direction) -> Decision:
         limits = self.policy.bundle.limits
-        parsed = parse_message(raw)
+        entity = split_entity(raw)
         if len(raw) > limits.max_message_bytes:
             extraction = Extraction(problems=[Problem(
                 "message", "uninspectable", f"message is {len(raw)} bytes (limit {limits.max_message_bytes})")])
         else:
-            extraction = extract(parsed, raw, limits)
-        ctx = Context(self.policy, parsed, envelope.mail_from.strip().strip("<>"), envelope.rcpts, direction,
+            extraction = extract(entity, limits)
+        ctx = Context(self.policy, entity.headers, envelope.mail_from.strip().strip("<>"), envelope.rcpts, direction,
                       envelope.authenticated_user, extraction)
         if extraction.signed:
             ctx.signatures = [self.verifier.verify(obj) for obj in extraction.signed]

@@ -23,7 +23,7 @@ def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> 
 
     from qnprov.policy.extract import Problem, Segment, SignedObject
 
-    if _BYTE_RANGE.search(data):
+    if b"/ByteRange" in data and _BYTE_RANGE.search(data):
         out.signed.append(SignedObject(location, "pdf", data))
     try:
         document = pymupdf.open(stream=data, filetype="pdf")

@@ -1,0 +1,107 @@
+"""Policy engine throughput on a generated mixed corpus, per core.
+
+Reports messages per second for ``PolicyEngine.evaluate`` in one process (one core),
+and the same corpus through plain ``email.message_from_bytes`` as the reference floor:
+the engine can never be faster than parsing, so the ratio shows what inspection costs.
+
+    .venv/bin/python benchmarks/policy_engine.py [--messages 2000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "policy"))
+
+from policy_corpus import docx, message, pdf, xlsx
+
+from qnprov.policy.engine import Envelope, PolicyEngine
+
+SENDER = "chuyenvien@quangninh.gov.vn"
+ENVELOPE = Envelope(SENDER, ("vanthu@quangninh.gov.vn",), authenticated_user=SENDER)
+INBOUND = Envelope("bounce@mail.shopee.vn", ("vanthu@quangninh.gov.vn",))
+
+PARAGRAPH = ("Thực hiện Kế hoạch số 15/KH-UBND của Ủy ban nhân dân tỉnh về chuyển đổi số, Sở đề nghị các "
+             "đơn vị báo cáo kết quả thực hiện, mật độ sử dụng văn bản điện tử và việc đổi mật khẩu định kỳ. ")
+
+
+def build_corpus(count: int, seed: int = 4) -> list[tuple[str, bytes, Envelope]]:
+    """A mix shaped like a province's day: mostly short text, some Office/PDF attachments."""
+    rng = random.Random(seed)
+    clean_docx = docx(body=PARAGRAPH * 20, table=[["Đơn vị", "Số văn bản"], ["Sở Nội vụ", "12"]])
+    marked_docx = docx(body=PARAGRAPH, textbox="MẬT")
+    clean_xlsx = xlsx([["Đơn vị", "Số lượng"]] + [[f"Phòng {i}", str(i)] for i in range(50)])
+    clean_pdf = pdf(["QUYẾT ĐỊNH", PARAGRAPH[:80], PARAGRAPH[80:160]])
+    kinds = [
+        ("plain", 55, lambda: message(body=PARAGRAPH * rng.randint(1, 8))),
+        ("html", 15, lambda: message(body=PARAGRAPH, html=f"<p>{PARAGRAPH * 3}</p><table><tr><td>x</td></tr></table>")),
+        ("docx", 10, lambda: message(attachments=[("bao-cao.docx", "application/octet-stream", clean_docx)])),
+        ("xlsx", 5, lambda: message(attachments=[("so-lieu.xlsx", "application/octet-stream", clean_xlsx)])),
+        ("pdf", 7, lambda: message(attachments=[("qd.pdf", "application/pdf", clean_pdf)])),
+        ("marked", 3, lambda: message(attachments=[("mat.docx", "application/octet-stream", marked_docx)])),
+        ("registration", 5, lambda: message(subject="Xác nhận tài khoản", sender="no-reply@mail.shopee.vn")),
+    ]
+    population = [kind for kind in kinds for _ in range(kind[1])]
+    corpus = []
+    for _ in range(count):
+        name, _, build = rng.choice(population)
+        corpus.append((name, build(), INBOUND if name == "registration" else ENVELOPE))
+    return corpus
+
+
+def run(count: int) -> dict[str, object]:
+    corpus = build_corpus(count)
+    engine = PolicyEngine.load()
+    for _, raw, envelope in corpus[:50]:
+        engine.evaluate(raw, envelope)  # warm caches and lazy imports
+
+    started = time.perf_counter()
+    for _, raw, _ in corpus:
+        email.message_from_bytes(raw)
+    parse_seconds = time.perf_counter() - started
+
+    latencies: dict[str, list[float]] = {}
+    verdicts: dict[str, int] = {}
+    started = time.perf_counter()
+    for name, raw, envelope in corpus:
+        one = time.perf_counter()
+        decision = engine.evaluate(raw, envelope)
+        latencies.setdefault(name, []).append(time.perf_counter() - one)
+        verdicts[decision.verdict] = verdicts.get(decision.verdict, 0) + 1
+    engine_seconds = time.perf_counter() - started
+
+    total_bytes = sum(len(raw) for _, raw, _ in corpus)
+    return {
+        "messages": count,
+        "corpus_mib": round(total_bytes / 2**20, 1),
+        "engine_msgs_per_s_per_core": round(count / engine_seconds, 1),
+        "parse_only_msgs_per_s": round(count / parse_seconds, 1),
+        "engine_vs_parse_ratio": round(parse_seconds / engine_seconds, 3),
+        "verdicts": verdicts,
+        "p50_ms_by_kind": {k: round(statistics.median(v) * 1000, 2) for k, v in sorted(latencies.items())},
+        "p99_ms_overall": round(sorted(x for v in latencies.values() for x in v)[int(count * 0.99) - 1] * 1000, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.messages)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        print(f"{key:28} {value}")
+
+
+if __name__ == "__main__":
+    main()
