@@ -29,8 +29,8 @@ accounts_app = typer.Typer(help="Mail accounts from the HR roster: plan, apply, 
 agency_app = typer.Typer(help="Provincial agencies: onboard and list.", no_args_is_help=True,
                          pretty_exceptions_enable=False, add_completion=False)
 
-err = Console(stderr=True)
-out = Console(highlight=False)
+err = Console(stderr=True, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 # --- shared options -------------------------------------------------------------------
 InventoryOpt = Annotated[str | None, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
@@ -39,7 +39,7 @@ BindDnOpt = Annotated[str | None, typer.Option("--bind-dn", help="Default: cn=qn
 PasswordFileOpt = Annotated[Path | None, typer.Option("--bind-password-file", help="File holding the password.")]
 CaCertOpt = Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle that signed the LDAP server.")]
 BaseDnOpt = Annotated[str | None, typer.Option("--base-dn", help="DIT suffix (default: from the inventory).")]
-DomainOpt = Annotated[str | None, typer.Option("--domain", help="Primary mail domain (default: inventory).")]
+DomainOpt = Annotated[str | None, typer.Option("--primary-domain", help="Primary mail domain (default: inventory).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 AgenciesOpt = Annotated[Path | None, typer.Option("--agencies", help="agencies.csv or .xlsx (code,name,parent).")]
 RosterOpt = Annotated[Path | None, typer.Option("--roster", help="roster.csv or .xlsx "
