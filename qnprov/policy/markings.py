@@ -5,7 +5,8 @@ Precision comes from matching the *forms* a marking takes, never the word alone:
 * a stamp: a line, table cell or delimited segment that is exactly "MẬT", "TỐI MẬT" or
   "TUYỆT MẬT" in upper case (stamps are printed upper case; ordinary prose is not);
 * document-management metadata: "Độ mật: Tối mật", or an envelope letter A/B/C, but only
-  right after such a label.
+  right after such a label;
+* a bracketed tag in any case, "[Mật]" or "[Tối mật]", as people write in subjects.
 
 "mật khẩu", "bảo mật", "BÍ MẬT NHÀ NƯỚC", "mật độ", names ... never form a whole segment
 equal to a stamp, so they do not match. Matching is done on NFC text with diacritics
@@ -20,8 +21,17 @@ from dataclasses import dataclass
 
 from qnprov.policy.models import MarkingData
 
-# "Ð" (U+00D0, Icelandic eth) and "ð" are typed for "Đ"/"đ" on some keyboards.
-_LOOKALIKES = str.maketrans({"\u00d0": "\u0110", "\u00f0": "\u0111", "\u0189": "\u0110"})
+# "Ð" (U+00D0, Icelandic eth) and "ð" are typed for "Đ"/"đ" on some keyboards. Cyrillic
+# and Greek capitals that look like the Latin letters of a stamp ("МẬТ" with Cyrillic М/Т)
+# are folded too: they are the cheapest way to slip a stamp past a literal match. The
+# fold happens before NFC so the combining tone marks compose onto the Latin letter.
+_LOOKALIKES = str.maketrans({
+    "\u00d0": "\u0110", "\u00f0": "\u0111", "\u0189": "\u0110",
+    "\u0410": "A", "\u0415": "E", "\u041c": "M", "\u041e": "O", "\u0422": "T", "\u0406": "I", "\u0423": "Y",
+    "\u0391": "A", "\u0395": "E", "\u039c": "M", "\u039f": "O", "\u03a4": "T", "\u0399": "I", "\u03a5": "Y",
+    **{chr(0xFF21 + i): chr(0x41 + i) for i in range(26)},  # full-width Latin capitals
+    **{chr(0xFF41 + i): chr(0x61 + i) for i in range(26)},
+})
 # Invisible characters that would otherwise split a stamp.
 _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 _QUICK = re.compile("m\u1eadt", re.IGNORECASE)
@@ -45,7 +55,7 @@ def normalise_text(text: str) -> str:
 @dataclass(frozen=True)
 class MarkingHit:
     level: str
-    form: str  # "stamp" | "metadata"
+    form: str  # "stamp" | "metadata" | "tag"
     evidence: str
 
 
@@ -68,6 +78,8 @@ class MarkingMatcher:
         values = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in names)
         if declassified_is_marking:
             values = re.escape(data.declassified_stamp.capitalize()).replace(r"\ ", r"\s+") + "|" + values
+        # "[Mật]" / "[Tối mật]": a bracketed level name is a marking in any letter case.
+        self._bracket_tag = re.compile(rf"\[\s*({values})\s*\]", re.IGNORECASE)
         self._metadata = re.compile(
             rf"(?<!\w)(?:{labels})\s*[:：=|\t-]?\s*(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))",
             re.IGNORECASE,
@@ -88,6 +100,9 @@ class MarkingMatcher:
                 else:
                     level = self._letters[match.group("letter")]
                 hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
+            for match in self._bracket_tag.finditer(line):
+                level = _SPACES.sub(" ", match.group(1)).capitalize()
+                hits.append(MarkingHit(level, "tag", _excerpt(line, match.start(), match.end())))
             joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
             for segment in _SEGMENT_SPLIT.split(joined):
                 if not segment or not _QUICK.search(segment):

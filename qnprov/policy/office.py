@@ -65,17 +65,55 @@ def xml_to_text(xml: bytes) -> str:
     return html.unescape(_TAG.sub(_replace, text))
 
 
+_RUN = re.compile(rb"<w:r\b[^>]*>.*?</w:r>", re.DOTALL)
+_CAPS_ON = re.compile(rb"<w:(?:caps|smallCaps)(?:\s+w:val=\"(?:1|true|on)\")?\s*/>")
+_RUN_TEXT = re.compile(rb"(<w:t\b[^>]*>)(.*?)(</w:t>)", re.DOTALL)
+
+
+def _apply_caps(xml: bytes) -> bytes:
+    """Runs formatted with <w:caps/> display upper case: a stamp typed "mật" prints "MẬT"."""
+    if b"<w:caps" not in xml and b"<w:smallCaps" not in xml:
+        return xml
+
+    def _upper_run(match: re.Match[bytes]) -> bytes:
+        run = match.group(0)
+        if not _CAPS_ON.search(run):
+            return run
+        return _RUN_TEXT.sub(
+            lambda t: t.group(1) + t.group(2).decode("utf-8", "replace").upper().encode() + t.group(3), run
+        )
+
+    return _RUN.sub(_upper_run, xml)
+
+
+_CUSTOM_PROPERTY = re.compile(r'<property\b[^>]*\bname="([^"]*)"[^>]*>(.*?)</property>', re.DOTALL)
+_ODF_USER_FIELD = re.compile(r'<meta:user-defined\b[^>]*\bmeta:name="([^"]*)"[^>]*>(.*?)</meta:user-defined>',
+                             re.DOTALL)
+
+
+def named_properties_to_text(xml: bytes, pattern: re.Pattern[str]) -> str:
+    """Document-management software stores "Độ mật" as a named property: render "name: value" lines."""
+    text = xml.decode("utf-8", errors="replace")
+    return "\n".join(
+        f"{html.unescape(name)}: {html.unescape(_TAG.sub('', value)).strip()}"
+        for name, value in pattern.findall(text)
+    )
+
+
 def ooxml_segments(archive: object, names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
     """(part name, text) for the parts of a docx/xlsx/pptx that people write text into."""
     ordered = sorted(names)
     for name in ordered:
-        if _WORD_PARTS.match(name) or _SLIDE_PARTS.match(name) or _EXCEL_EXTRA.match(name):
+        if _WORD_PARTS.match(name):
+            yield name, xml_to_text(_apply_caps(read(name)))
+        elif _SLIDE_PARTS.match(name) or _EXCEL_EXTRA.match(name):
             yield name, xml_to_text(read(name))
     if _EXCEL_STRINGS in names or any(_EXCEL_SHEET.match(n) for n in ordered):
         yield from _excel_segments(ordered, names, read)
-    for props in (_PROPS, _CUSTOM_PROPS):
-        if props in names:
-            yield props, xml_to_text(read(props))
+    if _PROPS in names:
+        yield _PROPS, xml_to_text(read(_PROPS))
+    if _CUSTOM_PROPS in names:
+        yield _CUSTOM_PROPS, named_properties_to_text(read(_CUSTOM_PROPS), _CUSTOM_PROPERTY)
 
 
 _CELL = re.compile(r"<c\b([^>]*?)(?:/>|>(.*?)</c>)", re.DOTALL)
@@ -119,6 +157,9 @@ def _excel_segments(ordered: list[str], names: set[str], read: ReadMember) -> It
 
 def odf_segments(names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
     """content.xml (body, tables, frames) and styles.xml (page headers and footers)."""
-    for name in ("content.xml", "styles.xml", "meta.xml"):
+    for name in ("content.xml", "styles.xml"):
         if name in names:
             yield name, xml_to_text(read(name))
+    if "meta.xml" in names:
+        meta = read("meta.xml")
+        yield "meta.xml", xml_to_text(meta) + "\n" + named_properties_to_text(meta, _ODF_USER_FIELD)

@@ -316,3 +316,29 @@ def zip_bomb(expanded_mib: int = 1024, name: str = "zeros.bin") -> bytes:
     central_offset = len(local) + len(encoded) + len(stream)
     end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(encoded), central_offset, 0)
     return local + encoded + stream + central + encoded + end
+
+
+def with_zip_entry(data: bytes, name: str, content: str | bytes) -> bytes:
+    """Copy of a zip (docx/odt...) with one more entry."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info.filename))
+        target.writestr(name, content)
+    return buffer.getvalue()
+
+
+def docx_runs(runs: list[tuple[str, bool]]) -> bytes:
+    """A docx whose single paragraph is split into runs; True marks a run formatted <w:caps/>."""
+    import docx as python_docx
+
+    document = python_docx.Document()
+    paragraph = document.add_paragraph()
+    for text, caps in runs:
+        run = paragraph.add_run(text)
+        if caps:
+            run.font.all_caps = True
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()

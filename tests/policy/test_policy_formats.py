@@ -153,3 +153,50 @@ def test_signed_message_is_never_modified() -> None:
     before = bytes(raw)
     decide(raw)
     assert raw == before
+
+
+CUSTOM_PROPS = (
+    '<?xml version="1.0" encoding="UTF-8"?><Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/'
+    'custom-properties" xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes">'
+    '<property fmtid="{{D5CDD505-2E9C-101B-9397-08002B2CF9AE}}" pid="2" name="{name}"><vt:lpwstr>{value}</vt:lpwstr>'
+    "</property></Properties>"
+)
+
+
+@pytest.mark.parametrize(("runs", "marked"), [
+    ([("M", False), ("Ậ", False), ("T", False)], True),  # a stamp split across runs
+    ([("tối mật", True)], True),  # typed lower case, displayed upper case by <w:caps/>
+    ([("tối mật", False)], False),
+    ([("đổi mật khẩu", True)], False),
+])
+def test_docx_runs_and_caps_formatting(runs: list[tuple[str, bool]], marked: bool) -> None:
+    from policy_corpus import docx_runs
+
+    decision = decide(attach("cv.docx", docx_runs(runs)))
+    assert (decision.verdict == "reject") is marked, decision.findings
+
+
+@pytest.mark.parametrize(("name", "value", "marked"), [
+    ("Độ mật", "Tối mật", True), ("Độ mật", "Thường", False), ("Người ký", "Nguyễn Văn Mật", False),
+])
+def test_docx_custom_property_metadata(name: str, value: str, marked: bool) -> None:
+    from policy_corpus import with_zip_entry
+
+    data = with_zip_entry(docx(), "docProps/custom.xml", CUSTOM_PROPS.format(name=name, value=value))
+    decision = decide(attach("cv.docx", data))
+    assert (decision.verdict == "reject") is marked, decision.findings
+    if marked:
+        assert marking_locations(decision) == ["attachment:cv.docx/docProps/custom.xml"]
+
+
+@pytest.mark.parametrize(("subject", "marked"), [
+    ("\u041c\u1eac\u0422", True),  # Cyrillic М and Т around a Latin Ậ
+    ("\uff2d\u1eac\uff34 - báo cáo", True),  # full-width M and T
+    ("[Mật] V/v kế hoạch", True),
+    ("[tối mật] V/v kế hoạch", True),
+    ("[Mật khẩu] hướng dẫn", False),
+    ("Ông Nguyễn Văn Mật (Phòng TC)", False),
+])
+def test_subject_evasions_and_bracket_tags(subject: str, marked: bool) -> None:
+    decision = decide(message(subject=subject))
+    assert (decision.verdict == "reject") is marked, decision.findings
