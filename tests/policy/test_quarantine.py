@@ -46,7 +46,7 @@ def test_only_held_messages_are_listed() -> None:
     [held] = parse_postqueue_json(POSTQUEUE_J)
     assert held.queue_id == "4F2A1212345"
     assert held.recipients == ("b@quangninh.test", "c@quangninh.test")
-    assert held.to_json()["arrival_time"].startswith("2025-11-29T") or held.arrival_time.year >= 2025
+    assert held.to_json()["arrival_time"] == "2025-11-29T20:00:00+00:00"
 
 
 def test_garbage_from_postqueue_is_an_external_error() -> None:
@@ -54,7 +54,7 @@ def test_garbage_from_postqueue_is_an_external_error() -> None:
         parse_postqueue_json("postqueue: fatal: whatever\n")
 
 
-@pytest.mark.parametrize("bad", ["ALL", "-d", "4F2A1; rm -rf /", "", "deferred", "x" * 40])
+@pytest.mark.parametrize("bad", ["ALL", "-d", "4F2A1; rm -rf /", "", "../../x", "x" * 40])
 def test_queue_ids_are_validated(bad: str) -> None:
     with pytest.raises(InputError):
         validate_queue_ids([bad])
