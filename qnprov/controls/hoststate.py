@@ -58,6 +58,19 @@ def parse_master_services(text: str) -> list[MasterService]:
     return services
 
 
+_REFERENCE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def expand_parameters(value: str, parameters: dict[str, str], depth: int = 5) -> str:
+    """Expand plain ``$name`` / ``${name}`` references (not ``${name?x}`` conditionals)."""
+    for _ in range(depth):
+        expanded = _REFERENCE.sub(lambda m: parameters.get(m.group(1) or m.group(2), m.group(0)), value)
+        if expanded == value:
+            break
+        value = expanded
+    return value
+
+
 def split_list(value: str) -> list[str]:
     """Postfix/Dovecot list syntax: commas and/or whitespace."""
     return [item for item in re.split(r"[\s,]+", value.strip()) if item]

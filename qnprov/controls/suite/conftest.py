@@ -10,6 +10,7 @@ go from this process to ``target.endpoints`` (see qnprov.controls.probes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import pytest
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.target import VerifyTarget
+
+# testinfra's ``host`` fixture is module-scoped, so fixtures that read host state are
+# module-scoped too (each test module reads postconf etc. once).
 
 #: Longest a single host command may run (seconds); Lynis has its own budget.
 COMMAND_TIMEOUT = 60
@@ -49,30 +53,35 @@ def run(host: Any, command: str, *, ok: tuple[int, ...] = (0,)) -> str:
     return str(result.stdout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def postconf(host: Any) -> dict[str, str]:
     """Effective main.cf values (defaults included)."""
     return hoststate.parse_postconf(run(host, "postconf"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service_params(host: Any) -> dict[str, dict[str, str]]:
     """master.cf ``-o`` overrides, keyed "service/type"."""
     return hoststate.parse_service_params(run(host, "postconf -P"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def master_services(host: Any) -> list[hoststate.MasterService]:
     return hoststate.parse_master_services(run(host, "postconf -M"))
 
 
 def effective(postconf: dict[str, str], service_params: dict[str, dict[str, str]], service: str,
               name: str) -> str:
-    """A parameter as one master.cf service sees it: its -o override, else main.cf."""
-    return service_params.get(service, {}).get(name, postconf.get(name, ""))
+    """A parameter as one master.cf service sees it: its -o override, else main.cf.
+
+    ``-o name=$other`` references (common: ``$mua_sender_restrictions``) are expanded
+    against main.cf, since ``postconf -P`` prints them unexpanded.
+    """
+    value = service_params.get(service, {}).get(name, postconf.get(name, ""))
+    return hoststate.expand_parameters(value, postconf)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def doveconf(host: Any) -> Callable[[str], str]:
     cache: dict[str, str] = {}
 
@@ -84,26 +93,29 @@ def doveconf(host: Any) -> Callable[[str], str]:
     return value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cn_config(host: Any) -> list[dict[str, list[str]]]:
     """slapd's cn=config, read with slapcat (works whatever the ACLs on cn=config)."""
     return hoststate.parse_ldif(run(host, "slapcat -n0 -o ldif-wrap=no"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tcp_listeners(host: Any) -> list[hoststate.Listener]:
     return hoststate.parse_ss_listeners(run(host, "ss -Hltnp"))
 
 
 def file_facts(host: Any, path: str) -> dict[str, Any]:
-    """Owner, group and mode of a file, or an error if it is missing."""
-    handle = host.file(path)
-    if not handle.exists:
+    """Owner, group, mode and type of a file in one host command; an error if it is missing."""
+    if not re.fullmatch(r"/[A-Za-z0-9_./+\-]+", path):
+        raise ProbeError(f"unexpected characters in path {path!r}")
+    result = host.run(f"stat -c '%U %G %a %F' {path}")
+    if result.rc != 0:
         raise ProbeError(f"{path} does not exist on the host")
-    return {"path": path, "user": handle.user, "group": handle.group, "mode": handle.mode}
+    user, group, mode, kind = result.stdout.strip().split(" ", 3)
+    return {"path": path, "user": user, "group": group, "mode": int(mode, 8), "type": kind}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def outside_source(host: Any, target: VerifyTarget, postconf: dict[str, str]) -> str:
     """Prove that our probes reach the host from outside mynetworks and trusted networks.
 

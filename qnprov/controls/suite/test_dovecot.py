@@ -45,7 +45,7 @@ def test_ssl_ciphers_mozilla(host: Any, doveconf: Doveconf) -> None:
 @pytest.mark.control("QN-DOV-05")
 def test_postfix_auth_socket_mode(host: Any) -> None:
     facts = file_facts(host, POSTFIX_AUTH_SOCKET)
-    assert host.file(POSTFIX_AUTH_SOCKET).is_socket, f"{POSTFIX_AUTH_SOCKET} is not a socket"
+    assert facts["type"] == "socket", f"{POSTFIX_AUTH_SOCKET} is a {facts['type']}, not a socket"
     assert (facts["user"], facts["group"], facts["mode"]) == ("postfix", "postfix", 0o660), (
         f"{POSTFIX_AUTH_SOCKET} is {facts['user']}:{facts['group']} {facts['mode']:04o}, expected postfix:postfix 0660"
     )
@@ -59,11 +59,14 @@ def test_protocols_allowlist(doveconf: Doveconf, tcp_listeners: list[hoststate.L
     assert not pop3, f"POP3 ports are listening: {pop3}"
 
 
-def _ldap_conf_files(host: Any) -> list[str]:
+def _ldap_conf_files(host: Any, kind: str = "passdb|userdb") -> list[str]:
+    """args files of the LDAP passdb/userdb blocks in ``doveconf -n``."""
     text = run(host, "doveconf -n")
-    paths = sorted(set(re.findall(r"args\s*=\s*(/\S+\.conf\.ext)", text)))
+    blocks = re.findall(rf"^(?:{kind}) \{{\n(.*?)^\}}", text, re.MULTILINE | re.DOTALL)
+    paths = sorted({m.group(1) for block in blocks if re.search(r"driver\s*=\s*ldap", block)
+                    for m in [re.search(r"args\s*=\s*(/\S+)", block)] if m})
     if not paths:
-        raise ProbeError("doveconf -n names no LDAP passdb/userdb args file")
+        raise ProbeError(f"doveconf -n names no LDAP {kind} args file")
     return paths
 
 
@@ -74,9 +77,10 @@ def test_ldap_conf_protected_and_auth_bind(host: Any) -> None:
         facts = file_facts(host, path)
         if facts["user"] != "root" or facts["mode"] not in (0o600, 0o400):
             problems.append(f"{path} is {facts['user']}:{facts['group']} {facts['mode']:04o}")
+    for path in _ldap_conf_files(host, "passdb"):
         settings = run(host, f"grep -E '^[[:space:]]*auth_bind[[:space:]]*=' {path}", ok=(0, 1))
         if not re.search(r"auth_bind\s*=\s*yes", settings):
-            problems.append(f"{path} does not set auth_bind = yes")
+            problems.append(f"passdb {path} does not set auth_bind = yes")
     assert not problems, "; ".join(problems)
 
 
@@ -90,7 +94,7 @@ def test_no_trusted_networks(doveconf: Doveconf) -> None:
 @pytest.mark.control("QN-DOV-09")
 def test_passdb_filter_requires_active_account(host: Any) -> None:
     filters = []
-    for path in _ldap_conf_files(host):
+    for path in _ldap_conf_files(host, "passdb"):
         filters += run(host, f"grep -E '^[[:space:]]*pass_filter' {path}", ok=(0, 1)).splitlines()
     assert filters, "no pass_filter in Dovecot's LDAP files"
     for line in filters:

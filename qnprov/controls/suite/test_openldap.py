@@ -46,11 +46,11 @@ def _grants_write(level: str) -> bool:
 
 @pytest.mark.control("QN-LDAP-01")
 def test_listeners_loopback_only(host: Any, tcp_listeners: list[hoststate.Listener]) -> None:
-    slapd = [lst for lst in tcp_listeners if lst.process == "slapd"]
-    assert slapd, "slapd is not listening on any TCP port"
+    # ss cannot always name the process inside a container, so slapd is known by its ports.
+    slapd = [lst for lst in tcp_listeners if lst.process == "slapd" or lst.port in (389, 636)]
     exposed = [f"{lst.address}:{lst.port}" for lst in slapd if not lst.loopback and lst.port != 636]
     assert not exposed, f"slapd serves plain LDAP beyond loopback: {exposed} (only ldaps:// may be exposed)"
-    assert host.file("/var/run/slapd/ldapi").is_socket or host.file("/run/slapd/ldapi").is_socket, "no ldapi socket"
+    assert host.file("/run/slapd/ldapi").is_socket, "no ldapi socket at /run/slapd/ldapi (is slapd running?)"
 
 
 @pytest.mark.control("QN-LDAP-02")

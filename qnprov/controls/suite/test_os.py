@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from qnprov.controls import hoststate
+from qnprov.controls.probes import ProbeError
 from qnprov.controls.suite.conftest import run
 from qnprov.controls.target import VerifyTarget
 
@@ -99,6 +100,8 @@ def test_fail2ban_jails(host: Any) -> None:
 
 @pytest.mark.control("QN-OS-06")
 def test_fail2ban_postfix_mode_more(host: Any) -> None:
+    if not host.file("/etc/fail2ban/jail.conf").exists:
+        raise ProbeError("fail2ban is not installed (/etc/fail2ban/jail.conf missing)")
     text = run(host, "sh -c 'cat /etc/fail2ban/jail.conf /etc/fail2ban/jail.d/*.conf /etc/fail2ban/jail.local "
                      "/etc/fail2ban/jail.d/*.local 2>/dev/null'", ok=(0, 1))
     parser = configparser.ConfigParser(strict=False, interpolation=None)

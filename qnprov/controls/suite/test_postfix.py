@@ -291,9 +291,10 @@ def test_postfix_version(postconf: dict[str, str]) -> None:
     assert _version_tuple(version) >= (3, 7, 10), f"Postfix {version} predates the SMTP smuggling fix (3.7.10)"
 
 
-def _ldap_map_paths(values: dict[str, str]) -> set[str]:
+def _ldap_map_paths(values: dict[str, str], postconf: dict[str, str]) -> set[str]:
     paths = set()
-    for value in values.values():
+    for raw in values.values():
+        value = hoststate.expand_parameters(raw, postconf)
         for match in re.finditer(r"(?:proxy:)?ldap:(/[^\s,]+)", value):
             paths.add(match.group(1))
     return paths
@@ -303,7 +304,7 @@ def _ldap_map_paths(values: dict[str, str]) -> set[str]:
 def test_virtual_maps_from_ldap(host: Any, postconf: dict[str, str]) -> None:
     for name in ("virtual_mailbox_domains", "virtual_mailbox_maps"):
         assert "ldap:" in postconf.get(name, ""), f"{name}={postconf.get(name)!r} is not an LDAP lookup"
-    mailbox_maps = _ldap_map_paths({"m": postconf["virtual_mailbox_maps"]})
+    mailbox_maps = _ldap_map_paths({"m": postconf["virtual_mailbox_maps"]}, postconf)
     filters = []
     for path in sorted(mailbox_maps):
         text = run(host, f"grep -E '^[[:space:]]*query_filter' {path}", ok=(0, 1))
@@ -315,7 +316,7 @@ def test_virtual_maps_from_ldap(host: Any, postconf: dict[str, str]) -> None:
 
 @pytest.mark.control("QN-PFX-22")
 def test_ldap_map_files_protected(host: Any, postconf: dict[str, str]) -> None:
-    paths = _ldap_map_paths(postconf)
+    paths = _ldap_map_paths(postconf, postconf)
     assert paths, "no LDAP maps configured"
     bad = []
     for path in sorted(paths):

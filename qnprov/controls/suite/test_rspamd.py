@@ -91,6 +91,8 @@ def test_workers_loopback_only(tcp_listeners: list[hoststate.Listener]) -> None:
 
 @pytest.mark.control("QN-RSP-06")
 def test_configtest_clean(host: Any) -> None:
+    if host.run("command -v rspamadm").rc != 0:
+        raise ProbeError("rspamd is not installed (no rspamadm)")
     result = host.run("timeout 60 rspamadm configtest")
     output = (result.stdout + result.stderr).strip()
     assert result.rc == 0 and "syntax OK" in result.stdout, f"rspamadm configtest: {output[:600]}"

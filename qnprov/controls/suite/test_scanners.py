@@ -64,7 +64,7 @@ def _run_lynis(host: Any) -> dict[str, Any]:
     return scanners.parse_lynis_report(report.stdout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scans(host: Any, target: VerifyTarget) -> Any:
     if shutil.which("testssl") is None:
         raise ProbeError("testssl (Debian package testssl.sh) is not installed on the verify machine")

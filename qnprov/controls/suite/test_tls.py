@@ -29,12 +29,12 @@ def service_tls_files(postconf: dict[str, str], doveconf: Callable[[str], str]) 
     return sorted({_safe_path(f) for f in files if f and f != "$smtpd_tls_cert_file"})
 
 
-def host_certificate(postconf: dict[str, str]) -> str:
+def host_certificate(host: Any, postconf: dict[str, str]) -> str:
+    """The first of Postfix's TLS files that holds a certificate (chain files list the key first)."""
     chain = hoststate.split_list(postconf.get("smtpd_tls_chain_files", ""))
-    candidates = [*chain, postconf.get("smtpd_tls_cert_file", "")]
-    for path in candidates:
-        if path:
-            return _safe_path(path)
+    for path in [*chain, postconf.get("smtpd_tls_cert_file", "")]:
+        if path and run(host, f"grep -c 'BEGIN CERTIFICATE' {_safe_path(path)}", ok=(0, 1)).strip() not in ("", "0"):
+            return path
     raise ProbeError("Postfix names no server certificate")
 
 
@@ -68,7 +68,7 @@ def test_slapd_key_protected(host: Any, cn_config: list[dict[str, list[str]]]) -
 
 @pytest.mark.control("QN-TLS-03")
 def test_host_key_strength(host: Any, postconf: dict[str, str], record_property: Any) -> None:
-    cert = host_certificate(postconf)
+    cert = host_certificate(host, postconf)
     algorithm, bits = hoststate.parse_openssl_key_bits(run(host, f"openssl x509 -in {cert} -noout -text"))
     record_property("host_key", f"{algorithm} {bits}")
     strong = (algorithm.startswith("EC") and bits >= 256) or (algorithm == "RSA" and bits >= 3072)
@@ -77,7 +77,7 @@ def test_host_key_strength(host: Any, postconf: dict[str, str], record_property:
 
 @pytest.mark.control("QN-TLS-08")
 def test_certificate_not_expiring(host: Any, postconf: dict[str, str], record_property: Any) -> None:
-    cert = host_certificate(postconf)
+    cert = host_certificate(host, postconf)
     end = run(host, f"openssl x509 -in {cert} -noout -enddate").strip()
     record_property("certificate_not_after", end.removeprefix("notAfter="))
     check = host.run(f"openssl x509 -in {cert} -noout -checkend {MIN_REMAINING_DAYS * 86400}")
