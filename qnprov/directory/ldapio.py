@@ -40,6 +40,9 @@ class LdapSettings:
     bind_password: str = field(repr=False)
     ca_cert: Path | None = None
     domain: str = ""
+    # Name the server certificate carries when the URL names something else
+    # (the lab publishes ldaps on 127.0.0.1; its certificate is for mail1.quangninh.test).
+    tls_server_name: str | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,7 +64,8 @@ def connect(settings: LdapSettings) -> Connection:
     if parsed.scheme not in ("ldap", "ldaps") or not parsed.hostname:
         raise ConfigError(f"LDAP URL {settings.url!r}: use ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
     tls = Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-              ca_certs_file=str(settings.ca_cert) if settings.ca_cert else None)
+              ca_certs_file=str(settings.ca_cert) if settings.ca_cert else None,
+              valid_names=[settings.tls_server_name] if settings.tls_server_name else None)
     use_ssl = parsed.scheme == "ldaps"
     server = Server(parsed.hostname, port=parsed.port or (636 if use_ssl else 389), use_ssl=use_ssl,
                     tls=tls, get_info=NONE, connect_timeout=10)

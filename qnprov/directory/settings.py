@@ -81,7 +81,7 @@ def _read_password(path: Path) -> str:
 
 def resolve_settings(options: ConnectionOptions) -> LdapSettings:
     """Inventory values first, the lab's status file over them, explicit options over both."""
-    url = base_dn = bind_dn = password = domain = None
+    url = base_dn = bind_dn = password = domain = tls_name = None
     ca_cert: Path | None = None
     if options.inventory:
         inventory = _inventory_dir(options.inventory)
@@ -102,6 +102,7 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
             bind_dn, password = ldap.get("bind_dn"), ldap.get("bind_password")
             ca_cert = Path(lab["ca_cert"]) if lab.get("ca_cert") else None
             domain = lab.get("domain") or domain
+            tls_name = _lab_server_name(lab, domain)
     url = options.ldap_url or url
     base_dn = options.base_dn or base_dn
     domain = options.domain or domain
@@ -118,4 +119,15 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
     if not domain:
         domain = ".".join(part.split("=", 1)[1] for part in base_dn.split(",") if part.lower().startswith("dc="))
     return LdapSettings(url=url, base_dn=base_dn, bind_dn=bind_dn, bind_password=password,
-                        ca_cert=ca_cert, domain=domain)
+                        ca_cert=ca_cert, domain=domain, tls_server_name=tls_name)
+
+
+def _lab_server_name(lab: dict[str, Any], domain: str | None) -> str | None:
+    """The lab host's certificate name: ``hostname`` if the status has it, else ``<name>.<domain>``."""
+    hosts = lab.get("hosts") or []
+    if not hosts or not isinstance(hosts[0], dict):
+        return None
+    first = hosts[0]
+    if first.get("hostname"):
+        return str(first["hostname"])
+    return f"{first['name']}.{domain}" if first.get("name") and domain else None

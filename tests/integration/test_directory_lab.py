@@ -1,0 +1,121 @@
+"""Provisioning against the lab: the account qnprov creates can log in and receive mail,
+and once disabled it can no longer log in and mail to it is refused.
+
+Runs under tests/integration/conftest.py, which brings the lab up (or uses the host in
+QNPROV_TEST_HOST) and exports its endpoints and CA. The provisioner connects with
+``-i lab``: the lab status file ``$QNPROV_STATE_DIR/lab.json``. Anything missing fails
+the test; a lab check that did not run must not look like one that passed.
+"""
+
+from __future__ import annotations
+
+import csv
+import imaplib
+import json
+import os
+import smtplib
+import ssl
+import time
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qnprov.directory.cli import accounts_app
+
+pytestmark = pytest.mark.lab
+DELIVERY_DEADLINE = 30.0
+runner = CliRunner()
+
+
+def required_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: the lab is not up (run `qnprov lab up`)", pytrace=False)
+    return value
+
+
+def endpoint(name: str) -> tuple[str, int]:
+    host, port = json.loads(required_env("QNPROV_TEST_ENDPOINTS"))[name].rsplit(":", 1)
+    return host, int(port)
+
+
+def tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=required_env("QNPROV_TEST_CA"))
+    context.check_hostname = False  # published on 127.0.0.1; the chain is still verified
+    return context
+
+
+def imap_login(address: str, password: str) -> imaplib.IMAP4_SSL:
+    host, port = endpoint("imaps")
+    client = imaplib.IMAP4_SSL(host, port, ssl_context=tls_context(), timeout=30)
+    client.login(address, password)
+    return client
+
+
+def apply(tmp_path: Path, roster: str, *extra: str) -> dict[str, object]:
+    (tmp_path / "agencies.csv").write_text("code,name,parent\nQNTEST,Đơn vị kiểm thử của qnprov,\n",
+                                           encoding="utf-8")
+    (tmp_path / "roster.csv").write_text("employee_id,agency,full_name,title,status\n" + roster, encoding="utf-8")
+    # --partial: the lab's own demo accounts are not in this roster and must stay active.
+    result = runner.invoke(accounts_app, ["apply", "-i", "lab", "--agencies", str(tmp_path / "agencies.csv"),
+                                          "--roster", str(tmp_path / "roster.csv"), "--partial", "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def send(sender: dict[str, str], recipient: str, subject: str) -> None:
+    host, port = endpoint("submission")
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender["address"], recipient, subject
+    message.set_content("Thư kiểm thử từ qnprov.\n")
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        smtp.starttls(context=tls_context())
+        smtp.login(sender["address"], sender["password"])
+        smtp.send_message(message)
+
+
+def wait_for(address: str, password: str, subject: str) -> None:
+    deadline = time.monotonic() + DELIVERY_DEADLINE
+    while time.monotonic() < deadline:
+        client = imap_login(address, password)
+        try:
+            client.select("INBOX")
+            status, data = client.search(None, "SUBJECT", f'"{subject}"')
+            if status == "OK" and data[0]:
+                return
+        finally:
+            client.logout()
+        time.sleep(1)
+    pytest.fail(f"{subject!r} did not reach {address} within {DELIVERY_DEADLINE:.0f}s")
+
+
+def test_provisioned_account_logs_in_receives_mail_and_is_locked_out_when_disabled(tmp_path: Path) -> None:
+    sender = json.loads(required_env("QNPROV_TEST_ACCOUNTS"))[0]
+    employee_id = f"T{uuid.uuid4().hex[:10].upper()}"
+    person = f"{employee_id},QNTEST,Lê Thị Kiểm Thử,Chuyên viên,\n"
+
+    created = apply(tmp_path, person, "--credentials-dir", str(tmp_path / "creds"))
+    assert created["create"] == 1 and created["applied"] is True
+    (row,) = list(csv.DictReader((tmp_path / "creds" / "QNTEST.csv").open(encoding="utf-8")))
+    address, password = row["address"], row["initial_password"]
+    assert row["employee_id"] == employee_id and address.split("@")[0].startswith("thuklt")
+
+    imap_login(address, password).logout()
+    subject = f"qnprov directory {uuid.uuid4().hex}"
+    send(sender, address, subject)
+    wait_for(address, password, subject)
+
+    disabled = apply(tmp_path, person.replace("Chuyên viên,\n", "Chuyên viên,left\n"))
+    assert disabled["disable"] == 1 and disabled["applied"] is True
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(address, password)
+    host, port = endpoint("submission")
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        smtp.starttls(context=tls_context())
+        smtp.login(sender["address"], sender["password"])
+        smtp.mail(sender["address"])
+        code, reply = smtp.rcpt(address)
+    assert code == 550, f"RCPT to a disabled account answered {code} {reply!r}"
