@@ -95,6 +95,21 @@ def ascii_fold(text: str) -> str:
     return folded.encode("ascii", errors="replace").decode("ascii")
 
 
+#: RFC 5321 §4.5.3.1.5 caps a reply line at 512 octets including "550 5.7.1 ".
+MAX_REPLY_TEXT = 490
+
+
+def smtp_safe(text: str) -> str:
+    """One printable ASCII line for an SMTP reply.
+
+    libmilter refuses CR/LF in reply text and treats a lone '%' as a format character, so
+    both are removed here, once, for every caller.
+    """
+    folded = ascii_fold(" ".join(text.split())).replace("%", "")
+    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in folded)
+    return cleaned if len(cleaned) <= MAX_REPLY_TEXT else cleaned[: MAX_REPLY_TEXT - 3] + "..."
+
+
 def _ascii_header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
@@ -171,13 +186,14 @@ class PolicyEngine:
         first = next(f for f in findings if f.action == "reject")
         rule = self.policy.bundle.rule(first.rule)
         decision = self.policy.bundle.decision
-        number = decision.number or "(so hieu chua xac dinh / number unknown)"
+        number = f" {decision.number}" if decision.number else ""
+        location = first.location if len(first.location) <= 80 else "..." + first.location[-77:]
         text = (
-            f"Thu bi tu choi theo khoan {rule.clause} Quyet dinh {number} UBND tinh Quang Ninh: {rule.vi} "
-            f"/ Rejected under clause {rule.clause} of the Quang Ninh decision: {rule.en} "
-            f"[rule {rule.id}, {first.location}, policy {self.version}]"
+            f"Tu choi theo khoan {rule.clause} Quyet dinh{number} cua UBND tinh Quang Ninh: {rule.vi} "
+            f"/ Refused under clause {rule.clause} of the Quang Ninh e-mail decision: {rule.en} "
+            f"[{rule.id}; {location}; {self.version}]"
         )
-        return ("550", "5.7.1", ascii_fold(" ".join(text.split()))[:900])
+        return ("550", "5.7.1", smtp_safe(text))
 
     def _failure(self, direction: Direction, reason: str) -> Decision:
         verdict: Verdict = self.policy.bundle.failure_verdict
