@@ -37,15 +37,37 @@ class Anchor(_Strict):
 
 
 class Enforcement(_Strict):
+    """Where a control is enforced: a role variable, or a setting a role's template fixes.
+
+    ``variable`` must be declared in ``roles/<role>/defaults/main.yml``; ``template``
+    (relative to the repository) must exist and mention ``setting``.
+    """
+
     role: str = Field(min_length=1)
-    variable: str
+    variable: str | None = None
+    template: str | None = None
+    setting: str | None = None
 
     @field_validator("variable")
     @classmethod
-    def _variable_name(cls, value: str) -> str:
-        if not _VARIABLE.match(value):
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.match(value):
             raise ValueError(f"{value!r} is not an Ansible variable name")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Enforcement:
+        if (self.variable is None) == (self.template is None):
+            raise ValueError("enforcement names either a variable or a template (with its setting)")
+        if self.template is not None and not self.setting:
+            raise ValueError(f"template {self.template} needs the setting it fixes")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.variable:
+            return f"roles/{self.role}/defaults/main.yml: {self.variable}"
+        return f"{self.template}: {self.setting} (role {self.role})"
 
 
 class Control(_Strict):

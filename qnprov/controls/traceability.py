@@ -70,7 +70,7 @@ def build_matrix(catalogue: Catalogue, clause_texts: dict[str, str], rules: list
             trace.controls.append({"id": control.id, "title": control.title,
                                    "status": result.status if result else "not-verified",
                                    "detail": result.detail if result else ""})
-            trace.settings += [f"roles/{e.role}/defaults/main.yml: {e.variable}" for e in control.enforcement]
+            trace.settings += [e.label for e in control.enforcement]
             trace.tests += [f"qnprov/controls/suite/{t}" for t in control.tests]
             if result:
                 statuses.append(result.status)
