@@ -11,13 +11,26 @@ import typer
 from rich.table import Table
 
 from qnprov import __version__, argspec, lab, paths, runner, testbed
+from qnprov.controls.cli import dns_app, report_app, verify_command
+from qnprov.directory.cli import accounts_app, agency_app
 from qnprov.errors import QnprovError
+from qnprov.policy.cli import policy_app
+from qnprov.policy.milter_cli import audit_app, milter_command, quarantine_app
 from qnprov.ui import PlaybookProgress, console, host_table, out, print_json, report_failures
 
 app = typer.Typer(help="Deploy, provision, police and verify the province's official mail system.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 lab_app = typer.Typer(help="The local lab: the production roles on systemd containers.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(agency_app, name="agency")
+app.add_typer(policy_app, name="policy")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(audit_app, name="audit")
+app.add_typer(report_app, name="report")
+app.add_typer(dns_app, name="dns")
+app.command("milter")(milter_command)
+app.command("verify")(verify_command)
 
 InventoryOpt = Annotated[str, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
