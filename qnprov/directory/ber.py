@@ -174,6 +174,14 @@ class SearchEntry:
 _NAME_CACHE: dict[bytes, str] = {}
 
 
+def _text(raw: bytes) -> str:
+    """UTF-8 text; a binary value (a JPEG photo, say) survives as surrogate escapes."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
 def decode_message(buf: bytes) -> LdapResult | SearchEntry | None:
     """Decode one complete LDAPMessage; None for a search reference (ignored).
 
@@ -211,10 +219,10 @@ def decode_message(buf: bytes) -> LdapResult | SearchEntry | None:
                 length = buf[vpos + 1]
                 if length < 0x80:
                     vstart, vpos = vpos + 2, vpos + 2 + length
-                    values.append(buf[vstart:vpos].decode("utf-8", "surrogateescape"))
+                    values.append(_text(buf[vstart:vpos]))
                 else:
                     _, vstart, vstop = read(buf, vpos)
-                    values.append(buf[vstart:vstop].decode("utf-8", "surrogateescape"))
+                    values.append(_text(buf[vstart:vstop]))
                     vpos = vstop
             attributes[name] = values
             pos = aend

@@ -87,9 +87,10 @@ def connect(settings: LdapSettings) -> Connection:
 
 _ACCOUNT_DN = re.compile(r"^uid=((?:[^,\\]|\\.)+),ou=people,ou=((?:[^,\\]|\\.)+),ou=agencies,", re.IGNORECASE)
 _GROUP_ALL_DN = re.compile(r"^cn=[^,]+-all,ou=groups,ou=((?:[^,\\]|\\.)+),ou=agencies,", re.IGNORECASE)
-READ_ATTRIBUTES = ("objectClass", "uid", "cn", "sn", "givenName", "title", "mail", "mailLocalAddress",
-                   "qnAccountStatus", "qnDisabledAt", "qnMailForward", "qnAgencyCode", "employeeNumber",
-                   "member", "description", "qnParentAgency", "qnMailDomain", "qnDefaultQuota", "ou")
+ACCOUNT_ATTRIBUTES = ("uid", "cn", "sn", "givenName", "title", "mail", "mailLocalAddress", "qnAccountStatus",
+                      "qnDisabledAt", "qnMailForward", "qnAgencyCode", "employeeNumber")
+OTHER_ATTRIBUTES = ("objectClass", "mail", "mailLocalAddress", "member", "description", "qnAgencyCode",
+                    "qnParentAgency", "qnMailDomain", "qnDefaultQuota")
 
 
 def _one(attrs: dict[str, list[str]], name: str) -> str:
@@ -97,16 +98,31 @@ def _one(attrs: dict[str, list[str]], name: str) -> str:
     return values[0] if values else ""
 
 
-def state_from_entries(base_dn: str, entries: Iterable[ber.SearchEntry]) -> DirectoryState:
-    """Classify one pass over the DIT into agencies, accounts, lists and taken addresses."""
+def state_from_entries(base_dn: str, accounts: Iterable[ber.SearchEntry],
+                       others: Iterable[ber.SearchEntry]) -> DirectoryState:
+    """Classify the two reads into agencies, accounts, lists and taken addresses.
+
+    ``accounts`` are qnMailAccount entries (read without objectClass: a fifth of the
+    values of a 20,000-account read); ``others`` carry objectClass.
+    """
     state = DirectoryState(base_dn=base_dn)
+    taken = state.taken_addresses
     accounts_by_code: list[tuple[str, ber.SearchEntry]] = []
     groups: list[tuple[str, ber.SearchEntry]] = []
-    for entry in entries:
+    for entry in accounts:
         attrs = entry.attributes  # names arrive lower-cased
+        for address in attrs.get("mail", ()):
+            taken.add(address.lower())
+        for address in attrs.get("maillocaladdress", ()):
+            taken.add(address.lower())
+        match = _ACCOUNT_DN.match(entry.dn)
+        if match:
+            accounts_by_code.append((match.group(2), entry))
+    for entry in others:
+        attrs = entry.attributes
         classes = {c.lower() for c in attrs.get("objectclass", [])}
         for address in (*attrs.get("mail", []), *attrs.get("maillocaladdress", [])):
-            state.taken_addresses.add(address.lower())
+            taken.add(address.lower())
         if "qnagency" in classes:
             code = _one(attrs, "qnagencycode")
             quota = _one(attrs, "qndefaultquota")
@@ -114,52 +130,50 @@ def state_from_entries(base_dn: str, entries: Iterable[ber.SearchEntry]) -> Dire
                                           parent=_one(attrs, "qnparentagency") or None,
                                           domain=_one(attrs, "qnmaildomain") or None,
                                           default_quota=int(quota) if quota.isdigit() else None)
-            state.present_dns.add(entry.dn.lower())
-        elif "qnmailaccount" in classes:
-            match = _ACCOUNT_DN.match(entry.dn)
-            if match:
-                accounts_by_code.append((match.group(2), entry))
         elif "qnmailgroup" in classes:
-            state.present_dns.add(entry.dn.lower())
             match = _GROUP_ALL_DN.match(entry.dn)
             if match:
                 groups.append((match.group(1), entry))
-        else:
-            state.present_dns.add(entry.dn.lower())
+        state.present_dns.add(entry.dn.lower())
     # The OU name decides which agency an entry belongs to; compare codes case-insensitively.
     codes = {code.lower(): code for code in state.agencies}
     for ou, entry in accounts_by_code:
         attrs = entry.attributes
+        get = attrs.get
         eid = _one(attrs, "uid")
         account = DirectoryAccount(
             dn=entry.dn, employee_id=eid, agency=codes.get(ou.lower(), ou), cn=_one(attrs, "cn"),
             sn=_one(attrs, "sn"), given_name=_one(attrs, "givenname"), title=_one(attrs, "title"),
-            mail=_one(attrs, "mail"), aliases=tuple(attrs.get("maillocaladdress", [])),
+            mail=_one(attrs, "mail"), aliases=tuple(get("maillocaladdress", ())),
             status=_one(attrs, "qnaccountstatus") or "active", disabled_at=_one(attrs, "qndisabledat") or None,
-            forwards=tuple(sorted(attrs.get("qnmailforward", []))), agency_code=_one(attrs, "qnagencycode"),
+            forwards=tuple(sorted(get("qnmailforward", ()))), agency_code=_one(attrs, "qnagencycode"),
             employee_number=_one(attrs, "employeenumber"))
         if eid in state.accounts:
             state.problems.append(f"employee_id {eid!r} has two entries: {state.accounts[eid].dn} and {entry.dn}")
             continue
         state.accounts[eid] = account
     for ou, entry in groups:
-        attrs = entry.attributes
         code = codes.get(ou.lower(), ou)
-        state.groups[code] = DirectoryGroup(dn=entry.dn, agency=code, mail=_one(attrs, "mail") or None,
-                                            members=frozenset(attrs.get("member", [])))
+        state.groups[code] = DirectoryGroup(dn=entry.dn, agency=code, mail=_one(entry.attributes, "mail") or None,
+                                            members=frozenset(entry.attributes.get("member", [])))
     return state
 
 
-def read_state(connection: Connection, base_dn: str, page_size: int = 1000) -> DirectoryState:
-    """Read everything the planner needs in one paged pass."""
+ACCOUNTS_FILTER = "(objectClass=qnMailAccount)"
+# Addresses live on accounts and lists only (docs/design.md); every branch here is on the
+# objectClass equality index, so slapd does not scan the whole database for it.
+OTHERS_FILTER = "(|(objectClass=qnMailGroup)(objectClass=qnAgency)(objectClass=organizationalUnit))"
+
+
+def read_state(connection: Connection, base_dn: str, page_size: int = 2000) -> DirectoryState:
+    """Read everything the planner needs: two paged searches over the whole DIT."""
     pipeline = LdapPipeline(connection)
-    search_filter = ("(|(objectClass=qnMailAccount)(objectClass=qnMailGroup)(objectClass=qnAgency)"
-                     "(objectClass=organizationalUnit)(mail=*)(mailLocalAddress=*))")
     try:
-        entries = list(pipeline.paged_search(base_dn, search_filter, READ_ATTRIBUTES, page_size))
+        accounts = list(pipeline.paged_search(base_dn, ACCOUNTS_FILTER, ACCOUNT_ATTRIBUTES, page_size))
+        others = list(pipeline.paged_search(base_dn, OTHERS_FILTER, OTHER_ATTRIBUTES, page_size))
     except LDAPException as exc:
         raise ExternalError(f"reading {base_dn}: {exc}") from exc
-    return state_from_entries(base_dn, entries)
+    return state_from_entries(base_dn, accounts, others)
 
 
 # --- writing ----------------------------------------------------------------------
