@@ -62,6 +62,52 @@ def argon2_hash(password: str) -> str:
     return "{ARGON2}" + PasswordHasher().hash(password)
 
 
+TLS_SERVER_NAME = "ldap.qnprov.test"
+
+
+def write_test_pki(directory: Path, server_name: str = TLS_SERVER_NAME) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for ``server_name`` only (no IP address).
+
+    Returns (ca.pem, server.pem, server.key). Like the lab, the server is reached on
+    127.0.0.1, so clients must name the certificate's host explicitly.
+    """
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qnprov test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(server_name)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file, cert_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(key_fd, "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return ca_file, cert_file, key_file
+
+
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -78,6 +124,8 @@ class TestSlapd:
     root_dn: str
     root_password: str
     service_passwords: dict[str, str]
+    ldaps_port: int = 0
+    ca_cert: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     __test__ = False  # not a pytest test class
@@ -85,6 +133,10 @@ class TestSlapd:
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
 
     @property
     def ldapi_url(self) -> str:
@@ -125,7 +177,8 @@ class TestSlapd:
         return sum(1 for line in out.splitlines() if line.startswith("dn:"))
 
 
-def _config_ldif(workdir: Path, base_dn: str, root_dn: str, root_hash: str) -> str:
+def _config_ldif(workdir: Path, base_dn: str, root_dn: str, root_hash: str,
+                 pki: tuple[Path, Path, Path]) -> str:
     schema_includes = "\n".join(
         f"include: file://{SYSTEM_SCHEMA_DIR / name}.ldif"
         for name in ("core", "cosine", "inetorgperson", "misc")
@@ -137,6 +190,9 @@ objectClass: olcGlobal
 cn: config
 olcPidFile: {workdir}/slapd.pid
 olcLogLevel: none
+olcTLSCACertificateFile: {pki[0]}
+olcTLSCertificateFile: {pki[1]}
+olcTLSCertificateKeyFile: {pki[2]}
 
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
@@ -220,7 +276,8 @@ def start_test_slapd(
     dbdir.mkdir()
     root_dn = f"cn=admin,{base_dn}"
     root_password = secrets.token_urlsafe(18)
-    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password))
+    pki = write_test_pki(workdir)
+    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki)
     if no_sync:
         config += "olcDbNoSync: TRUE\n"
     (workdir / "config.ldif").write_text(config)
@@ -232,12 +289,12 @@ def start_test_slapd(
         raise ExternalError(f"slapadd -n0 failed: {result.stderr.strip()}")
 
     port = free_loopback_port()
-    server = TestSlapd(workdir=workdir, port=port, base_dn=base_dn, root_dn=root_dn,
-                       root_password=root_password,
+    server = TestSlapd(workdir=workdir, port=port, ldaps_port=free_loopback_port(), ca_cert=pki[0],
+                       base_dn=base_dn, root_dn=root_dn, root_password=root_password,
                        service_passwords={cn: secrets.token_urlsafe(18)
                                           for cn in ("postfix", "dovecot", "qnprov")})
     server.process = subprocess.Popen(
-        [str(SLAPD), "-d", "0", "-F", str(confdir), "-h", f"{server.url}/ {server.ldapi_url}"],
+        [str(SLAPD), "-d", "0", "-F", str(confdir), "-h", f"{server.url}/ {server.ldaps_url}/ {server.ldapi_url}"],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "slapd.log", "wb"),  # noqa: SIM115
     )
     try:

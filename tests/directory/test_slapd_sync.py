@@ -243,3 +243,29 @@ def test_upstream_directory_as_the_roster_source(slapd: TestSlapd, writer: Conne
     plan, _ = make_plan(writer, settings, request)
     assert [(c.employee_id, c.mail) for c in plan.creates] == [
         ("H1", "annv@quangninh.test"), ("H2", "binhtt@quangninh.test")]
+
+
+@pytest.mark.parametrize("scheme", ["ldaps", "starttls"])
+def test_pipelined_apply_over_verified_tls(slapd: TestSlapd, tmp_path: Path, scheme: str) -> None:
+    from qnprov.directory.testslapd import TLS_SERVER_NAME
+
+    url = slapd.ldaps_url if scheme == "ldaps" else slapd.url
+    tls = ldapio.LdapSettings(url=url, base_dn=slapd.base_dn, bind_dn=slapd.writer_dn,
+                              bind_password=slapd.writer_password, ca_cert=slapd.ca_cert, domain="quangninh.test",
+                              tls_server_name=TLS_SERVER_NAME)
+    connection = ldapio.connect(tls)
+    assert connection.tls_started or scheme == "ldaps"
+    request = write_inputs(tmp_path, synthetic.roster(AGENCIES, 600))
+    plan, _ = make_plan(connection, tls, request)
+    assert ldapio.apply_plan(connection, plan).created == 600
+    assert make_plan(connection, tls, request)[0].is_empty
+    connection.unbind()
+
+
+def test_tls_refuses_a_certificate_for_another_name(slapd: TestSlapd) -> None:
+    from qnprov.errors import ExternalError
+
+    wrong = ldapio.LdapSettings(url=slapd.ldaps_url, base_dn=slapd.base_dn, bind_dn=slapd.writer_dn,
+                                bind_password=slapd.writer_password, ca_cert=slapd.ca_cert)
+    with pytest.raises(ExternalError, match="cannot bind"):
+        ldapio.connect(wrong)  # the certificate names ldap.qnprov.test, not 127.0.0.1
