@@ -219,6 +219,8 @@ class NftInput:
     chains: list[dict[str, Any]]
     accepted_tcp_ports: set[int]
     unconditional_accepts: list[str]
+    #: Sources accepted on every port (non-empty trusted sets): they bypass the allowlist.
+    source_accepts: list[str]
 
 
 def _ports_from(right: Any, sets: dict[str, list[Any]]) -> set[int]:
@@ -260,6 +262,7 @@ def parse_nft_input(json_text: str) -> NftInput:
     input_names = {(c["family"], c["table"], c["name"]) for c in chains}
     accepted: set[int] = set()
     unconditional: list[str] = []
+    source_wide: list[str] = []
     for item in items:
         rule = item.get("rule")
         if not rule or (rule["family"], rule["table"], rule["chain"]) not in input_names:
@@ -270,6 +273,8 @@ def parse_nft_input(json_text: str) -> NftInput:
         matches = [expr["match"] for expr in expressions if "match" in expr]
         tcp_ports: set[int] = set()
         specific = False
+        has_port = any(isinstance(m.get("left"), dict) and m["left"].get("payload", {}).get("field") == "dport"
+                       for m in matches)
         for match in matches:
             left = match.get("left", {})
             payload = left.get("payload", {}) if isinstance(left, dict) else {}
@@ -278,12 +283,20 @@ def parse_nft_input(json_text: str) -> NftInput:
                 specific = True
             elif payload.get("field") == "dport":
                 specific = True  # udp etc.: not a TCP allowance
-            elif (isinstance(left, dict) and any(key in left for key in _HARMLESS_MATCH_KEYS)) or payload:
+            elif isinstance(left, dict) and any(key in left for key in _HARMLESS_MATCH_KEYS):
                 specific = True
+            elif payload:
+                specific = True
+                right = match.get("right")
+                if payload.get("field") == "saddr" and not has_port:
+                    members = sets.get(right[1:], []) if isinstance(right, str) and right.startswith("@") else [right]
+                    if members:
+                        source_wide.append(json.dumps(members)[:200])
         accepted |= tcp_ports
         if not specific:
             unconditional.append(json.dumps(expressions)[:200])
-    return NftInput(chains=chains, accepted_tcp_ports=accepted, unconditional_accepts=unconditional)
+    return NftInput(chains=chains, accepted_tcp_ports=accepted, unconditional_accepts=unconditional,
+                    source_accepts=source_wide)
 
 
 def parse_openssl_key_bits(text: str) -> tuple[str, int]:

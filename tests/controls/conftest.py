@@ -1,33 +1,17 @@
-"""Shared data fixtures for the controls tests."""
+"""Fixtures for the controls tests."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from controls_data import small_catalogue_data
 
-from qnprov.controls.catalogue import Catalogue, parse_catalogue
-from qnprov.controls.results import TestOutcome
-
-
-def control(cid: str, tests: list[str], clauses: list[str] | None = None) -> dict[str, Any]:
-    return {"id": cid, "title": f"Control {cid}", "clauses": clauses or ["2"],
-            "anchors": [{"source": "PFX", "ref": "postconf(5) example"}],
-            "enforcement": [{"role": "postfix", "variable": "postfix_example"}], "tests": tests}
+from qnprov.controls.catalogue import Catalogue
 
 
 @pytest.fixture
 def small_catalogue() -> Catalogue:
-    return parse_catalogue({"schema_version": 1, "controls": [
-        control("QN-PFX-01", ["test_tiny.py::test_passes"]),
-        control("QN-PFX-02", ["test_tiny.py::test_fails", "test_tiny.py::test_passes_too"], ["1.1", "2"]),
-        control("QN-DOV-01", ["test_tiny.py::test_probe_error"]),
-        control("QN-DOV-02", ["test_tiny.py::test_setup_error"]),
-        control("QN-OS-09", ["test_scanners.py::test_lynis_hardening_index"]),
-    ]})
+    return small_catalogue_data()
 
-
-def outcome(test: str, controls: list[str], result: str, evidence: str = "",
-            properties: dict[str, Any] | None = None) -> TestOutcome:
-    return TestOutcome(nodeid=f"{test}[podman://x]", test=test, controls=controls, outcome=result,  # type: ignore[arg-type]
-                       evidence=evidence, properties=properties or {})
+# The fixture suite is run by test_verify_run.py in its own pytest process, as verify runs
+# the packaged suite; it must not be collected as part of this test run.
+collect_ignore = ["fixture_suite"]

@@ -7,17 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
+from controls_data import outcome
 
 from qnprov.controls.catalogue import Catalogue, load_catalogue
-from qnprov.controls.results import aggregate
+from qnprov.controls.results import TestOutcome, aggregate
 from qnprov.controls.waivers import WaiverSet, load_waivers, parse_waivers
 from qnprov.errors import ConfigError
-from tests.controls.conftest import outcome
 
 TODAY = dt.date(2026, 11, 29)
 
 
-def _outcomes() -> dict[str, list]:  # type: ignore[type-arg]
+def _outcomes() -> dict[str, list[TestOutcome]]:
     return {"mail1": [
         outcome("test_tiny.py::test_passes", ["QN-PFX-01"], "pass"),
         outcome("test_tiny.py::test_fails", ["QN-PFX-02"], "fail", "AssertionError: relay open"),

@@ -85,6 +85,7 @@ def test_nft_allowlist(nft_input: hoststate.NftInput, target: VerifyTarget, reco
     extra = sorted(nft_input.accepted_tcp_ports - allowed_ports(target))
     assert nft_input.accepted_tcp_ports, "the firewall accepts no TCP port (policy drop with no allowlist?)"
     assert not extra, f"firewall accepts TCP ports beyond {sorted(allowed_ports(target))}: {extra}"
+    assert not nft_input.source_accepts, f"sources accepted on every port: {nft_input.source_accepts}"
 
 
 @pytest.mark.control("QN-OS-06")
