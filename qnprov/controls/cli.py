@@ -108,6 +108,16 @@ def _print_summary(report: reports.VerifyReport) -> None:
                   f"durations: {report.durations}")
 
 
+@report_app.callback()
+def _report_group() -> None:
+    """Audit reports (a callback keeps ``traceability`` a named sub-command)."""
+
+
+@dns_app.callback()
+def _dns_group() -> None:
+    """DNS records (a callback keeps ``records`` a named sub-command)."""
+
+
 @report_app.command("traceability")
 def traceability_command(
     html: Annotated[Path | None, typer.Option("--html", help="Write the HTML matrix here.")] = None,

@@ -39,7 +39,8 @@ def test_ssl_ciphers_mozilla(host: Any, doveconf: Doveconf) -> None:
     assert not extra, f"ssl_cipher_list enables suites outside Mozilla intermediate: {extra}"
     curves = set(doveconf("ssl_curve_list").split(":")) - {""}
     assert curves and curves <= MOZILLA_CURVES, f"ssl_curve_list={sorted(curves)}, expected ⊆ {sorted(MOZILLA_CURVES)}"
-    assert doveconf("ssl_prefer_server_ciphers") == "no", "ssl_prefer_server_ciphers must be no (Mozilla intermediate)"
+    # Server order, as internet.nl and testssl.sh require (see QN-PFX-05).
+    assert doveconf("ssl_prefer_server_ciphers") == "yes", "ssl_prefer_server_ciphers must be yes (server order)"
 
 
 @pytest.mark.control("QN-DOV-05")
