@@ -154,7 +154,7 @@ def _integer_value(buf: bytes, start: int, end: int) -> int:
     return int.from_bytes(buf[start:end], "big", signed=True)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LdapResult:
     message_id: int
     tag: int
@@ -164,7 +164,7 @@ class LdapResult:
     paged_cookie: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SearchEntry:
     message_id: int
     dn: str

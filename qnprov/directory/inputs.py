@@ -107,7 +107,9 @@ def _field(row: RawRow, name: str) -> str:
     return (row.fields.get(name) or "").strip()
 
 
-def validate_agencies(rows: Iterable[RawRow]) -> tuple[list[Agency], list[RowError]]:
+def validate_agencies(rows: Iterable[RawRow],
+                      existing: Iterable[str] = ()) -> tuple[list[Agency], list[RowError]]:
+    """Agencies from the file; ``existing`` are codes already in the directory (valid parents)."""
     agencies: list[Agency] = []
     errors: list[RowError] = []
     seen: dict[str, int] = {}
@@ -131,7 +133,7 @@ def validate_agencies(rows: Iterable[RawRow]) -> tuple[list[Agency], list[RowErr
         if not bad:
             seen[code.upper()] = row.line
             agencies.append(Agency(code=code, name=name, parent=parent or None, domain=domain or None))
-    known = {a.code for a in agencies}
+    known = {a.code for a in agencies} | set(existing)
     for agency in agencies:
         if agency.parent and agency.parent not in known:
             line = seen[agency.code.upper()]
@@ -193,8 +195,8 @@ def validate_roster(rows: Iterable[RawRow], known_agencies: set[str],
     return accounts, errors
 
 
-def read_agencies(path: Path) -> tuple[list[Agency], list[RowError]]:
-    return validate_agencies(read_table(path, AGENCY_COLUMNS))
+def read_agencies(path: Path, existing: Iterable[str] = ()) -> tuple[list[Agency], list[RowError]]:
+    return validate_agencies(read_table(path, AGENCY_COLUMNS), existing)
 
 
 def read_roster_rows(path: Path) -> list[RawRow]:

@@ -55,12 +55,21 @@ def name_problem(full_name: str) -> str | None:
     name = unicodedata.normalize("NFC", full_name).strip()
     if not name:
         return "empty name"
-    for ch in name:
+    for word in name.split(" "):
+        problem = _word_problem(word)
+        if problem:
+            return problem
+    if not fold_to_ascii(name):
+        return "name has no Latin letters to build an address from"
+    return None
+
+
+@lru_cache(maxsize=65536)  # names repeat their words: checking each distinct word once is enough
+def _word_problem(word: str) -> str | None:
+    for ch in word:
         if ch in _NAME_PUNCTUATION or unicodedata.category(ch).startswith(("L", "M")):
             continue
         return f"character {ch!r} (U+{ord(ch):04X}) is not a letter, space, hyphen, apostrophe or dot"
-    if not fold_to_ascii(name):
-        return "name has no Latin letters to build an address from"
     return None
 
 

@@ -75,18 +75,28 @@ def _changed(attribute: str, old: str | Iterable[str] | None, new: str | Iterabl
 
 def _identity_changes(person: Account, current: DirectoryAccount) -> list[AttributeChange]:
     name = normalize_name(person.full_name)
-    parts = split_name(name)
-    candidates = [
-        _changed("cn", current.cn, name),
-        _changed("sn", current.sn, parts.surname),
-        _changed("givenName", current.given_name, parts.given_names),
-        _changed("title", current.title, person.title.strip()),
-        _changed("employeeNumber", current.employee_number, person.employee_id),
-        _changed("qnAgencyCode", current.agency_code, person.agency),
-    ]
+    title = person.title.strip()
+    changes: list[AttributeChange] = []
+    if name != current.cn:
+        parts = split_name(name)
+        changes += [c for c in (_changed("cn", current.cn, name), _changed("sn", current.sn, parts.surname),
+                                _changed("givenName", current.given_name, parts.given_names)) if c]
+    else:  # the common case on re-sync: compare without building anything
+        parts = split_name(name)
+        if parts.surname != current.sn or parts.given_names != current.given_name:
+            changes += [c for c in (_changed("sn", current.sn, parts.surname),
+                                    _changed("givenName", current.given_name, parts.given_names)) if c]
+    if title != current.title:
+        changes.append(AttributeChange("title", _values(current.title), _values(title)))
+    if person.employee_id != current.employee_number:
+        changes.append(AttributeChange("employeeNumber", _values(current.employee_number), (person.employee_id,)))
+    if person.agency != current.agency_code:
+        changes.append(AttributeChange("qnAgencyCode", _values(current.agency_code), (person.agency,)))
     if person.forwards is not None:
-        candidates.append(_changed("qnMailForward", current.forwards, sorted(person.forwards), ordered=False))
-    return [change for change in candidates if change is not None]
+        change = _changed("qnMailForward", current.forwards, sorted(person.forwards), ordered=False)
+        if change:
+            changes.append(change)
+    return changes
 
 
 def _new_account(person: Account, dn: str, mail: str, quota: int) -> AccountCreate:

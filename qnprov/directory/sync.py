@@ -65,7 +65,7 @@ def load_desired(request: SyncRequest, state: DirectoryState) -> Desired:
         raise ConfigError(str(exc)) from exc
     desired = Desired()
     if request.agencies_file is not None:
-        desired.agencies, agency_errors = inputs.read_agencies(request.agencies_file)
+        desired.agencies, agency_errors = inputs.read_agencies(request.agencies_file, state.agencies)
         desired.errors.extend(agency_errors)
     rows = (inputs.read_roster_rows(request.roster_file) if request.roster_file is not None
             else read_upstream_rows(request.upstream))  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ldap3 import BASE, Connection, Server
 from ldap3.core.exceptions import LDAPInvalidCredentialsResult
+from ldap3.utils.conv import escape_filter_chars
 
 from qnprov.directory import ldapio, synthetic
 from qnprov.directory.models import Account, Agency
@@ -211,7 +212,7 @@ def test_writer_binds_and_a_provisioned_password_binds(slapd: TestSlapd, writer:
     # Dovecot's passdb filter finds the account while it is active, and userPassword stays unreadable.
     dovecot = Connection(server, slapd.service_dn("dovecot"), slapd.service_passwords["dovecot"],
                          raise_exceptions=True, auto_bind=True)
-    login_filter = (f"(&(objectClass=qnMailAccount)(mail={row['address']})"
+    login_filter = (f"(&(objectClass=qnMailAccount)(mail={escape_filter_chars(row['address'])})"
                     "(qnAccountStatus=active)(qnEnabledService=imap))")
     dovecot.search(slapd.base_dn, login_filter, attributes=["mail", "userPassword"])
     assert len(dovecot.response) == 1
