@@ -118,3 +118,9 @@ def test_bad_catalogue_data_is_refused() -> None:
     no_tests = {**good, "controls": [{**good["controls"][0], "tests": []}]}
     with pytest.raises(ConfigError):
         parse_catalogue(no_tests)
+
+
+def test_docs_list_every_control() -> None:
+    text = (ROLES_DIR.parent / "docs" / "controls.md").read_text()
+    missing = [c.id for c in load_catalogue().controls if f"| {c.id} | {c.title} |" not in text]
+    assert not missing, f"docs/controls.md is out of date for {missing}"
