@@ -51,9 +51,13 @@ def lab_targets(inventory: Path) -> list[VerifyTarget]:
     """Targets for a lab inventory: podman backends, loopback-published endpoints, lab CA."""
     from qnprov import lab
 
-    config = lab.load_lab_config(inventory)
+    return lab_config_targets(lab.load_lab_config(inventory))
+
+
+def lab_config_targets(config: Any) -> list[VerifyTarget]:
+    """Targets for a ``qnprov.lab.LabConfig`` (also a molecule host via ``lab.with_port_base``)."""
     group_vars: dict[str, Any] = {}
-    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
+    for path in sorted((config.inventory / "group_vars" / "all").glob("*.yml")):
         group_vars.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     hosted = [str(d) for d in group_vars.get("qnprov_hosted_domains") or [config.domain]]
     return [lab_target(host.name, host.container, host.hostname, host.publish, domain=config.domain,
