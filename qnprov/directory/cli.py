@@ -133,8 +133,10 @@ def _plan_and_maybe_apply(apply: bool, *, connection_options: ConnectionOptions,
         plan, _ = make_plan(connection, settings, request)
         problem = refusal(plan, request)
         if problem is not None:
-            if not as_json:
-                _print_plan(plan, diff=diff)
+            if as_json:  # the counts of the refused plan, its errors and why nothing was written
+                print(json.dumps({**plan.summary(applied=False), "message": str(problem)}, ensure_ascii=False))
+                raise typer.Exit(problem.exit_code)
+            _print_plan(plan, diff=diff)
             raise problem
         if not apply:
             if as_json:

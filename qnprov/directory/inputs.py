@@ -144,9 +144,13 @@ def validate_agencies(rows: Iterable[RawRow],
 FreemailCheck = Callable[[str], bool]
 
 
-def validate_roster(rows: Iterable[RawRow], known_agencies: set[str],
+def validate_roster(rows: Iterable[RawRow], known_agencies: set[str] | None,
                     is_freemail: FreemailCheck) -> tuple[list[Account], list[RowError]]:
-    """Every valid row as an ``Account``; every problem as a ``RowError`` (a row may have several)."""
+    """Every valid row as an ``Account``; every problem as a ``RowError`` (a row may have several).
+
+    ``known_agencies=None`` defers the unknown-agency check to ``check_agencies`` (the
+    directory may still be being read).
+    """
     accounts: list[Account] = []
     errors: list[RowError] = []
     seen_ids: dict[str, int] = {}
@@ -164,7 +168,7 @@ def validate_roster(rows: Iterable[RawRow], known_agencies: set[str],
         agency = _field(row, "agency")
         if not agency:
             row_errors.append(RowError(row.line, "agency", "missing"))
-        elif agency not in known_agencies:
+        elif known_agencies is not None and agency not in known_agencies:
             row_errors.append(RowError(row.line, "agency", f"unknown agency {agency!r}"))
         full_name = _field(row, "full_name")
         problem = name_problem(full_name) if len(full_name) <= MAX_FIELD_CHARS else "name too long"
@@ -193,6 +197,19 @@ def validate_roster(rows: Iterable[RawRow], known_agencies: set[str],
                                 title=title, status=STATUSES[status],  # type: ignore[arg-type]
                                 forwards=forwards, line=row.line))
     return accounts, errors
+
+
+ROSTER_FIELD_ORDER = {name: index for index, name in enumerate((*ROSTER_COLUMNS, *OPTIONAL_ROSTER_COLUMNS))}
+
+
+def check_agencies(accounts: list[Account], errors: list[RowError],
+                   known_agencies: set[str]) -> tuple[list[Account], list[RowError]]:
+    """The deferred unknown-agency check; errors come back in line and column order."""
+    kept = [a for a in accounts if a.agency in known_agencies]
+    unknown = [RowError(a.line, "agency", f"unknown agency {a.agency!r}") for a in accounts
+               if a.agency not in known_agencies]
+    merged = sorted([*errors, *unknown], key=lambda e: (e.line, ROSTER_FIELD_ORDER.get(e.field, 99)))
+    return kept, merged
 
 
 def read_agencies(path: Path, existing: Iterable[str] = ()) -> tuple[list[Agency], list[RowError]]:

@@ -5,6 +5,7 @@ The CLI is a thin layer over these functions; tests and the benchmark call them 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from ldap3 import Connection
 
 from qnprov.directory import inputs, ldapio
 from qnprov.directory.freemail import is_freemail
-from qnprov.directory.models import DirectoryState, Plan, RowError
+from qnprov.directory.models import Account, DirectoryState, Plan, RowError
 from qnprov.directory.names import DEFAULT_ADDRESS_PATTERN, check_pattern
 from qnprov.directory.planner import Desired, PlanOptions, mass_change_refusal, plan
 from qnprov.directory.purge import generalized_time
@@ -55,31 +56,55 @@ def read_upstream_rows(source: UpstreamSource) -> list[inputs.RawRow]:
         connection.unbind()
 
 
-def load_desired(request: SyncRequest, state: DirectoryState) -> Desired:
-    """Validate all input against what the directory already knows; nothing is written here."""
+@dataclass
+class _ParsedInput:
+    agency_rows: list[inputs.RawRow]
+    accounts: list[Account]
+    errors: list[RowError]
+
+
+def _parse_input(request: SyncRequest) -> _ParsedInput:
+    """Everything about the input that does not depend on the directory."""
     if (request.roster_file is None) == (request.upstream is None):
         raise ConfigError("give exactly one of --roster or --source-url")
     try:
         check_pattern(request.address_pattern)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    desired = Desired()
-    if request.agencies_file is not None:
-        desired.agencies, agency_errors = inputs.read_agencies(request.agencies_file, state.agencies)
-        desired.errors.extend(agency_errors)
+    agency_rows = (inputs.read_table(request.agencies_file, inputs.AGENCY_COLUMNS)
+                   if request.agencies_file is not None else [])
     rows = (inputs.read_roster_rows(request.roster_file) if request.roster_file is not None
             else read_upstream_rows(request.upstream))  # type: ignore[arg-type]
+    accounts, errors = inputs.validate_roster(rows, None, is_freemail)
+    return _ParsedInput(agency_rows, accounts, errors)
+
+
+def _desired(parsed: _ParsedInput, state: DirectoryState) -> Desired:
+    desired = Desired()
+    desired.agencies, agency_errors = inputs.validate_agencies(parsed.agency_rows, state.agencies)
     known = set(state.agencies) | {a.code for a in desired.agencies}
-    desired.accounts, row_errors = inputs.validate_roster(rows, known, is_freemail)
-    desired.errors.extend(row_errors)
+    desired.accounts, row_errors = inputs.check_agencies(parsed.accounts, parsed.errors, known)
+    desired.errors = [*agency_errors, *row_errors]
     desired.errors.extend(RowError(0, "directory", problem) for problem in state.problems)
     return desired
 
 
+def load_desired(request: SyncRequest, state: DirectoryState) -> Desired:
+    """Validate all input against what the directory already knows; nothing is written here."""
+    return _desired(_parse_input(request), state)
+
+
 def make_plan(connection: Connection, settings: ldapio.LdapSettings, request: SyncRequest,
               now: datetime | None = None) -> tuple[Plan, DirectoryState]:
-    state = ldapio.read_state(connection, settings.base_dn)
-    desired = load_desired(request, state)
+    # The input is parsed and checked in a thread while the directory is read: slapd's
+    # half of the read then overlaps with the parsing instead of following it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        parsing = pool.submit(_parse_input, request)
+        try:
+            state = ldapio.read_state(connection, settings.base_dn)
+        finally:
+            parsed = parsing.result()
+    desired = _desired(parsed, state)
     options = PlanOptions(default_domain=settings.domain, now=generalized_time(now or datetime.now(UTC)),
                           partial=request.partial, address_pattern=request.address_pattern,
                           alias_on_rename=request.alias_on_rename)

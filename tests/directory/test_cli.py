@@ -65,7 +65,8 @@ def test_bad_rows_refuse_the_apply_unless_skip_invalid(slapd: TestSlapd, passwor
     conn = connection_args(slapd, password_file)
     files = inputs(tmp_path, 10, rows="E000003,UBND,Duplicate Person,,\nZ1,GHOST,Ai Đó,,\nZ2,UBND,Bad#Name,,\n")
     refused = run_json(accounts_app, ["apply", *conn, *files, "--json"], code=2)
-    assert refused["applied"] is False
+    assert refused["applied"] is False and refused["create"] == 10  # what would have been created
+    assert "nothing written" in refused["message"]
     assert [(e["line"], e["field"]) for e in refused["errors"]] == [
         (12, "employee_id"), (13, "agency"), (14, "full_name")]
     assert slapd.count_entries(search_filter="(|(objectClass=qnAgency)(objectClass=qnMailAccount))") == 0
