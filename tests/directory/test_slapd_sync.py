@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from qnprov.directory.passwords import CredentialsWriter
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
 from qnprov.directory.testslapd import TestSlapd
 from qnprov.directory.wire import Operation
+from qnprov.errors import ExternalError
 
 pytestmark = pytest.mark.slapd
 
@@ -142,32 +145,36 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.parametrize("how", ["exception", "dropped-connection"])
 def test_interrupted_apply_resumes_without_duplicates(slapd: TestSlapd, settings: ldapio.LdapSettings,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, how: str) -> None:
     roster = synthetic.roster(AGENCIES, 1500)
     # Same names in the same agency: collisions whose suffixes must not be re-issued on resume.
     roster += [Account(f"X{n:03d}", "AG001", "Nguyễn Văn An") for n in range(20)]
     request = write_inputs(tmp_path, roster)
     credentials_dir = tmp_path / "creds"
+    first = ldapio.connect(settings)
 
-    def stop_after(limit: int) -> Callable[[Operation], None]:  # like ^C or a dropped connection
+    def stop_after(limit: int) -> Callable[[Operation], None]:  # like ^C, or the network going away
         seen = 0
 
         def hook(_operation: Operation) -> None:
             nonlocal seen
             seen += 1
-            if seen >= limit:
-                raise Interrupted
+            if seen == limit:
+                if how == "exception":
+                    raise Interrupted
+                first.socket.shutdown(socket.SHUT_RDWR)
 
         return hook
 
-    first = ldapio.connect(settings)
     plan, _ = make_plan(first, settings, request)
     credentials = CredentialsWriter(credentials_dir)
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted if how == "exception" else ExternalError):
         ldapio.apply_plan(first, plan, credentials=credentials, on_done=stop_after(900))
     credentials.close()
-    first.unbind()  # the connection goes away with requests still in flight
+    with contextlib.suppress(Exception):
+        first.unbind()  # the connection goes away with requests still in flight
     partial = accounts_in(slapd)
     assert 0 < len(partial) < len(roster)
 
@@ -264,7 +271,6 @@ def test_pipelined_apply_over_verified_tls(slapd: TestSlapd, tmp_path: Path, sch
 
 
 def test_tls_refuses_a_certificate_for_another_name(slapd: TestSlapd) -> None:
-    from qnprov.errors import ExternalError
 
     wrong = ldapio.LdapSettings(url=slapd.ldaps_url, base_dn=slapd.base_dn, bind_dn=slapd.writer_dn,
                                 bind_password=slapd.writer_password, ca_cert=slapd.ca_cert)
