@@ -128,8 +128,14 @@ def outside_source(host: Any, target: VerifyTarget, postconf: dict[str, str]) ->
     from qnprov.controls import probes
 
     endpoint = target.endpoint("submission")
-    with probes.smtp_session(endpoint.host, endpoint.port):
-        listing = run(host, "ss -Htn state established '( sport = :587 )'")
+    try:
+        with probes.smtp_session(endpoint.host, endpoint.port):
+            listing = run(host, "ss -Htn state established '( sport = :587 )'")
+    except (ProbeError, OSError) as exc:
+        # The usual cause in a lab that was verified many times: fail2ban banned the prober.
+        bans = host.run("fail2ban-client banned")
+        hint = f"; fail2ban bans: {bans.stdout.strip()[:300]}" if bans.rc == 0 else ""
+        raise ProbeError(f"cannot reach the host from outside: {exc}{hint}") from exc
     peers = []
     for line in listing.splitlines():
         fields = line.split()
