@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldap3 import NONE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPSizeLimitExceededResult
 from ldap3.utils.dn import escape_rdn
 
 from qnprov.directory import ber
@@ -171,6 +171,10 @@ def read_state(connection: Connection, base_dn: str, page_size: int = 2000) -> D
     try:
         accounts = list(pipeline.paged_search(base_dn, ACCOUNTS_FILTER, ACCOUNT_ATTRIBUTES, page_size))
         others = list(pipeline.paged_search(base_dn, OTHERS_FILTER, OTHER_ATTRIBUTES, page_size))
+    except LDAPSizeLimitExceededResult as exc:
+        raise ExternalError(
+            f"slapd's size limit cut the read of {base_dn} short; the provisioning account needs "
+            f'olcLimits: dn.exact="{connection.user}" size=unlimited time=unlimited on the database') from exc
     except LDAPException as exc:
         raise ExternalError(f"reading {base_dn}: {exc}") from exc
     return state_from_entries(base_dn, accounts, others)

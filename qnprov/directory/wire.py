@@ -22,8 +22,9 @@ from pyasn1.codec.ber import encoder as pyasn1_encoder
 
 from qnprov.directory import ber
 
-RESULT_NAMES = {0: "success", 32: "noSuchObject", 50: "insufficientAccessRights",
-                53: "unwillingToPerform", 65: "objectClassViolation", 68: "entryAlreadyExists"}
+RESULT_NAMES = {0: "success", 3: "timeLimitExceeded", 4: "sizeLimitExceeded", 32: "noSuchObject",
+                50: "insufficientAccessRights", 53: "unwillingToPerform", 65: "objectClassViolation",
+                68: "entryAlreadyExists"}
 
 
 def encode_filter(search_filter: str) -> bytes:

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import dataclasses
 import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,3 +277,17 @@ def test_tls_refuses_a_certificate_for_another_name(slapd: TestSlapd) -> None:
                                 bind_password=slapd.writer_password, ca_cert=slapd.ca_cert)
     with pytest.raises(ExternalError, match="cannot bind"):
         ldapio.connect(wrong)  # the certificate names ldap.qnprov.test, not 127.0.0.1
+
+
+def test_a_size_limited_writer_gets_a_clear_error(slapd: TestSlapd, writer: Connection,
+                                                 settings: ldapio.LdapSettings, tmp_path: Path) -> None:
+    """Without olcLimits for cn=qnprov, slapd's default size limit (500) would truncate the read."""
+    sync(writer, settings, write_inputs(tmp_path, synthetic.roster(AGENCIES[:2], 600), AGENCIES[:2]))
+    result = subprocess.run(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", slapd.ldapi_url], text=True,
+                            input="dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\ndelete: olcLimits\n",
+                            capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    limited = ldapio.connect(settings)
+    with pytest.raises(ExternalError, match=r'olcLimits: dn.exact="cn=qnprov,ou=services,dc=quangninh,dc=test"'):
+        ldapio.read_state(limited, slapd.base_dn)
+    limited.unbind()
