@@ -311,3 +311,14 @@ def parse_openssl_key_bits(text: str) -> tuple[str, int]:
     if "ED25519" in text.upper():
         return ("ED25519", 256)
     return ("unknown", bits)
+
+
+def parse_rspamd_module_states(text: str) -> dict[str, set[str]]:
+    """``rspamadm configdump -m``: 'Modules enabled: a, b' / 'Modules disabled (explicitly): c'."""
+    states: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        match = re.match(r"^Modules (enabled|disabled(?: \([^)]*\))?):\s*(.*)$", line.strip())
+        if match:
+            names = {name.strip() for name in match.group(2).split(",") if name.strip()}
+            states.setdefault("enabled" if match.group(1) == "enabled" else "disabled", set()).update(names)
+    return states

@@ -128,3 +128,18 @@ def test_testssl_command_stays_on_the_given_address() -> None:
     assert command[command.index("--add-ca") + 1] == "/ca.pem"
     smtp = scanners.testssl_command("127.0.0.1", 10025, "/tmp/y.json", starttls="smtp", ca_file=None)
     assert smtp[smtp.index("--starttls") + 1] == "smtp" and smtp[-1] == "127.0.0.1:10025"
+
+
+RSPAMD_MODULES = """\
+Modules enabled: bayes_expiry, chartable, arc, dkim, dmarc, spf, milter_headers
+Modules disabled (explicitly): dcc, fuzzy_check, rbl, asn
+Modules disabled (unconfigured): clustering, antivirus
+Modules disabled (no Redis):
+"""
+
+
+def test_rspamd_module_states_from_configdump() -> None:
+    states = hoststate.parse_rspamd_module_states(RSPAMD_MODULES)
+    assert {"spf", "dkim", "dmarc"} <= states["enabled"]
+    assert "fuzzy_check" in states["disabled"] and "fuzzy_check" not in states["enabled"]
+    assert hoststate.parse_rspamd_module_states("garbage") == {}
