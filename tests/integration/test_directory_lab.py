@@ -101,7 +101,7 @@ def test_provisioned_account_logs_in_receives_mail_and_is_locked_out_when_disabl
     assert created["create"] == 1 and created["applied"] is True
     (row,) = list(csv.DictReader((tmp_path / "creds" / "QNTEST.csv").open(encoding="utf-8")))
     address, password = row["address"], row["initial_password"]
-    assert row["employee_id"] == employee_id and address.split("@")[0].startswith("thuklt")
+    assert row["employee_id"] == employee_id and address.split("@")[0].startswith("thultk")
 
     imap_login(address, password).logout()
     subject = f"qnprov directory {uuid.uuid4().hex}"
