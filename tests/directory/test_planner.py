@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from qnprov.directory.models import (
@@ -199,3 +201,22 @@ def test_input_errors_are_carried_into_the_plan() -> None:
     desired = Desired(agencies=[STTTT, SNV], accounts=ROSTER, errors=[RowError(4, "status", "unknown")])
     result = plan(desired, directory(AN, BINH, CUONG), OPTIONS)
     assert result.summary(applied=False)["errors"] == [{"line": 4, "field": "status", "reason": "unknown"}]
+
+
+def test_forwards_are_managed_only_when_the_input_has_the_column() -> None:
+    forwarding = dataclasses.replace(AN, forwards=("an@stttt.quangninh.test",))
+    state = directory(forwarding, BINH, CUONG)
+    assert run(ROSTER, state).is_empty  # no forward column: existing forwards are left alone
+    roster = [dataclasses.replace(ROSTER[0], forwards=()), *ROSTER[1:]]
+    (update,) = run(roster, state).updates
+    assert update.changes == (AttributeChange("qnMailForward", ("an@stttt.quangninh.test",), ()),)
+    created = run([*ROSTER, Account("E8", "SNV", "Hồ Thị Lan", forwards=("lan@snv.quangninh.test",))],
+                  state).creates
+    assert created[0].attributes["qnMailForward"] == ("lan@snv.quangninh.test",)
+
+
+def test_agency_with_its_own_domain_gives_addresses_there() -> None:
+    own = Agency("BQL", "Ban quản lý", domain="bql.quangninh.test")
+    result = plan(Desired(agencies=[own], accounts=[person("E9", "BQL", "Nguyễn Văn An")]), directory(AN),
+                  OPTIONS)
+    assert result.creates[0].mail == "annv@bql.quangninh.test"  # annv is taken only in quangninh.test
