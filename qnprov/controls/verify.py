@@ -240,3 +240,9 @@ def read_results_file(path: Path) -> VerifyReport:
         raise ConfigError(f"cannot read verify results {path}: {exc.strerror}") from exc
     except ValidationError as exc:
         raise ConfigError(f"{path} is not a verify results file: {exc.errors()[0]['msg']}") from exc
+
+
+def verify_lab_config(config: Any, *, scanners: bool, waivers: WaiverSet | None = None) -> VerifyReport:
+    """verify for a ``qnprov.lab.LabConfig``: what molecule's verify step calls for its host."""
+    return verify(lab_config_targets(config), waivers=waivers or WaiverSet(), scanners=scanners,
+                  inventory=str(config.inventory))

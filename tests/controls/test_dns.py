@@ -115,3 +115,15 @@ def test_zone_text_splits_long_txt(dkim_txt: tuple[str, str]) -> None:
     assert all(len(s.strip('"')) <= 255 for s in strings)
     assert "".join(s.strip('"') for s in strings) == f"v=DKIM1; k=rsa; p={p}"
     assert "quangninh.test.\t3600\tIN\tTXT\t\"v=spf1 mx -all\"" in zone
+
+
+def test_real_rspamadm_dkim_txt() -> None:
+    """The TXT file ``rspamadm dkim_keygen`` wrote in a lab container (public half only)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "data" / "rspamadm-dkim.txt").read_text()
+    key = dns.parse_dkim_txt(text)
+    assert key.selector == "qn2026" and key.key_type == "rsa"
+    der = base64.b64decode(key.public_key_b64)
+    public = serialization.load_der_public_key(der)
+    assert isinstance(public, rsa.RSAPublicKey) and public.key_size == 2048
