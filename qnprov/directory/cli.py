@@ -100,7 +100,7 @@ def _print_plan(plan: Plan, *, diff: bool) -> None:
     table = Table(title="Account plan", show_edge=False)
     for column in ("agencies", "create", "modify", "move", "disable", "enable", "lists", "invalid rows"):
         table.add_column(column, justify="right")
-    table.add_row(str(len(plan.agency_creates)), *(str(plan.count(k)) for k in
+    table.add_row(str(len(plan.agency_creates) + len(plan.agency_updates)), *(str(plan.count(k)) for k in
                   ("create", "modify", "move", "disable", "enable")),
                   str(len(plan.group_updates)), str(len(plan.errors)))
     out.print(table)
@@ -113,6 +113,9 @@ def _print_plan(plan: Plan, *, diff: bool) -> None:
         return
     for agency_create in plan.agency_creates:
         out.print(f"+ agency {agency_create.agency.code} ({len(agency_create.entries)} entries)")
+    for agency_update in plan.agency_updates:
+        changed = ", ".join(f"{c.attribute}: {list(c.old)} -> {list(c.new)}" for c in agency_update.changes)
+        out.print(f"~ agency {agency_update.code}: {changed}")
     for create in plan.creates:
         out.print(f"+ {create.employee_id} {create.mail} ({create.agency})")
     for update in plan.updates:

@@ -238,6 +238,8 @@ def apply_plan(connection: Connection, plan: Plan, *, window: int = DEFAULT_WIND
                 pipeline.add(dn, attributes)
             pipeline.flush()
 
+        for agency_update in plan.agency_updates:
+            pipeline.modify(agency_update.dn, modifications(agency_update.changes))
         for update in plan.updates:
             if update.kind == "move" and update.new_dn:
                 rdn, _, superior = update.new_dn.partition(",")

@@ -112,6 +112,15 @@ class AgencyCreate:
 
 
 @dataclass(frozen=True)
+class AgencyUpdate:
+    """An existing agency whose name or parent changed in agencies.csv."""
+
+    code: str
+    dn: str
+    changes: tuple[AttributeChange, ...]
+
+
+@dataclass(frozen=True)
 class AccountCreate:
     employee_id: str
     agency: str
@@ -140,6 +149,7 @@ class GroupUpdate:
 @dataclass
 class Plan:
     agency_creates: list[AgencyCreate] = field(default_factory=list)
+    agency_updates: list[AgencyUpdate] = field(default_factory=list)
     creates: list[AccountCreate] = field(default_factory=list)
     updates: list[AccountUpdate] = field(default_factory=list)
     group_updates: list[GroupUpdate] = field(default_factory=list)
@@ -153,7 +163,8 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.agency_creates or self.creates or self.updates or self.group_updates)
+        return not (self.agency_creates or self.agency_updates or self.creates or self.updates
+                    or self.group_updates)
 
     @property
     def mass_change_ratio(self) -> float:
@@ -165,8 +176,8 @@ class Plan:
     @property
     def write_count(self) -> int:
         moves_with_changes = sum(1 for u in self.updates if u.kind == "move" and u.changes)
-        return (sum(len(a.entries) for a in self.agency_creates) + len(self.creates) + len(self.updates)
-                + moves_with_changes + len(self.group_updates))
+        return (sum(len(a.entries) for a in self.agency_creates) + len(self.agency_updates)
+                + len(self.creates) + len(self.updates) + moves_with_changes + len(self.group_updates))
 
     def summary(self, *, applied: bool) -> dict[str, object]:
         return {

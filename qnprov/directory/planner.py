@@ -19,6 +19,7 @@ from qnprov.directory.models import (
     AccountUpdate,
     Agency,
     AgencyCreate,
+    AgencyUpdate,
     AttributeChange,
     DirectoryAccount,
     DirectoryState,
@@ -27,6 +28,7 @@ from qnprov.directory.models import (
     RowError,
     UpdateKind,
     account_dn,
+    agency_dn,
     agency_entries,
     agency_list_address,
     agency_mail_domain,
@@ -128,7 +130,14 @@ def plan(desired: Desired, current: DirectoryState, options: PlanOptions) -> Pla
     result = Plan(errors=list(desired.errors), existing_accounts=len(current.accounts))
     agencies: dict[str, Agency] = dict(current.agencies)
     for agency in sorted(desired.agencies, key=lambda a: a.code):
-        agencies.setdefault(agency.code, agency)
+        existing_agency = agencies.setdefault(agency.code, agency)
+        if existing_agency is not agency:
+            # Name and parent follow agencies.csv; the mail domain and quota are set by
+            # `agency add` and not silently changed by a sync.
+            changes = [c for c in (_changed("description", existing_agency.name, agency.name),
+                                   _changed("qnParentAgency", existing_agency.parent, agency.parent)) if c]
+            if changes:
+                result.agency_updates.append(AgencyUpdate(agency.code, agency_dn(base, agency.code), tuple(changes)))
     book = AddressBook(current.taken_addresses)
     for code in sorted(agencies):
         agency = agencies[code]

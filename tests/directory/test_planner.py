@@ -220,3 +220,13 @@ def test_agency_with_its_own_domain_gives_addresses_there() -> None:
     result = plan(Desired(agencies=[own], accounts=[person("E9", "BQL", "Nguyễn Văn An")]), directory(AN),
                   OPTIONS)
     assert result.creates[0].mail == "annv@bql.quangninh.test"  # annv is taken only in quangninh.test
+
+
+def test_renamed_agency_and_new_parent_are_updated() -> None:
+    renamed = Agency("SNV", "Sở Nội vụ tỉnh Quảng Ninh", parent="STTTT")
+    result = plan(Desired(agencies=[STTTT, renamed], accounts=ROSTER), directory(AN, BINH, CUONG), OPTIONS)
+    (update,) = result.agency_updates
+    assert update.dn == f"ou=SNV,ou=agencies,{BASE}"
+    assert update.changes == (AttributeChange("description", ("Sở Nội vụ",), ("Sở Nội vụ tỉnh Quảng Ninh",)),
+                              AttributeChange("qnParentAgency", (), ("STTTT",)))
+    assert not result.creates and not result.updates
