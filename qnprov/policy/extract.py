@@ -19,7 +19,7 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from email.header import Header, decode_header, make_header
+from email.header import Header
 from email.message import Message
 from typing import Literal
 
@@ -207,11 +207,48 @@ def decode_header_value(value: object) -> str:
     return text
 
 
+# RFC 2047 encoded-word. No part may contain '?' or white space, which keeps every match
+# attempt short: the stdlib's own pattern (".*?") is quadratic on "=?a?b?" floods.
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]{1,64})(?:\*[^?\s]{0,16})?\?([bBqQ])\?([^?\s]*)\?=")
+
+
 def _decode_encoded_words(text: str) -> str:
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # malformed encoded-words: inspect the raw text instead
-        return text
+    """Decode RFC 2047 words. Adjacent words of one charset are joined before decoding (a
+    multi-byte character may be split across them); white space between words is dropped."""
+    out: list[str] = []
+    pending = b""
+    pending_charset = ""
+    after_word = False
+    position = 0
+    for match in _ENCODED_WORD.finditer(text):
+        between = text[position:match.start()]
+        position = match.end()
+        charset, encoding, payload = match.group(1).lower(), match.group(2).lower(), match.group(3)
+        try:
+            if encoding == "b":
+                data = binascii.a2b_base64(payload + "=" * (-len(payload) % 4))
+            else:
+                data = binascii.a2b_qp(payload.encode("ascii", "replace"), header=True)
+        except (binascii.Error, ValueError):
+            data = None
+        joins = after_word and not between.strip()
+        if data is None or not joins or charset != pending_charset:
+            if pending:
+                out.append(_decode_bytes(pending, pending_charset))
+            pending = b""
+            if not joins:
+                out.append(between)
+        if data is None:
+            out.append(match.group(0))  # undecodable: keep the raw word for inspection
+            after_word = False
+            continue
+        pending += data
+        pending_charset = charset
+        after_word = True
+    if pending:
+        out.append(_decode_bytes(pending, pending_charset))
+    out.append(text[position:])
+    return "".join(out)
 
 
 def extract(entity: Entity, limits: Limits) -> Extraction:
@@ -362,15 +399,33 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     return data.decode("cp1258", errors="replace")
 
 
-_BLOCK_TAGS = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h[1-6]|/table|p|div|tr|li|h[1-6])\b[^>]*>", re.IGNORECASE)
-_CELL_TAGS = re.compile(r"<\s*/?\s*t[dh]\b[^>]*>", re.IGNORECASE)
-_DROP_BLOCKS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_ANY_TAG = re.compile(r"<[^>]*>")
+# Tag patterns never cross a '<', so a flood of unclosed tags stays linear.
+_BLOCK_TAGS = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h[1-6]|/table|p|div|tr|li|h[1-6])\b[^<>]*>", re.IGNORECASE)
+_CELL_TAGS = re.compile(r"<\s*/?\s*t[dh]\b[^<>]*>", re.IGNORECASE)
+_DROP_START = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_DROP_END = re.compile(r"</(?:script|style)\s*>", re.IGNORECASE)
+_ANY_TAG = re.compile(r"<[^<>]*>")
+
+
+def _drop_scripts(markup: str) -> str:
+    """Remove <script>/<style> blocks in one pass (an unclosed block runs to the end)."""
+    out: list[str] = []
+    position = 0
+    while True:
+        start = _DROP_START.search(markup, position)
+        if start is None:
+            out.append(markup[position:])
+            return "".join(out)
+        out.append(markup[position:start.start()])
+        end = _DROP_END.search(markup, start.end())
+        if end is None:
+            return "".join(out)
+        position = end.end()
 
 
 def html_to_text(markup: str) -> str:
     """Visible text of HTML with line and cell breaks kept (stamps are matched per cell)."""
-    markup = _DROP_BLOCKS.sub(" ", markup)
+    markup = _drop_scripts(markup)
     markup = _BLOCK_TAGS.sub("\n", markup)
     markup = _CELL_TAGS.sub("\t", markup)
     return html.unescape(_ANY_TAG.sub("", markup))
@@ -533,7 +588,9 @@ def _read_member(archive: zipfile.ZipFile, member: str, budget: Budget) -> bytes
 
 # -- legacy formats, best effort ------------------------------------------------------
 
-_UTF16_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e\xa0-\xff][\x00]|[\x00-\xff][\x01-\x1f\x20-\x2f])+")
+# UTF-16LE code units of Vietnamese text: Latin-1 (high byte 0), Latin Extended (01: đ ơ ư),
+# combining marks (03), Latin Extended Additional (1E: ạ ả ấ ... ỹ) and punctuation (20).
+_UTF16_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e\xa0-\xff]\x00|[\x00-\xff][\x01\x03\x1e\x20])+")
 
 
 def _inspect_ole(data: bytes, location: str, out: Extraction) -> None:

@@ -79,9 +79,9 @@ class MarkingMatcher:
         if declassified_is_marking:
             values = re.escape(data.declassified_stamp.capitalize()).replace(r"\ ", r"\s+") + "|" + values
         # "[Mật]" / "[Tối mật]": a bracketed level name is a marking in any letter case.
-        self._bracket_tag = re.compile(rf"\[\s*({values})\s*\]", re.IGNORECASE)
+        self._bracket_tag = re.compile(rf"\[\s{{0,8}}({values})\s{{0,8}}\]", re.IGNORECASE)
         self._metadata = re.compile(
-            rf"(?<!\w)(?:{labels})\s*[:：=|\t-]?\s*(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))",
+            rf"(?<!\w)(?:{labels})\s{{0,16}}[:：=|\t-]?\s{{0,16}}(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))",
             re.IGNORECASE,
         )
 

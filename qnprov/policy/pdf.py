@@ -15,7 +15,8 @@ from qnprov.policy.markings import normalise_text
 if TYPE_CHECKING:
     from qnprov.policy.extract import Budget, Extraction
 
-_BYTE_RANGE = re.compile(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*\]")
+# Bounded repetitions: a hostile file cannot make the search backtrack over long runs.
+_BYTE_RANGE = re.compile(rb"/ByteRange\s{0,8}\[\s{0,8}" + rb"\s{1,8}".join([rb"(\d{1,12})"] * 4) + rb"\s{0,8}\]")
 
 
 def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> None:

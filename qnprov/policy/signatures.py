@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from qnprov.policy.extract import SignedObject
 
 Status = Literal["valid", "invalid", "untrusted", "unverifiable"]
-_BYTE_RANGE = re.compile(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*\]")
+# Bounded repetitions: a hostile file cannot make the search backtrack over long runs.
+_BYTE_RANGE = re.compile(rb"/ByteRange\s{0,8}\[\s{0,8}" + rb"\s{1,8}".join([rb"(\d{1,12})"] * 4) + rb"\s{0,8}\]")
 
 
 @dataclass(frozen=True)
