@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from qnprov.directory import dns, ldapio, purge
+from qnprov.directory.inputs import DEFAULT_SOURCE_MAP
 from qnprov.directory.models import Agency, Plan, agency_entries
 from qnprov.directory.names import DEFAULT_ADDRESS_PATTERN
 from qnprov.directory.passwords import CredentialsWriter, PasswordScheme
@@ -48,6 +49,7 @@ SourceUrlOpt = Annotated[str | None, typer.Option("--source-url", help="Upstream
 SourceBaseOpt = Annotated[str | None, typer.Option("--source-base", help="Search base in the upstream.")]
 SourceFilterOpt = Annotated[str, typer.Option("--source-filter", help="Upstream filter.")]
 SourceMapOpt = Annotated[str, typer.Option("--source-map", help="FIELD=attribute,... for the roster fields.")]
+DEFAULT_MAP = DEFAULT_SOURCE_MAP
 SourceBindOpt = Annotated[str | None, typer.Option("--source-bind-dn")]
 SourcePasswordOpt = Annotated[Path | None, typer.Option("--source-bind-password-file")]
 PartialOpt = Annotated[bool, typer.Option("--partial", help="Only adds and updates; nobody is disabled.")]
@@ -179,7 +181,7 @@ def accounts_plan(
     bind_password_file: PasswordFileOpt = None, ca_cert: CaCertOpt = None, base_dn: BaseDnOpt = None,
     domain: DomainOpt = None, agencies: AgenciesOpt = None, roster: RosterOpt = None,
     source_url: SourceUrlOpt = None, source_base: SourceBaseOpt = None,
-    source_filter: SourceFilterOpt = "(objectClass=person)", source_map: SourceMapOpt = "",
+    source_filter: SourceFilterOpt = "(objectClass=person)", source_map: SourceMapOpt = DEFAULT_MAP,
     source_bind_dn: SourceBindOpt = None, source_bind_password_file: SourcePasswordOpt = None,
     partial: PartialOpt = False, skip_invalid: SkipInvalidOpt = False,
     address_pattern: PatternOpt = DEFAULT_ADDRESS_PATTERN, alias_on_rename: AliasOpt = False,
@@ -189,18 +191,12 @@ def accounts_plan(
     """Show what apply would change. Reads only; exit 2 on invalid input."""
     with _user_errors(as_json):
         request = _sync_request(agencies, roster, source_url, source_base, source_filter,
-                                source_map or _default_map(), source_bind_dn, source_bind_password_file, ca_cert,
+                                source_map, source_bind_dn, source_bind_password_file, ca_cert,
                                 partial=partial, skip_invalid=skip_invalid, address_pattern=address_pattern,
                                 alias_on_rename=alias_on_rename, mass_change_threshold=mass_change_threshold,
                                 allow_mass_change=allow_mass_change)
         _plan_and_maybe_apply(False, request=request, as_json=as_json, diff=diff, connection_options=(
             _connection_options(inventory, ldap_url, bind_dn, bind_password_file, ca_cert, base_dn, domain)))
-
-
-def _default_map() -> str:
-    from qnprov.directory.inputs import DEFAULT_SOURCE_MAP
-
-    return DEFAULT_SOURCE_MAP
 
 
 @accounts_app.command("apply")
@@ -209,7 +205,7 @@ def accounts_apply(
     bind_password_file: PasswordFileOpt = None, ca_cert: CaCertOpt = None, base_dn: BaseDnOpt = None,
     domain: DomainOpt = None, agencies: AgenciesOpt = None, roster: RosterOpt = None,
     source_url: SourceUrlOpt = None, source_base: SourceBaseOpt = None,
-    source_filter: SourceFilterOpt = "(objectClass=person)", source_map: SourceMapOpt = "",
+    source_filter: SourceFilterOpt = "(objectClass=person)", source_map: SourceMapOpt = DEFAULT_MAP,
     source_bind_dn: SourceBindOpt = None, source_bind_password_file: SourcePasswordOpt = None,
     partial: PartialOpt = False, skip_invalid: SkipInvalidOpt = False,
     address_pattern: PatternOpt = DEFAULT_ADDRESS_PATTERN, alias_on_rename: AliasOpt = False,
@@ -227,7 +223,7 @@ def accounts_apply(
         if hash_scheme not in ("ssha", "argon2"):
             raise ConfigError("--password-scheme must be ssha or argon2")
         request = _sync_request(agencies, roster, source_url, source_base, source_filter,
-                                source_map or _default_map(), source_bind_dn, source_bind_password_file, ca_cert,
+                                source_map, source_bind_dn, source_bind_password_file, ca_cert,
                                 partial=partial, skip_invalid=skip_invalid, address_pattern=address_pattern,
                                 alias_on_rename=alias_on_rename, mass_change_threshold=mass_change_threshold,
                                 allow_mass_change=allow_mass_change)

@@ -23,7 +23,6 @@ from qnprov.directory.models import (
     DirectoryState,
     Entry,
     Plan,
-    agencies_dn,
 )
 from qnprov.directory.passwords import CredentialsWriter, PasswordScheme, generate_password, hash_passwords
 from qnprov.directory.wire import LdapPipeline, Operation
@@ -309,7 +308,3 @@ def domain_entry(base_dn: str, domain: str) -> tuple[str, dict[str, tuple[str, .
     return (f"associatedDomain={escape_rdn(domain)},ou=domains,{base_dn}",
             {"objectClass": ("top", "organizationalUnit", "domainRelatedObject"), "ou": (domain,),
              "associatedDomain": (domain,)})
-
-
-def agencies_base(base_dn: str) -> str:
-    return agencies_dn(base_dn)
