@@ -14,6 +14,7 @@ import base64
 import csv
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 PasswordScheme = Literal["ssha", "argon2"]
+_SAFE_FILE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # No look-alike characters (0/O, 1/l/I): people type these from a printed sheet.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 21  # log2(56) * 21 = 122 bits
@@ -80,6 +82,8 @@ class CredentialsWriter:
 
     def _writer(self, agency: str) -> csv.DictWriter[str]:
         if agency not in self._files:
+            if not _SAFE_FILE_STEM.match(agency):
+                raise ValueError(f"agency code {agency!r} cannot name a credentials file")
             path = self.directory / f"{agency}.csv"
             existed = path.exists()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)

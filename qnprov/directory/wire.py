@@ -39,7 +39,7 @@ class Operation:
 
     kind: str
     dn: str
-    context: Any = None
+    context: Any = field(default=None, repr=False)  # may hold an initial password: never printed
 
 
 @dataclass
