@@ -15,6 +15,7 @@ import email.policy
 import html
 import io
 import re
+import struct
 import time
 import zipfile
 import zlib
@@ -71,6 +72,7 @@ class Budget:
         self.deadline = time.monotonic() + limits.max_wall_seconds
         self.expanded = 0
         self.parts = 0
+        self.files = 0  # archive entries seen, across every nested archive
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
@@ -503,7 +505,31 @@ def _inspect_gzip(name: str, data: bytes, location: str, depth: int, budget: Bud
 # -- zip family: OOXML, ODF, plain archives -------------------------------------------
 
 
+def declared_zip_entries(data: bytes) -> int | None:
+    """Entry count from the end-of-central-directory record, read before zipfile builds one
+    object per entry (a central directory of a million entries is itself a bomb)."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
+    if end < 0 or end + 22 > len(data):
+        return None
+    (count,) = struct.unpack_from("<H", data, end + 10)
+    if count != 0xFFFF:
+        return int(count)
+    locator = data.rfind(b"PK\x06\x07", max(0, end - 20), end)
+    if locator < 0 or locator + 20 > len(data):
+        return None
+    (record,) = struct.unpack_from("<Q", data, locator + 8)
+    if record + 40 > len(data) or data[record:record + 4] != b"PK\x06\x06":
+        return None
+    (count64,) = struct.unpack_from("<Q", data, record + 32)
+    return int(count64)
+
+
 def _inspect_zip(name: str, data: bytes, location: str, depth: int, budget: Budget, out: Extraction) -> None:
+    declared = declared_zip_entries(data)
+    if declared is not None and declared > budget.limits.max_archive_members:
+        out.problems.append(Problem(location, "uninspectable",
+                                    f"archive declares {declared} entries (limit {budget.limits.max_archive_members})"))
+        return
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -526,6 +552,9 @@ def _inspect_zip(name: str, data: bytes, location: str, depth: int, budget: Budg
                 f"entry expands to {member.file_size} bytes (ratio {ratio:.0f}:1), over the limits",
             ))
             return
+    budget.files += len(members)
+    if budget.files > limits.max_total_files:
+        raise LimitExceeded(f"more than {limits.max_total_files} files in archives")
     names = {member.filename for member in members}
     try:
         if "[Content_Types].xml" in names:

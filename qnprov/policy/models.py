@@ -95,6 +95,7 @@ class Limits(_Strict):
     max_mime_parts: int = Field(default=1000, gt=0)
     max_depth: int = Field(default=8, gt=0, le=64)
     max_archive_members: int = Field(default=500, gt=0)
+    max_total_files: int = Field(default=2000, gt=0)
     max_member_bytes: int = Field(default=50 * 2**20, gt=0)
     max_total_expanded_bytes: int = Field(default=200 * 2**20, gt=0)
     max_expansion_ratio: float = Field(default=200.0, gt=1)

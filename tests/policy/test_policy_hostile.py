@@ -217,3 +217,26 @@ def test_unclosed_markup_floods_stay_linear(name: str, raw: bytes) -> None:
     decision = ENGINE.evaluate(raw, ENVELOPE)
     assert time.perf_counter() - started < 2.0
     assert decision.verdict == "accept", decision.findings
+
+
+def test_huge_central_directory_is_refused_before_parsing() -> None:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for index in range(20_000):
+            archive.writestr(f"{index}", b"")
+    decision = bounded(message(attachments=[("many.zip", "application/zip", buffer.getvalue())]))
+    assert decision.verdict == "quarantine"
+    assert uninspectable(decision) == ["cannot be inspected: archive declares 20000 entries (limit 500)"]
+
+
+def test_file_count_across_nested_archives_is_capped() -> None:
+    from policy_corpus import zip_of
+
+    inner = zip_of({f"f{index}.txt": b"x" for index in range(400)})
+    outer = zip_of({f"inner{index}.zip": inner for index in range(8)})
+    decision = bounded(message(attachments=[("nested.zip", "application/zip", outer)]))
+    assert decision.verdict == "quarantine"
+    assert any("files in archives" in evidence for evidence in uninspectable(decision))
