@@ -9,6 +9,7 @@ the same answer for the same input.
 from __future__ import annotations
 
 import logging
+import time
 import unicodedata
 from dataclasses import dataclass
 from email.header import Header
@@ -144,6 +145,7 @@ class PolicyEngine:
             return self._failure(direction, f"{type(exc).__name__}: {exc}")
 
     def _evaluate(self, raw: bytes, envelope: Envelope, direction: Direction) -> Decision:
+        started = time.monotonic()
         limits = self.policy.bundle.limits
         entity = split_entity(raw)
         if len(raw) > limits.max_message_bytes:
@@ -154,7 +156,7 @@ class PolicyEngine:
         ctx = Context(self.policy, entity.headers, envelope.mail_from.strip().strip("<>"), envelope.rcpts, direction,
                       envelope.authenticated_user, extraction)
         if extraction.signed:
-            ctx.signatures = [self.verifier.verify(obj) for obj in extraction.signed]
+            ctx.signatures = self._verify_signatures(extraction, started)
         findings: list[Finding] = []
         for rule in self._rules:
             if direction not in rule.scope:
@@ -162,6 +164,19 @@ class PolicyEngine:
             for location, evidence in DETECTORS[rule.detector](ctx, rule):
                 findings.append(Finding(rule.id, rule.clause, rule.action, location, evidence))
         return self._decide(findings, direction, ctx.signatures)
+
+    def _verify_signatures(self, extraction: Extraction, started: float) -> list[SignatureResult]:
+        """Verify up to ``max_signatures`` objects within what is left of the wall-clock budget."""
+        limits = self.policy.bundle.limits
+        results = []
+        for index, obj in enumerate(extraction.signed):
+            if index >= limits.max_signatures:
+                results.append(SignatureResult(obj.location, obj.kind, "unverifiable",
+                                               reason="too-many-signatures"))
+                continue
+            remaining = limits.max_wall_seconds - (time.monotonic() - started)
+            results.append(self.verifier.verify(obj, timeout=remaining))
+        return results
 
     def _decide(self, findings: list[Finding], direction: Direction,
                 signatures: list[SignatureResult]) -> Decision:

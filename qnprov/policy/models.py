@@ -102,6 +102,7 @@ class Limits(_Strict):
     max_pdf_pages: int = Field(default=500, gt=0)
     max_wall_seconds: float = Field(default=10.0, gt=0)
     signature_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_signatures: int = Field(default=10, ge=0)
 
 
 # -- per-detector parameters -------------------------------------------------------

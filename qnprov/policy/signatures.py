@@ -113,19 +113,24 @@ class SignatureVerifier:
         self.openssl = openssl
         self._anchors_pem = b"".join(cert.public_bytes(Encoding.PEM) for cert in anchors)
 
-    def verify(self, obj: SignedObject) -> SignatureResult:
+    def verify(self, obj: SignedObject, *, timeout: float | None = None) -> SignatureResult:
+        """Verify one object; ``timeout`` (seconds, per OpenSSL run) defaults to the verifier's."""
+        run_timeout = self.timeout if timeout is None else min(self.timeout, timeout)
+        if run_timeout <= 0:
+            return SignatureResult(obj.location, obj.kind, "unverifiable", reason="inspection-time-exhausted")
         try:
             if obj.kind == "smime":
-                return self._run(obj, obj.data, inform="SMIME", content=None)
+                return self._run(obj, obj.data, inform="SMIME", content=None, timeout=run_timeout)
             if obj.kind == "p7s":
-                return self._run(obj, obj.data, inform=_der_or_pem(obj.data), content=obj.content)
-            return self._verify_pdf(obj)
+                return self._run(obj, obj.data, inform=_der_or_pem(obj.data), content=obj.content,
+                                 timeout=run_timeout)
+            return self._verify_pdf(obj, run_timeout)
         except subprocess.TimeoutExpired:
             return SignatureResult(obj.location, obj.kind, "unverifiable", reason="verifier-timeout")
         except OSError as exc:
             return SignatureResult(obj.location, obj.kind, "unverifiable", reason=f"verifier-error-{exc.errno}")
 
-    def _verify_pdf(self, obj: SignedObject) -> SignatureResult:
+    def _verify_pdf(self, obj: SignedObject, timeout: float) -> SignatureResult:
         data = obj.data
         matches = list(_BYTE_RANGE.finditer(data))
         if not matches:
@@ -143,14 +148,15 @@ class SignatureVerifier:
             return SignatureResult(obj.location, "pdf", "invalid", reason="contents-not-hex-string")
         cms = _trim_der(cms)
         signed_content = data[a:a + b] + data[c:c + d]
-        result = self._run(obj, cms, inform="DER", content=signed_content)
+        result = self._run(obj, cms, inform="DER", content=signed_content, timeout=timeout)
         if result.status == "valid" and c + d != len(data):
             # Bytes appended after the signed revision: the signature holds for that revision only.
             return SignatureResult(result.location, "pdf", "valid", result.signer, result.ca,
                                    reason="later-revision-unsigned")
         return result
 
-    def _run(self, obj: SignedObject, data: bytes, *, inform: str, content: bytes | None) -> SignatureResult:
+    def _run(self, obj: SignedObject, data: bytes, *, inform: str, content: bytes | None,
+             timeout: float) -> SignatureResult:
         if obj.kind == "p7s" and content is None and not _has_embedded_content(data, inform):
             return SignatureResult(obj.location, obj.kind, "invalid", reason="detached-content-missing")
         with tempfile.TemporaryDirectory(prefix="qnprov-sig-") as tmp:
@@ -170,18 +176,20 @@ class SignatureVerifier:
                 anchors_file = workdir / "anchors.pem"
                 anchors_file.write_bytes(self._anchors_pem)
                 full = subprocess.run([*base, "-CAfile", str(anchors_file), "-no-CApath", "-no-CAstore"],
-                                      capture_output=True, timeout=self.timeout, check=False)
+                                      capture_output=True, timeout=timeout, check=False)
+                chain_reason = _chain_reason(full.stderr)
                 if full.returncode == 0:
                     signer = _read_signer(signer_file)
                     return SignatureResult(obj.location, obj.kind, "valid",
                                            signer=_common_name(signer.subject) if signer else "",
                                            ca=self._anchor_for(signer))
-            integrity = subprocess.run([*base, "-noverify"], capture_output=True, timeout=self.timeout,
-                                       check=False)
+            else:
+                chain_reason = "no-trust-anchors-configured"
+            integrity = subprocess.run([*base, "-noverify"], capture_output=True, timeout=timeout, check=False)
             signer = _read_signer(signer_file)
             signer_name = _common_name(signer.subject) if signer else ""
             if integrity.returncode == 0:
-                reason = "no-trust-anchors-configured" if not self._anchors_pem else "chain-not-to-trust-anchor"
+                reason = chain_reason
                 return SignatureResult(obj.location, obj.kind, "untrusted", signer=signer_name,
                                        ca=_common_name(signer.issuer) if signer else "", reason=reason)
             return SignatureResult(obj.location, obj.kind, "invalid", signer=signer_name,
@@ -204,6 +212,20 @@ def _read_signer(path: Path) -> x509.Certificate | None:
     except (OSError, ValueError):
         return None
     return certs[0] if certs else None
+
+
+def _chain_reason(stderr: bytes) -> str:
+    """Why OpenSSL refused the chain (the signature itself may still be intact)."""
+    text = stderr.decode("utf-8", errors="replace").lower()
+    if "expired" in text:
+        return "certificate-expired"
+    if "not yet valid" in text:
+        return "certificate-not-yet-valid"
+    if "revoked" in text:
+        return "certificate-revoked"
+    if "self-signed" in text or "self signed" in text:
+        return "self-signed-not-trusted"
+    return "chain-not-to-trust-anchor"
 
 
 def _failure_reason(stderr: bytes) -> str:

@@ -45,9 +45,9 @@ def make_ca(common_name: str = "TEST RootCA chuyên dùng Chính phủ G2") -> I
     return Identity(cert, key)
 
 
-def make_signer(ca: Identity, common_name: str = "Sở Nội vụ tỉnh Quảng Ninh") -> Identity:
+def make_signer(ca: Identity, common_name: str = "Sở Nội vụ tỉnh Quảng Ninh", *, expired: bool = False) -> Identity:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC) - (dt.timedelta(days=400) if expired else dt.timedelta())
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, "UBND tỉnh Quảng Ninh"))

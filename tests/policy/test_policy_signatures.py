@@ -131,3 +131,20 @@ def test_malformed_signature_is_invalid_not_a_crash(engine: PolicyEngine) -> Non
     decision = engine.evaluate(raw, ENVELOPE)
     assert signature_headers(decision)[0].startswith("invalid; ")
     assert not any(f.rule == "engine-failure" for f in decision.findings)
+
+
+def test_expired_signer_is_untrusted_with_reason(engine: PolicyEngine, test_ca: Identity) -> None:
+    old = make_signer(test_ca, "Cán bộ đã nghỉ hưu", expired=True)
+    header = signature_headers(engine.evaluate(smime_signed(old), ENVELOPE))[0]
+    assert header.startswith("untrusted; ") and "reason=certificate-expired" in header
+
+
+def test_signature_count_per_message_is_capped(engine: PolicyEngine, signer: Identity) -> None:
+    document = docx(body="x")
+    signature = detached_p7s(signer, document)
+    attachments = [("cv.docx", "application/octet-stream", document)]
+    attachments += [(f"cv{index}.p7s", "application/pkcs7-signature", signature) for index in range(12)]
+    decision = engine.evaluate(message(attachments=attachments), ENVELOPE)
+    headers = signature_headers(decision)
+    assert len(headers) == 12
+    assert sum("too-many-signatures" in header for header in headers) == 2
