@@ -95,6 +95,18 @@ def parse_testssl_json(text: str, *, service: str, address: str) -> TestsslResul
     return result
 
 
+def accept_findings(results: dict[str, TestsslResult], accepted: dict[str, str]
+                    ) -> tuple[dict[str, list[TestsslFinding]], list[str]]:
+    """Split findings into those that count and those a waiver accepts by ID (with its reason)."""
+    counted: dict[str, list[TestsslFinding]] = {}
+    waived: list[str] = []
+    for service, result in results.items():
+        counted[service] = [f for f in result.findings if f.id not in accepted]
+        waived += [f"{service}: {f.severity} {f.id} ({accepted[f.id]})" for f in result.findings
+                   if f.id in accepted and f.severity in ("MEDIUM", "HIGH", "CRITICAL")]
+    return counted, waived
+
+
 def parse_lynis_report(text: str) -> dict[str, Any]:
     """``/var/log/lynis-report.dat`` -> hardening index, warnings and suggestions."""
     index: int | None = None

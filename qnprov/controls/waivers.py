@@ -7,6 +7,14 @@ File format (YAML)::
         reason: Lynis scores containers low on kernel checks the host owns; tracked in OPS-12
         expires: 2027-03-31
         hosts: [mail1]          # optional; default: every host
+      - id: QN-TLS-06
+        findings: [cert_revocation]   # optional: accept only these scanner findings
+        reason: the lab CA publishes no CRL or OCSP responder; production uses the public CA's
+        expires: 2027-03-31
+
+A waiver with ``findings`` does not waive the control: the scanner test ignores
+exactly those finding IDs, every other finding still counts, and the control is
+reported ``waived`` only when an accepted finding actually occurred.
 
 A waiver without a reason, without an expiry date, or for an unknown control is an
 error. An expired waiver is kept (the report says it expired) but does not apply.
@@ -31,6 +39,7 @@ class Waiver(BaseModel):
     reason: str
     expires: dt.date
     hosts: list[str] = Field(default_factory=list)
+    findings: list[str] = Field(default_factory=list)
 
     @field_validator("reason")
     @classmethod
@@ -55,13 +64,23 @@ class WaiverSet(BaseModel):
         """(active waiver, expired waiver) for a control on a host."""
         active = expired = None
         for waiver in self.waivers:
-            if waiver.id != control_id or not waiver.covers(host):
+            if waiver.id != control_id or not waiver.covers(host) or waiver.findings:
                 continue
             if waiver.active(today):
                 active = waiver
             else:
                 expired = waiver
         return active, expired
+
+
+    def accepted_findings(self, host: str, today: dt.date) -> dict[str, dict[str, str]]:
+        """Active finding-scoped waivers for a host: {control id: {finding id: reason}}."""
+        accepted: dict[str, dict[str, str]] = {}
+        for waiver in self.waivers:
+            if waiver.findings and waiver.covers(host) and waiver.active(today):
+                for finding in waiver.findings:
+                    accepted.setdefault(waiver.id, {})[finding] = waiver.reason
+        return accepted
 
 
 def parse_waivers(raw: object, catalogue: Catalogue, source: str = "waivers") -> WaiverSet:

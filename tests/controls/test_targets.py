@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from qnprov import lab
 from qnprov.controls.target import Endpoint, parse_endpoint
 from qnprov.controls.verify import build_targets, inventory_hosts, lab_targets, remote_target, suite_command
 from qnprov.errors import ConfigError
@@ -23,7 +24,8 @@ def test_lab_inventory_gives_podman_target_with_loopback_endpoints(monkeypatch: 
     assert target.endpoints["ldaps"] == Endpoint(host="127.0.0.1", port=10636)
     assert all(e.host == "127.0.0.1" for e in target.endpoints.values())
     assert target.extra_tcp_ports == [143, 636]
-    assert target.ca_file == str(tmp_path / "ca" / "ca.pem")
+    assert target.ca_file == str(lab.load_lab_config(ROOT / "inventories" / "lab").ca_cert)
+    assert target.ca_file.startswith(str(tmp_path))
     assert target.probe_recipient == "annv@quangninh.test"
     assert build_targets(ROOT / "inventories" / "lab") == [target]
 

@@ -118,3 +118,36 @@ def test_public_json_has_exactly_the_contract_keys(small_catalogue: Catalogue) -
     assert set(doc["summary"]) == {"pass", "fail", "waived", "error"}
     assert sum(doc["summary"].values()) == len(doc["controls"])
     assert set(doc["metrics"]) == {"lynis_hardening_index", "testssl"}
+
+
+def test_finding_scoped_waiver_accepts_only_named_findings(small_catalogue: Catalogue) -> None:
+    catalogue = load_catalogue()
+    waivers = parse_waivers({"waivers": [
+        {"id": "QN-TLS-06", "findings": ["cert_revocation"], "hosts": ["mail1"],
+         "reason": "the lab CA publishes no CRL or OCSP responder", "expires": "2027-03-31"},
+        {"id": "QN-TLS-07", "findings": ["BREACH"], "reason": "expired acceptance, kept for history",
+         "expires": "2026-01-01"},
+    ]}, catalogue)
+    assert waivers.accepted_findings("mail1", TODAY) == {
+        "QN-TLS-06": {"cert_revocation": "the lab CA publishes no CRL or OCSP responder"}}
+    assert waivers.accepted_findings("mx2", TODAY) == {}
+    # A finding-scoped waiver never waives the control's status as a whole.
+    assert waivers.for_control("QN-TLS-06", "mail1", TODAY) == (None, None)
+
+
+def test_scanner_filter_and_aggregation_of_accepted_findings() -> None:
+    from qnprov.controls import scanners
+
+    result = scanners.TestsslResult("imaps", "127.0.0.1:10993", [
+        scanners.TestsslFinding("cert_revocation", "HIGH", "Neither CRL nor OCSP URI provided"),
+        scanners.TestsslFinding("cipher_order", "HIGH", "NOT a cipher order configured")])
+    counted, waived = scanners.accept_findings({"imaps": result}, {"cert_revocation": "lab CA"})
+    assert [f.id for f in counted["imaps"]] == ["cipher_order"]
+    assert waived == ["imaps: HIGH cert_revocation (lab CA)"]
+
+    catalogue = load_catalogue()
+    passing = outcome("test_scanners.py::test_testssl_no_high_or_critical", ["QN-TLS-06"], "pass",
+                      properties={"accepted_findings": ["imaps: HIGH cert_revocation (lab CA)"]})
+    report = aggregate(catalogue, {"mail1": [passing]}, WaiverSet(), today=TODAY, scanners_ran=True)
+    tls06 = next(c for c in report.controls if c.id == "QN-TLS-06")
+    assert tls06.status == "waived" and "cert_revocation" in tls06.detail
