@@ -192,3 +192,12 @@ def test_strongest_action_wins() -> None:
     decision = ENGINE.evaluate(raw, Envelope("security@facebookmail.com", (COLLEAGUE,)))
     assert {f.rule for f in decision.findings} == {"classified-marking", "service-registration"}
     assert decision.verdict == "reject"
+
+
+def test_reinjected_sieve_redirect_with_outside_sender_is_rejected() -> None:
+    # Dovecot re-injects a redirect with the original envelope sender: here a citizen's Gmail.
+    raw = message(sender="congdan@gmail.com", extra_headers={"X-Sieve-Redirected-From": COLLEAGUE})
+    decision = ENGINE.evaluate(raw, Envelope("congdan@gmail.com", ("canhan.vanthu@gmail.com",)))
+    assert decision.direction == "inbound"
+    assert decision.verdict == "reject"
+    assert [f.rule for f in decision.findings] == ["freemail-autoforward"]
