@@ -23,6 +23,7 @@ from qnprov.directory.models import (
     DirectoryState,
     Entry,
     Plan,
+    account_rdn,
 )
 from qnprov.directory.passwords import CredentialsWriter, PasswordScheme, generate_password, hash_passwords
 from qnprov.directory.wire import LdapPipeline, Operation
@@ -241,8 +242,10 @@ def apply_plan(connection: Connection, plan: Plan, *, window: int = DEFAULT_WIND
             pipeline.modify(agency_update.dn, modifications(agency_update.changes))
         for update in plan.updates:
             if update.kind == "move" and update.new_dn:
-                rdn, _, superior = update.new_dn.partition(",")
-                pipeline.move(update.dn, rdn, superior)
+                rdn = account_rdn(update.employee_id)  # escaped: never split a DN on a comma
+                if not update.new_dn.startswith(rdn + ","):
+                    raise ExternalError(f"move target {update.new_dn!r} does not start with {rdn!r}")
+                pipeline.move(update.dn, rdn, update.new_dn[len(rdn) + 1:])
         pipeline.flush()
 
         passwords = [generate_password() for _ in plan.creates]
