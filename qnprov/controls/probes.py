@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -139,8 +140,10 @@ def legacy_only_context(version: ssl.TLSVersion) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_ciphers("ALL:@SECLEVEL=0")
-    context.minimum_version = version
-    context.maximum_version = version
+    with warnings.catch_warnings():  # deprecated on purpose: we offer them to see them refused
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = version
+        context.maximum_version = version
     return context
 
 
