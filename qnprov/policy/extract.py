@@ -24,7 +24,7 @@ from email.header import Header
 from email.message import Message
 from typing import Literal
 
-from qnprov.policy.markings import normalise_text
+from qnprov.policy.markings import may_contain_marking, normalise_text
 from qnprov.policy.models import Limits
 
 ProblemKind = Literal["uninspectable", "no-text-layer"]
@@ -58,6 +58,17 @@ class Extraction:
     segments: list[Segment] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     signed: list[SignedObject] = field(default_factory=list)
+
+
+def add_segment(out: Extraction, location: str, text: str) -> None:
+    """Keep text for the marking matcher, unless it cannot possibly hold a marking.
+
+    Every marking form contains "mật", whose "ậ" is U+1EAC/U+1EAD composed or carries
+    U+0323 (dot below) when decomposed; HTML/XML may spell it as a character reference.
+    Text with none of these skips normalisation entirely: the fast path for clean mail.
+    """
+    if may_contain_marking(text):
+        out.segments.append(Segment(location, normalise_text(text)))
 
 
 class LimitExceeded(Exception):
@@ -270,7 +281,7 @@ def _walk_message(entity: Entity, prefix: str, depth: int, budget: Budget, out: 
     headers = entity.headers
     subject = decode_header_value(headers.get("Subject"))
     if subject:
-        out.segments.append(Segment(f"{prefix}subject" if prefix else "subject", normalise_text(subject)))
+        add_segment(out, f"{prefix}subject" if prefix else "subject", subject)
     _walk_part(entity, prefix, depth, budget, out)
 
 
@@ -319,9 +330,9 @@ def _walk_part(entity: Entity, prefix: str, depth: int, budget: Budget, out: Ext
     inline_text = filename is None and not disposition.startswith("attachment")
     if inline_text and ctype in {"text/plain", "text/html"} and not _looks_binary(data):
         text = _decode_bytes(data, part.get_content_charset())
-        if ctype == "text/html":
+        if ctype == "text/html" and may_contain_marking(text):
             text = html_to_text(text)
-        out.segments.append(Segment(f"{prefix}body" if prefix else "body", normalise_text(text)))
+        add_segment(out, f"{prefix}body" if prefix else "body", text)
         return
     if ctype in _SMIME_TYPES:
         _inspect_opaque_smime(part, data, prefix, depth, budget, out)
@@ -461,13 +472,14 @@ def inspect_file(name: str, data: bytes, location: str, depth: int, budget: Budg
     elif _looks_like_message(head):
         _walk_message(split_entity(data), location + "/", depth, budget, out)
     elif head.startswith(b"{\\rtf"):
-        out.segments.append(Segment(location, normalise_text(rtf_to_text(data))))
+        add_segment(out, location, rtf_to_text(data))
     elif not _looks_binary(data) and _is_mostly_text(head):
         text = _decode_bytes(data, charset)
-        if declared_type == "text/html" or name.lower().endswith((".htm", ".html")) or head.lstrip()[:5].lower() in {
-                b"<html", b"<!doc"}:
+        looks_html = declared_type == "text/html" or name.lower().endswith((".htm", ".html")) or \
+            head.lstrip()[:5].lower() in {b"<html", b"<!doc"}
+        if looks_html and may_contain_marking(text):
             text = html_to_text(text)
-        out.segments.append(Segment(location, normalise_text(text)))
+        add_segment(out, location, text)
     # Anything else (images, audio, unknown binaries) carries no text we can read.
 
 
@@ -561,8 +573,7 @@ def _inspect_zip(name: str, data: bytes, location: str, depth: int, budget: Budg
             from qnprov.policy.office import ooxml_segments
 
             for part_name, text in ooxml_segments(archive, names, lambda m: _read_member(archive, m, budget)):
-                out.segments.append(Segment(f"{location}/{part_name}" if part_name else location,
-                                            normalise_text(text)))
+                add_segment(out, f"{location}/{part_name}" if part_name else location, text)
             _inspect_embedded(archive, members, location, depth, budget, out)
             return
         if "mimetype" in names and _read_member(archive, "mimetype", budget).startswith(
@@ -570,7 +581,7 @@ def _inspect_zip(name: str, data: bytes, location: str, depth: int, budget: Budg
             from qnprov.policy.office import odf_segments
 
             for part_name, text in odf_segments(names, lambda m: _read_member(archive, m, budget)):
-                out.segments.append(Segment(f"{location}/{part_name}", normalise_text(text)))
+                add_segment(out, f"{location}/{part_name}", text)
             return
         for member in members:
             if member.is_dir():
@@ -633,7 +644,7 @@ def _inspect_ole(data: bytes, location: str, out: Extraction) -> None:
             continue
         text = run.decode("utf-16-le", errors="ignore")
         lines.extend(part for part in re.split(r"[\r\x07\x0b\x0c]", text) if part.strip())
-    out.segments.append(Segment(location, normalise_text("\n".join(lines))))
+    add_segment(out, location, "\n".join(lines))
 
 
 _RTF_UNICODE = re.compile(r"\\u(-?\d+)\??")

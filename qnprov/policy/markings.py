@@ -44,6 +44,19 @@ _STRIP = " .!?-–—'\u00a0"
 _SPACES = re.compile(r"\s+")
 
 
+def may_contain_marking(text: str) -> bool:
+    """False only when no marking form can be present: every form contains "ậ"/"Ậ",
+    composed (U+1EAD/U+1EAC) or with a combining dot below (U+0323), unless spelled as a
+    character reference ("&#7852;") in markup."""
+    return "\u1ead" in text or "\u1eac" in text or "\u0323" in text or "&#" in text
+
+
+def xml_may_contain_marking(data: bytes) -> bool:
+    """The same test on UTF-8 XML bytes; UTF-16 XML (legal, rare) is always inspected."""
+    return (b"\xe1\xba\xad" in data or b"\xe1\xba\xac" in data or b"\xcc\xa3" in data or b"&#" in data
+            or data[:2] in (b"\xff\xfe", b"\xfe\xff"))
+
+
 def normalise_text(text: str) -> str:
     """NFC, look-alike letters repaired, invisible characters removed."""
     text = _INVISIBLE.sub("", text)

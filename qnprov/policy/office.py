@@ -16,6 +16,8 @@ import html
 import re
 from collections.abc import Callable, Iterator
 
+from qnprov.policy.markings import xml_may_contain_marking
+
 ReadMember = Callable[[str], bytes]
 
 _WORD_PARTS = re.compile(r"^word/(document|header\d*|footer\d*|footnotes|endnotes|comments)\.xml$")
@@ -153,15 +155,19 @@ def ooxml_segments(archive: object, names: set[str], read: ReadMember) -> Iterat
     ordered = sorted(names)
     for name in ordered:
         if _WORD_PARTS.match(name):
-            yield name, xml_to_text(_apply_caps(read(name)))
+            xml = read(name)
+            if xml_may_contain_marking(xml):
+                yield name, xml_to_text(_apply_caps(xml))
         elif _SLIDE_PARTS.match(name) or _EXCEL_EXTRA.match(name):
-            yield name, xml_to_text(read(name))
+            xml = read(name)
+            if xml_may_contain_marking(xml):
+                yield name, xml_to_text(xml)
     if _EXCEL_STRINGS in names or any(_EXCEL_SHEET.match(n) for n in ordered):
         yield from _excel_segments(ordered, names, read)
-    if _PROPS in names:
-        yield _PROPS, xml_to_text(read(_PROPS))
-    if _CUSTOM_PROPS in names:
-        yield _CUSTOM_PROPS, named_properties_to_text(read(_CUSTOM_PROPS), "property")
+    if _PROPS in names and xml_may_contain_marking(xml := read(_PROPS)):
+        yield _PROPS, xml_to_text(xml)
+    if _CUSTOM_PROPS in names and xml_may_contain_marking(xml := read(_CUSTOM_PROPS)):
+        yield _CUSTOM_PROPS, named_properties_to_text(xml, "property")
 
 
 def _shared_strings(xml: str) -> list[str]:
@@ -242,19 +248,25 @@ def _cell_value(cell_type: str, text: str, shared: list[str]) -> str:
 def _excel_segments(ordered: list[str], names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
     """Rows of cells as tab-separated lines, so "Độ mật" | "Mật" in adjacent cells reads as one line."""
     shared: list[str] = []
+    shared_may_mark = False
     if _EXCEL_STRINGS in names:
-        shared = _shared_strings(_strip_invisible(read(_EXCEL_STRINGS).decode("utf-8", errors="replace")))
+        raw_shared = read(_EXCEL_STRINGS)
+        shared_may_mark = xml_may_contain_marking(raw_shared)
+        if shared_may_mark:
+            shared = _shared_strings(_strip_invisible(raw_shared.decode("utf-8", errors="replace")))
     for name in ordered:
         if _EXCEL_SHEET.match(name):
-            xml = _strip_invisible(read(name).decode("utf-8", errors="replace"))
-            yield name, "\n".join(_sheet_lines(xml, shared))
+            raw_sheet = read(name)
+            # Cells only point into the shared strings; without a possible marking in either, skip.
+            if shared_may_mark or xml_may_contain_marking(raw_sheet):
+                xml = _strip_invisible(raw_sheet.decode("utf-8", errors="replace"))
+                yield name, "\n".join(_sheet_lines(xml, shared))
 
 
 def odf_segments(names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
     """content.xml (body, tables, frames), styles.xml (page headers/footers), meta.xml fields."""
     for name in ("content.xml", "styles.xml"):
-        if name in names:
-            yield name, xml_to_text(read(name))
-    if "meta.xml" in names:
-        meta = read("meta.xml")
+        if name in names and xml_may_contain_marking(xml := read(name)):
+            yield name, xml_to_text(xml)
+    if "meta.xml" in names and xml_may_contain_marking(meta := read("meta.xml")):
         yield "meta.xml", xml_to_text(meta) + "\n" + named_properties_to_text(meta, "user-defined")

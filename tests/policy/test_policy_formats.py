@@ -200,3 +200,8 @@ def test_docx_custom_property_metadata(name: str, value: str, marked: bool) -> N
 def test_subject_evasions_and_bracket_tags(subject: str, marked: bool) -> None:
     decision = decide(message(subject=subject))
     assert (decision.verdict == "reject") is marked, decision.findings
+
+
+def test_html_character_reference_stamp_is_found() -> None:
+    decision = decide(message(html="<table><tr><td>S&#7889;: 5</td><td>M&#7852;T</td></tr></table>"))
+    assert decision.verdict == "reject"

@@ -116,3 +116,23 @@ def test_evidence_is_short_and_keeps_diacritics() -> None:
     hit = MATCHER.find(line)[0]
     assert "TỐI MẬT" in hit.evidence
     assert len(hit.evidence) < 120
+
+
+@pytest.mark.parametrize(("text", "level"), POSITIVES)
+def test_fast_path_prefilter_never_drops_a_positive(text: str, level: str) -> None:
+    from qnprov.policy.markings import may_contain_marking, xml_may_contain_marking
+
+    forms: tuple[Literal["NFC", "NFD", "NFKD"], ...] = ("NFC", "NFD", "NFKD")
+    for form in forms:
+        variant = unicodedata.normalize(form, text)
+        assert may_contain_marking(variant), (form, text)
+        assert xml_may_contain_marking(variant.encode()), (form, text)
+    assert may_contain_marking(text.encode("utf-8").decode("utf-8"))
+
+
+def test_prefilter_sees_windows_1258_and_character_references() -> None:
+    from qnprov.policy.markings import may_contain_marking, xml_may_contain_marking
+
+    assert may_contain_marking(b"M\xc2\xf2T".decode("windows-1258"))
+    assert may_contain_marking("M&#7852;T") and xml_may_contain_marking(b"M&#x1EAC;T")
+    assert not may_contain_marking("Kính gửi các đơn vị, đề nghị báo cáo đúng hạn.")
