@@ -165,3 +165,33 @@ class ImapClient(LineChannel):
             untagged.append(line)
             if len(untagged) > 200:
                 raise ProbeError("IMAP reply with too many lines")
+
+
+#: How long to wait for a reply that must NOT come (bare-LF end of data).
+SILENCE_WINDOW = 3.0
+
+
+def bare_lf_end_of_data(host: str, port: int, *, helo: str, recipient: str) -> Reply | None:
+    """Send ``<LF>.<LF>`` inside DATA and return the server's reply to it, or None if silent.
+
+    A server vulnerable to SMTP smuggling ends the message at the bare-LF dot and answers
+    (250); a protected one waits for the real ``<CR><LF>.<CR><LF>`` (silence) or rejects
+    the bare LF (5xx). The connection is then dropped inside DATA, so nothing is queued.
+    """
+    with smtp_session(host, port) as (client, _):
+        client.ehlo(helo)
+        client.command("MAIL FROM:<>")
+        rcpt = client.command(f"RCPT TO:<{recipient}>")
+        if rcpt.code != 250:
+            raise ProbeError(f"probe recipient refused ({rcpt.text!r}); smuggling probe needs an accepted recipient")
+        if client.command("DATA").code != 354:
+            raise ProbeError("DATA refused; smuggling probe inconclusive")
+        client.send(b"Subject: qnprov smuggling probe\r\n\r\nprobe\n.\nNOOP\r\n")
+        client.sock.settimeout(SILENCE_WINDOW)
+        try:
+            reply: Reply | None = client.reply()
+        except (TimeoutError, ConnectionError):
+            reply = None  # silent, or it hung up on the bare LF: not smuggled
+        with contextlib.suppress(OSError):
+            client.sock.close()
+    return reply

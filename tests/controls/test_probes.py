@@ -86,3 +86,23 @@ def test_legacy_probe_is_refused_by_a_tls12_only_server(cert_files: tuple[Path, 
     with s_server(cert_files, "-tls1_2") as port:
         assert _handshake(port, ssl.TLSVersion.TLSv1_1) is None
         assert _handshake(port, ssl.TLSVersion.TLSv1) is None
+
+
+def test_smuggling_probe_runs_the_dialogue_and_sees_a_protected_server() -> None:
+    """Postfix 3.7.11's smtp-sink only ends DATA at ``<CR><LF>.<CR><LF>``: the probe must get
+    through EHLO/MAIL/RCPT/DATA and then report silence (not smuggled), without queuing mail."""
+    port = _free_port()
+    sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", f"127.0.0.1:{port}", "5"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.1)
+        reply = probes.bare_lf_end_of_data("127.0.0.1", port, helo="qnprov-verify.example.net",
+                                           recipient="postmaster@quangninh.test")
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+    assert reply is None, f"a protected server was reported as answering the bare-LF dot: {reply}"

@@ -25,8 +25,6 @@ PROBE_HELO = "qnprov-verify.example.net"
 #: A credential that can never be valid; it is refused before it is even checked.
 BOGUS_AUTH = base64.b64encode(b"\0qnprov-verify-probe\0not-a-password").decode()
 SOFTWARE_NAMES = re.compile(r"postfix|debian|ubuntu|sendmail|exim", re.IGNORECASE)
-#: How long to wait for a reply that must NOT come (bare-LF end of data).
-SILENCE_WINDOW = 3.0
 MAX_CONNECTION_PROBES = 51
 
 
@@ -126,25 +124,7 @@ def test_banner_hides_software_on_the_wire(target: VerifyTarget, outside_source:
 def test_bare_lf_end_of_data_not_honoured(target: VerifyTarget, outside_source: str) -> None:
     """Send ``<LF>.<LF>`` inside DATA: a vulnerable server ends the message there."""
     endpoint = target.endpoint("smtp")
-    with probes.smtp_session(endpoint.host, endpoint.port) as (client, _):
-        client.ehlo(PROBE_HELO)
-        client.command("MAIL FROM:<>")
-        rcpt = client.command(f"RCPT TO:<{_recipient(target)}>")
-        if rcpt.code != 250:
-            raise ProbeError(f"probe recipient refused ({rcpt.text!r}); smuggling probe needs an accepted recipient")
-        if client.command("DATA").code != 354:
-            raise ProbeError("DATA refused; smuggling probe inconclusive")
-        client.send(b"Subject: qnprov smuggling probe\r\n\r\nprobe\n.\nNOOP\r\n")
-        client.sock.settimeout(SILENCE_WINDOW)
-        try:
-            reply = client.reply()
-        except TimeoutError:
-            reply = None
-        except ConnectionError:
-            reply = None  # server dropped us on the bare LF: also not smuggled
-        # Closing without the real end-of-data aborts the transaction: nothing is queued.
-        with contextlib.suppress(OSError):
-            client.sock.close()
+    reply = probes.bare_lf_end_of_data(endpoint.host, endpoint.port, helo=PROBE_HELO, recipient=_recipient(target))
     assert reply is None or reply.code >= 500, (
         f"server ended DATA at a bare <LF>.<LF> (answered {reply.text!r}): SMTP smuggling possible"
     )
