@@ -20,6 +20,7 @@ from qnprov.policy.bundle import PolicyData, enabled_rules, load_policy
 from qnprov.policy.detectors import DETECTORS, Context
 from qnprov.policy.domains import domain_of
 from qnprov.policy.extract import Extraction, Problem, extract, split_entity
+from qnprov.policy.markings import MarkingMatcher
 from qnprov.policy.models import ACTION_STRENGTH, Rule
 from qnprov.policy.signatures import SignatureResult, SignatureVerifier, load_anchors
 
@@ -122,6 +123,8 @@ class PolicyEngine:
         self.version: str = policy.version
         self.local_domains: frozenset[str] = policy.local_domains
         self._rules = enabled_rules(policy)
+        # Compiled marking matchers, shared by every evaluation (keyed by declassified_is_marking).
+        self._matchers: dict[bool, MarkingMatcher] = {}
 
     @classmethod
     def load(cls, bundle_path: Path | None = None, overrides_path: Path | None = None) -> PolicyEngine:
@@ -154,7 +157,7 @@ class PolicyEngine:
         else:
             extraction = extract(entity, limits)
         ctx = Context(self.policy, entity.headers, envelope.mail_from.strip().strip("<>"), envelope.rcpts, direction,
-                      envelope.authenticated_user, extraction)
+                      envelope.authenticated_user, extraction, matchers=self._matchers)
         if extraction.signed:
             ctx.signatures = self._verify_signatures(extraction, started)
         findings: list[Finding] = []

@@ -57,11 +57,16 @@ def xml_may_contain_marking(data: bytes) -> bool:
             or data[:2] in (b"\xff\xfe", b"\xfe\xff"))
 
 
+_HAS_LOOKALIKE = re.compile("[" + "".join(re.escape(chr(code)) for code in _LOOKALIKES) + "]")
+
+
 def normalise_text(text: str) -> str:
     """NFC, look-alike letters repaired, invisible characters removed."""
     text = _INVISIBLE.sub("", text)
     if not text.isascii():
-        text = unicodedata.normalize("NFC", text.translate(_LOOKALIKES))
+        if _HAS_LOOKALIKE.search(text):  # translate() is slow on long text; most has none
+            text = text.translate(_LOOKALIKES)
+        text = unicodedata.normalize("NFC", text)
     return text
 
 
@@ -116,16 +121,23 @@ class MarkingMatcher:
             for match in self._bracket_tag.finditer(line):
                 level = _SPACES.sub(" ", match.group(1)).capitalize()
                 hits.append(MarkingHit(level, "tag", _excerpt(line, match.start(), match.end())))
-            joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
-            for segment in _SEGMENT_SPLIT.split(joined):
-                if not segment or not _QUICK.search(segment):
-                    continue
-                candidate = _SPACES.sub(" ", segment.strip(_STRIP))
-                level_name = self._stamps.get(candidate)
-                if level_name is not None:
-                    hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
+            if "M\u1eacT" in line:  # stamps are upper case: without "MẬT" there is no stamp segment
+                hits.extend(self._stamps_in(line))
             if len(hits) >= limit:
                 break
+        return hits
+
+
+    def _stamps_in(self, line: str) -> list[MarkingHit]:
+        hits = []
+        joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
+        for segment in _SEGMENT_SPLIT.split(joined):
+            if not segment or "M\u1eacT" not in segment:
+                continue
+            candidate = _SPACES.sub(" ", segment.strip(_STRIP))
+            level_name = self._stamps.get(candidate)
+            if level_name is not None:
+                hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
         return hits
 
 
