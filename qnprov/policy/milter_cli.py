@@ -71,6 +71,9 @@ def milter_command(
         list[str] | None,
         typer.Option("--reinject-daemon", help="{daemon_name} of the re-injection listener (repeatable)"),
     ] = None,
+    check_config: Annotated[
+        bool, typer.Option("--check-config", help="Only load and validate bundle, overrides and agency map; exit")
+    ] = False,
 ) -> None:
     """Run the policy milter (SIGHUP reloads the bundle; SIGTERM stops)."""
     from qnprov.errors import ConfigError
@@ -95,6 +98,16 @@ def milter_command(
         reinject_daemons=parse_reinject_daemons(reinject_daemon or ["reinject"]),
         socket_umask=umask,
     )
+    if check_config:
+        from qnprov.policy.audit import StaticAgencyMap
+        from qnprov.policy.milter import load_engine
+
+        engine = load_engine(bundle, overrides)
+        if agency_map:
+            StaticAgencyMap.from_file(agency_map)
+        out.print(f"ok: policy {engine.version}, {len(engine.rules)} rules, local domains "
+                  f"{', '.join(sorted(engine.local_domains))}")
+        return
     raise typer.Exit(run_milter(settings))
 
 
