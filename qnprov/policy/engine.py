@@ -207,8 +207,8 @@ class PolicyEngine:
         number = f" {decision.number}" if decision.number else ""
         location = first.location if len(first.location) <= 80 else "..." + first.location[-77:]
         text = (
-            f"Tu choi theo khoan {rule.clause} Quyet dinh{number} cua UBND tinh Quang Ninh: {rule.vi} "
-            f"/ Refused under clause {rule.clause} of the Quang Ninh e-mail decision: {rule.en} "
+            f"Thu bi tu choi theo khoan {rule.clause} Quyet dinh{number} cua UBND tinh Quang Ninh: {rule.vi} "
+            f"/ Rejected under clause {rule.clause} of the Quang Ninh e-mail decision: {rule.en} "
             f"[{rule.id}; {location}; {self.version}]"
         )
         return ("550", "5.7.1", smtp_safe(text))

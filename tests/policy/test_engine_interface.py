@@ -41,5 +41,5 @@ def test_marked_subject_is_rejected_with_bilingual_ascii_reply() -> None:
     code, status, text = decision.reply
     assert (code, status) == ("550", "5.7.1")
     assert text.isascii()
-    assert "1.3(1)" in text and "Tu choi theo khoan" in text and "Refused under clause" in text
+    assert "1.3(1)" in text and "Thu bi tu choi theo khoan" in text and "Rejected under clause" in text
     assert len(text) <= 490 and "%" not in text and "\n" not in text
