@@ -8,7 +8,7 @@ inspection deadline.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qnprov.policy.markings import normalise_text
 
@@ -19,8 +19,24 @@ if TYPE_CHECKING:
 _BYTE_RANGE = re.compile(rb"/ByteRange\s{0,8}\[\s{0,8}" + rb"\s{1,8}".join([rb"(\d{1,12})"] * 4) + rb"\s{0,8}\]")
 
 
-def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> None:
+_quietened = False
+
+
+def _pymupdf() -> Any:
+    """PyMuPDF, imported on first use, with MuPDF's own stderr chatter about damaged files off:
+    the damage is reported as a finding, and hostile senders must not be able to flood logs."""
+    global _quietened
     import pymupdf
+
+    if not _quietened:
+        pymupdf.TOOLS.mupdf_display_errors(False)
+        pymupdf.TOOLS.mupdf_display_warnings(False)
+        _quietened = True
+    return pymupdf
+
+
+def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> None:
+    pymupdf = _pymupdf()
 
     from qnprov.policy.extract import Problem, Segment, SignedObject
 

@@ -240,3 +240,46 @@ def test_file_count_across_nested_archives_is_capped() -> None:
     decision = bounded(message(attachments=[("nested.zip", "application/zip", outer)]))
     assert decision.verdict == "quarantine"
     assert any("files in archives" in evidence for evidence in uninspectable(decision))
+
+
+def test_whole_hostile_corpus_peak_rss_is_bounded(tmp_path: object) -> None:
+    """tracemalloc misses C allocations (PyMuPDF, zlib); measure the process's real peak RSS."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    corpus = {
+        "bomb": message(attachments=[("b.zip", "application/zip", zip_bomb(1024))]),
+        "deep": message(attachments=[("d.zip", "application/zip", nested_zip("a.docx", docx(textbox="MẬT"), 20))]),
+        "parts": _many_parts(10_000),
+        "enc-zip": message(attachments=[("e.zip", "application/zip", encrypted_zip("a", b"x"))]),
+        "enc-pdf": message(attachments=[("e.pdf", "application/pdf", pdf(["MẬT"], encrypt=True))]),
+        "pdf": message(attachments=[("p.pdf", "application/pdf", pdf(["TỐI MẬT"] * 40))]),
+    }
+    for name, raw in corpus.items():
+        (tmp_path / f"{name}.eml").write_bytes(raw)
+    # VmHWM is this process's own peak RSS (ru_maxrss would include the forking parent's).
+    child = (
+        "import json, sys, pathlib\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1])\n"
+        "from qnprov.policy.engine import Envelope, PolicyEngine\n"
+        "import pymupdf\n"
+        "engine = PolicyEngine.load()\n"
+        "base = hwm()\n"
+        "envelope = Envelope('a@gmail.com', ('vanthu@quangninh.gov.vn',))\n"
+        "verdicts = {p.stem: engine.evaluate(p.read_bytes(), envelope).verdict\n"
+        "            for p in sorted(pathlib.Path(sys.argv[1]).glob('*.eml'))}\n"
+        "print(json.dumps({'verdicts': verdicts, 'base_kib': base, 'peak_kib': hwm()}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, check=True)
+    report = json.loads(result.stdout)
+    assert report["verdicts"] == {"bomb": "quarantine", "deep": "quarantine", "enc-pdf": "quarantine",
+                                  "enc-zip": "quarantine", "parts": "quarantine", "pdf": "reject"}
+    # Inputs total a few MiB; the peak grows by about 5 MiB (measured), nowhere near the 1 GiB bomb.
+    assert report["peak_kib"] - report["base_kib"] < 64 * 1024, report
