@@ -99,7 +99,9 @@ class MarkingMatcher:
         # "[Mật]" / "[Tối mật]": a bracketed level name is a marking in any letter case.
         self._bracket_tag = re.compile(rf"\[\s{{0,8}}({values})\s{{0,8}}\]", re.IGNORECASE)
         self._metadata = re.compile(
-            rf"(?<!\w)(?:{labels})\s{{0,16}}[:：=|\t-]?\s{{0,16}}(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))",
+            rf"(?<!\w)(?:{labels})\s{{0,16}}[:：=|\t-]?\s{{0,16}}(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))"
+            # "Các độ mật: Tuyệt mật, Tối mật và Mật" lists the levels (a legal text); it is no marking.
+            rf"(?!\s{{0,4}}(?:[,;/]|và(?!\w)|hoặc(?!\w)|or(?!\w)|and(?!\w))\s{{0,4}}(?:{values}|[{''.join(letters)}](?!\w)))",
             re.IGNORECASE,
         )
 
@@ -129,6 +131,8 @@ class MarkingMatcher:
 
 
     def _stamps_in(self, line: str) -> list[MarkingHit]:
+        """Stamp segments of one line; a line listing several levels is an enumeration
+        ("TUYỆT MẬT, TỐI MẬT, MẬT" on a training slide), not a stamp."""
         hits = []
         joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
         for segment in _SEGMENT_SPLIT.split(joined):
@@ -138,6 +142,8 @@ class MarkingMatcher:
             level_name = self._stamps.get(candidate)
             if level_name is not None:
                 hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
+        if len({hit.level for hit in hits}) > 1:
+            return []
         return hits
 
 

@@ -34,6 +34,9 @@ POSITIVES = [
     ("MẬT - KHẨN", "Mật"),
     ("TỐI\u00a0MẬT", "Tối mật"),  # no-break space
     ("MẬ\u200bT", "Mật"),  # zero-width space inside the stamp
+    ("Độ mật: Mật. Độ khẩn: Khẩn", "Mật"),
+    ("Độ mật: Tối mật; Số trang: 3", "Tối mật"),
+    ("MẬT\tMẬT", "Mật"),  # the same stamp twice is still a stamp
 ]
 
 NEGATIVES = [
@@ -70,6 +73,12 @@ NEGATIVES = [
     "Tiền mặt, tôi mất, mắt, mát",
     "A B C",
     "Phụ lục A",
+    # Legal and training texts that list the levels are not marked documents.
+    "Các độ mật: Tuyệt mật, Tối mật và Mật.",
+    "Độ mật: Tuyệt mật, Tối mật, Mật",
+    "Độ mật: A, B hoặc C",
+    "TUYỆT MẬT, TỐI MẬT, MẬT",
+    "Ba mức: TUYỆT MẬT / TỐI MẬT / MẬT",
 ]
 
 
