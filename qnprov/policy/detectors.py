@@ -96,6 +96,19 @@ def signed_document(ctx: Context, rule: Rule) -> list[RawFinding]:
     return [(result.location, result.describe()) for result in ctx.signatures]
 
 
+#: Headers only this system may write; arriving from outside they are forgeries.
+POLICY_HEADERS = ("X-QN-Policy", "X-QN-Signature")
+
+
+def policy_header_present(ctx: Context, rule: Rule) -> list[RawFinding]:
+    """A sender cannot be allowed to pre-fill "X-QN-Signature: valid" for a reader to trust."""
+    present = [name for name in POLICY_HEADERS if ctx.message.get(name) is not None]
+    if not present:
+        return []
+    return [("header:" + name.lower(), f"{name} already present on arrival: "
+             f"{_short(decode_header_value(ctx.message.get(name)), 80)}") for name in present]
+
+
 def signed_document_invalid(ctx: Context, rule: Rule) -> list[RawFinding]:
     return [
         (result.location, result.describe())
@@ -204,6 +217,7 @@ DETECTORS: dict[str, Detector] = {
     "official_identity_off_system": official_identity_off_system,
     "signed_document": signed_document,
     "signed_document_invalid": signed_document_invalid,
+    "policy_header_present": policy_header_present,
     "classified_marking": classified_marking,
     "classified_uninspectable": classified_uninspectable,
     "classified_no_text_layer": classified_no_text_layer,

@@ -140,8 +140,9 @@ class PolicyEngine:
 
     def evaluate(self, message: bytes, envelope: Envelope) -> Decision:
         """Decide on one message. Never raises on hostile content."""
-        direction = derive_direction(envelope, self.local_domains)
+        direction: Direction = "inbound"
         try:
+            direction = derive_direction(envelope, self.local_domains)
             return self._evaluate(message, envelope, direction)
         except Exception as exc:  # a bug must not become silent acceptance
             log.exception("policy engine failed on queue id %s", envelope.queue_id)

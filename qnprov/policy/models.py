@@ -132,6 +132,7 @@ DETECTOR_PARAMS: dict[str, type[_Strict]] = {
     "official_identity_off_system": NoParams,
     "signed_document": NoParams,
     "signed_document_invalid": NoParams,
+    "policy_header_present": NoParams,
     "classified_marking": ClassifiedMarkingParams,
     "classified_uninspectable": NoParams,
     "classified_no_text_layer": NoParams,

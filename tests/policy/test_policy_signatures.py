@@ -148,3 +148,14 @@ def test_signature_count_per_message_is_capped(engine: PolicyEngine, signer: Ide
     headers = signature_headers(decision)
     assert len(headers) == 12
     assert sum("too-many-signatures" in header for header in headers) == 2
+
+
+def test_forged_signature_header_from_outside_is_flagged(engine: PolicyEngine) -> None:
+    raw = message(sender="attacker@example.org",
+                  extra_headers={"X-QN-Signature": 'valid; signer="Chủ tịch UBND"; ca="RootCA"'})
+    decision = engine.evaluate(raw, Envelope("attacker@example.org", ("vanthu@quangninh.gov.vn",)))
+    assert decision.verdict == "tag"
+    [finding] = decision.findings
+    assert (finding.rule, finding.clause, finding.location) == ("forged-policy-header", "1.2",
+                                                                 "header:x-qn-signature")
+    assert "Chủ tịch UBND" in finding.evidence
