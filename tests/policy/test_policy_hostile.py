@@ -283,3 +283,29 @@ def test_whole_hostile_corpus_peak_rss_is_bounded(tmp_path: object) -> None:
                                   "enc-zip": "quarantine", "parts": "quarantine", "pdf": "reject"}
     # Inputs total a few MiB; the peak grows by about 5 MiB (measured), nowhere near the 1 GiB bomb.
     assert report["peak_kib"] - report["base_kib"] < 64 * 1024, report
+
+
+@pytest.mark.parametrize("levels", [20, 3000])
+def test_deeply_nested_multiparts_are_held(levels: int) -> None:
+    head = b"From: a@gmail.com\r\nTo: vanthu@quangninh.gov.vn\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+    body = b"Content-Type: text/plain\r\n\r\nTUYET MAT\r\n"
+    for level in range(levels):
+        boundary = b"b%d" % level
+        body = (b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n--" + boundary + b"\r\n" + body
+                + b"\r\n--" + boundary + b"--\r\n")
+    decision = bounded(head + body)
+    assert decision.verdict == "quarantine"
+    assert any("nesting deeper" in evidence for evidence in uninspectable(decision))
+
+
+def test_pdf_over_the_page_limit_is_held() -> None:
+    import pymupdf
+
+    document = pymupdf.open()
+    for _ in range(600):
+        document.new_page()
+    data = bytes(document.tobytes())
+    document.close()
+    decision = bounded(message(attachments=[("big.pdf", "application/pdf", data)]))
+    assert decision.verdict == "quarantine"
+    assert uninspectable(decision) == ["cannot be inspected: PDF has 600 pages (limit 500)"]
