@@ -35,6 +35,15 @@ class HoldingCtx(MilterTestCtx):
         self.held: str | None = None
         self.added: list[tuple[str, str]] = []
 
+    def _negotiate(self) -> int:
+        # TestCtx does not understand NOREPLY; ask for replies to every callback,
+        # as an MTA without SMFIP_NR_* support would.
+        rc = super()._negotiate()
+        no_reply_bits = Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT | \
+            Milter.P_NR_DATA | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
+        self._priv._protocol &= ~no_reply_bits
+        return rc
+
     def quarantine(self, reason: str) -> None:
         self.held = reason
 
@@ -178,7 +187,7 @@ def test_engine_failure_uses_configured_failure_mode(tmp_path: Path) -> None:
 
 def test_process_pool_timeout_kills_worker_and_pool_recovers(tmp_path: Path) -> None:
     overrides = corpus.write_overrides(tmp_path)
-    pool = ProcessPoolEvaluator(2, None, overrides, timeout=0.3)
+    pool = ProcessPoolEvaluator(2, None, overrides, timeout=0.005)
     try:
         envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
         with pytest.raises(EvaluationError, match="exceeded"):
