@@ -35,12 +35,23 @@ def _fail(error: QnprovError) -> typer.Exit:
 
 
 @policy_app.command("show")
-def show(bundle: BundleOption = None, overrides: OverridesOption = None) -> None:
-    """Print the decision's identity and its rules as a table."""
+def show(
+    bundle: BundleOption = None,
+    overrides: OverridesOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the merged bundle as JSON.")] = False,
+) -> None:
+    """Print the decision's identity and its rules as a table (or the merged bundle as JSON)."""
     try:
         policy = load_policy(bundle, overrides)
     except QnprovError as exc:
         raise _fail(exc) from exc
+    if as_json:
+        # The same merged data the engine runs on, for reports and the verification suite.
+        document = policy.bundle.model_dump(mode="json")
+        document["data_versions"] = {"markings": policy.markings.version}
+        document["effective_date_computed"] = str(policy.bundle.decision.computed_effective_date or "") or None
+        sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+        return
     decision = policy.bundle.decision
     console = Console()
     unknown = ", ".join(decision.unknown_fields) or "none"

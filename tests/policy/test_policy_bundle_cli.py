@@ -173,3 +173,16 @@ def test_tls_map_command(tmp_path: Path) -> None:
     result = RUNNER.invoke(policy_app, ["tls-map", "--overrides", str(overrides), "-o", str(output)])
     assert result.exit_code == 0
     assert "hd.quangninh.gov.vn\tsecure" in output.read_text(encoding="utf-8")
+
+
+def test_show_json_is_the_merged_bundle(tmp_path: Path) -> None:
+    overrides = tmp_path / "o.yml"
+    overrides.write_text("rules:\n  service-registration: {action: reject}\n", encoding="utf-8")
+    result = RUNNER.invoke(policy_app, ["show", "--json", "--overrides", str(overrides)])
+    assert result.exit_code == 0
+    document = json.loads(result.output)
+    assert document["version"] == "qn-email-2014.r1"
+    assert document["decision"]["supersedes"]["number"] == "1372/2008/QĐ-UBND"
+    actions = {rule["id"]: rule["action"] for rule in document["rules"]}
+    assert actions["service-registration"] == "reject"
+    assert document["effective_date_computed"] is None
