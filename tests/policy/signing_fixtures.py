@@ -127,3 +127,19 @@ def signed_pdf(signer: Identity, visible_text: str = "QUYẾT ĐỊNH") -> bytes
     hex_cms = cms.hex().encode().ljust(reserved, b"0")
     pdf[contents_start + 1:contents_end - 1] = hex_cms
     return bytes(pdf)
+
+
+def opaque_signed(signer: Identity, inner_mime: bytes) -> bytes:
+    """application/pkcs7-mime; smime-type=signed-data: the content travels inside the CMS."""
+    import base64
+
+    der = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(inner_mime)
+        .add_signer(signer.cert, signer.key, hashes.SHA256())
+        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    )
+    body = base64.encodebytes(der).replace(b"\n", b"\r\n")
+    return (b"From: vanthu@quangninh.gov.vn\r\nTo: chuyenvien@quangninh.gov.vn\r\nSubject: opaque\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n"
+            b"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=smime.p7m\r\n\r\n" + body)

@@ -159,3 +159,28 @@ def test_forged_signature_header_from_outside_is_flagged(engine: PolicyEngine) -
     assert (finding.rule, finding.clause, finding.location) == ("forged-policy-header", "1.2",
                                                                  "header:x-qn-signature")
     assert "Chủ tịch UBND" in finding.evidence
+
+
+def test_opaque_signed_smime_is_verified_and_its_content_inspected(engine: PolicyEngine, signer: Identity) -> None:
+    from signing_fixtures import opaque_signed
+
+    clean = b"Content-Type: text/plain; charset=utf-8\r\n\r\nN\xe1\xbb\x99i dung\r\n"
+    decision = engine.evaluate(opaque_signed(signer, clean), ENVELOPE)
+    assert decision.verdict == "accept", decision.findings
+    assert signature_headers(decision)[0].startswith("valid; ")
+
+    marked = "Content-Type: text/plain; charset=utf-8\r\n\r\nTỐI MẬT\r\n".encode()
+    decision = engine.evaluate(opaque_signed(signer, marked), ENVELOPE)
+    assert decision.verdict == "reject"
+    assert [f.location for f in decision.findings if f.rule == "classified-marking"] == [
+        "attachment:smime.p7m/body"]
+
+
+def test_encrypted_smime_is_held_as_uninspectable(engine: PolicyEngine) -> None:
+    raw = (b"From: a@gmail.com\r\nTo: vanthu@quangninh.gov.vn\r\nSubject: enc\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nMIIBAAYJKoZIhvcNAQcDoIIB8TCCAe0CAQA=\r\n")
+    decision = engine.evaluate(raw, Envelope("a@gmail.com", ("vanthu@quangninh.gov.vn",)))
+    assert decision.verdict == "quarantine"
+    assert [f.evidence for f in decision.findings] == [
+        "cannot be inspected: S/MIME enveloped-data is encrypted"]
