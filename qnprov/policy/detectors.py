@@ -20,6 +20,7 @@ from qnprov.policy.models import (
     ClassifiedMarkingParams,
     Direction,
     FreemailAutoforwardParams,
+    OffSystemParams,
     Rule,
     ServiceRegistrationParams,
 )
@@ -78,6 +79,8 @@ def sender_login_match(ctx: Context, rule: Rule) -> list[RawFinding]:
 
 
 def official_identity_off_system(ctx: Context, rule: Rule) -> list[RawFinding]:
+    params = rule.typed_params()
+    assert isinstance(params, OffSystemParams)
     _, from_address = parseaddr(decode_header_value(ctx.message.get("From")))
     from_domain = domain_of(from_address)
     province = ctx.policy.province_domains
@@ -86,7 +89,23 @@ def official_identity_off_system(ctx: Context, rule: Rule) -> list[RawFinding]:
     envelope_domain = domain_of(ctx.mail_from)
     if envelope_domain and match_domain(envelope_domain, province) is not None:
         return []
+    if envelope_domain and match_domain(envelope_domain, frozenset(params.exempt_envelope_domains)):
+        return []
     return [("header:from", f"From {from_address} sent via {ctx.mail_from or '<>'}, outside the official system")]
+
+
+def province_route_unenforced(ctx: Context, rule: Rule) -> list[RawFinding]:
+    """Official mail to another province domain that has no TLS policy entry could leave the
+    official system in plaintext or reach a look-alike server: record it so the map gets fixed."""
+    covered = {host.domain for host in ctx.policy.province_hosts}
+    findings: list[RawFinding] = []
+    for rcpt in ctx.rcpts:
+        domain = domain_of(rcpt)
+        if not domain or domain in ctx.policy.local_domains:
+            continue
+        if match_domain(domain, ctx.policy.province_domains) and not match_domain(domain, frozenset(covered)):
+            findings.append(("envelope:rcpt", f"{rcpt}: province domain {domain} has no TLS policy entry"))
+    return findings
 
 
 # -- 1.2 -------------------------------------------------------------------------------
@@ -215,6 +234,7 @@ DETECTORS: dict[str, Detector] = {
     "sender_authentication": sender_authentication,
     "sender_login_match": sender_login_match,
     "official_identity_off_system": official_identity_off_system,
+    "province_route_unenforced": province_route_unenforced,
     "signed_document": signed_document,
     "signed_document_invalid": signed_document_invalid,
     "policy_header_present": policy_header_present,

@@ -112,6 +112,11 @@ class NoParams(_Strict):
     pass
 
 
+class OffSystemParams(_Strict):
+    #: Envelope-sender domains allowed to carry province From addresses (mailing-list hosts).
+    exempt_envelope_domains: list[str] = Field(default_factory=list)
+
+
 class ClassifiedMarkingParams(_Strict):
     #: Treat "GIẢI MẬT" (declassified) as a marking too.
     declassified_is_marking: bool = False
@@ -129,7 +134,8 @@ class ServiceRegistrationParams(_Strict):
 DETECTOR_PARAMS: dict[str, type[_Strict]] = {
     "sender_authentication": NoParams,
     "sender_login_match": NoParams,
-    "official_identity_off_system": NoParams,
+    "official_identity_off_system": OffSystemParams,
+    "province_route_unenforced": NoParams,
     "signed_document": NoParams,
     "signed_document_invalid": NoParams,
     "policy_header_present": NoParams,

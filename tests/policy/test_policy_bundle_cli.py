@@ -60,7 +60,7 @@ def _write_bundle(tmp_path: Path, mutate: dict[str, object]) -> Path:
 def test_lint_accepts_packaged_bundle() -> None:
     result = RUNNER.invoke(policy_app, ["lint", str(packaged_bundle_path())])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: bundle qn-email-2014.r1, 12 rules")
+    assert result.output.startswith("ok: bundle qn-email-2014.r1, 13 rules")
 
 
 @pytest.mark.parametrize(("mutate", "message_part"), [

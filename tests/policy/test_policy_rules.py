@@ -201,3 +201,32 @@ def test_reinjected_sieve_redirect_with_outside_sender_is_rejected() -> None:
     assert decision.direction == "inbound"
     assert decision.verdict == "reject"
     assert [f.rule for f in decision.findings] == ["freemail-autoforward"]
+
+
+def test_province_domain_without_tls_entry_is_logged(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    overrides = tmp_path / "o.yml"
+    overrides.write_text(
+        "province_domains: [hd.quangninh.gov.vn, cp.quangninh.gov.vn]\n"
+        "province_hosts:\n  - {domain: hd.quangninh.gov.vn}\n", encoding="utf-8")
+    engine = PolicyEngine.load(overrides_path=overrides)
+    envelope = Envelope(OFFICIAL, ("a@hd.quangninh.gov.vn", "b@cp.quangninh.gov.vn"), authenticated_user=OFFICIAL)
+    decision = engine.evaluate(message(), envelope)
+    assert decision.verdict == "accept"
+    expected = "b@cp.quangninh.gov.vn: province domain cp.quangninh.gov.vn has no TLS policy entry"
+    assert [(f.rule, f.evidence) for f in decision.findings] == [("province-route-unenforced", expected)]
+
+
+def test_mailing_list_hosts_can_be_exempted_from_off_system(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    overrides = tmp_path / "o.yml"
+    overrides.write_text("rules:\n  official-identity-off-system:\n    params:\n"
+                         "      exempt_envelope_domains: [lists.example.org]\n", encoding="utf-8")
+    engine = PolicyEngine.load(overrides_path=overrides)
+    raw = message(sender="Sở Nội vụ <sonoivu@quangninh.gov.vn>")
+    assert engine.evaluate(raw, Envelope("bounce@lists.example.org", (COLLEAGUE,))).findings == ()
+    assert engine.evaluate(raw, Envelope("x@gmail.com", (COLLEAGUE,))).verdict == "tag"
