@@ -106,19 +106,61 @@ _CAPS_ON = re.compile(rb"<w:(?:caps|smallCaps)(?:\s+w:val=\"(?:1|true|on)\")?\s*
 _RUN_TEXT = re.compile(rb"(<w:t\b[^<>]*>)([^<]*)(</w:t>)")
 
 
-def _apply_caps(xml: bytes) -> bytes:
-    """Runs formatted with <w:caps/> display upper case: a stamp typed "mật" prints "MẬT"."""
-    if b"<w:caps" not in xml and b"<w:smallCaps" not in xml:
+_STYLE_ID = re.compile(rb'w:styleId="([^"<>]{1,200})"')
+_STYLE_REF = re.compile(rb'<w:(?:pStyle|rStyle)\s+w:val="([^"<>]{1,200})"')
+
+
+def caps_styles(styles_xml: bytes) -> frozenset[bytes]:
+    """Ids of styles that render their text in capitals (inheritance via basedOn is not followed)."""
+    if b"<w:caps" not in styles_xml and b"<w:smallCaps" not in styles_xml:
+        return frozenset()
+    found = set()
+    for piece in styles_xml.split(b"</w:style>"):
+        start = piece.rfind(b"<w:style ")
+        if start < 0:
+            continue
+        style_id = _STYLE_ID.search(piece, start)
+        if style_id and _CAPS_ON.search(piece, start):
+            found.add(style_id.group(1))
+    return frozenset(found)
+
+
+def _upper_texts(fragment: bytes) -> bytes:
+    return _RUN_TEXT.sub(
+        lambda t: t.group(1) + t.group(2).decode("utf-8", "replace").upper().encode() + t.group(3), fragment
+    )
+
+
+def _displays_caps(fragment: bytes, start: int, styles: frozenset[bytes]) -> bool:
+    if _CAPS_ON.search(fragment, start):
+        return True
+    if styles:
+        return any(ref.group(1) in styles for ref in _STYLE_REF.finditer(fragment, start))
+    return False
+
+
+def _apply_caps(xml: bytes, styles: frozenset[bytes] = frozenset()) -> bytes:
+    """Text that Word displays in capitals is matched in capitals: a stamp typed "mật" in a
+    run formatted <w:caps/>, or in a paragraph/run whose style has caps, prints "MẬT"."""
+    if b"<w:caps" not in xml and b"<w:smallCaps" not in xml and not styles:
         return xml
+    if styles:
+        paragraphs = xml.split(b"</w:p>")
+        for index, piece in enumerate(paragraphs[:-1]):
+            start = max(piece.rfind(b"<w:p>"), piece.rfind(b"<w:p "))
+            if start < 0:
+                continue
+            properties_end = piece.find(b"</w:pPr>", start)
+            if properties_end >= 0 and any(
+                ref.group(1) in styles for ref in _STYLE_REF.finditer(piece[:properties_end], start)
+            ):
+                paragraphs[index] = piece[:start] + _upper_texts(piece[start:])
+        xml = b"</w:p>".join(paragraphs)
     pieces = xml.split(b"</w:r>")
     for index, piece in enumerate(pieces[:-1]):
         start = max(piece.rfind(b"<w:r>"), piece.rfind(b"<w:r "))
-        if start >= 0 and _CAPS_ON.search(piece, start):
-            run = _RUN_TEXT.sub(
-                lambda t: t.group(1) + t.group(2).decode("utf-8", "replace").upper().encode() + t.group(3),
-                piece[start:],
-            )
-            pieces[index] = piece[:start] + run
+        if start >= 0 and _displays_caps(piece, start, styles):
+            pieces[index] = piece[:start] + _upper_texts(piece[start:])
     return b"</w:r>".join(pieces)
 
 
@@ -153,11 +195,14 @@ def named_properties_to_text(xml: bytes, element: str) -> str:
 def ooxml_segments(archive: object, names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
     """(part name, text) for the parts of a docx/xlsx/pptx that people write text into."""
     ordered = sorted(names)
+    styles: frozenset[bytes] | None = None
     for name in ordered:
         if _WORD_PARTS.match(name):
             xml = read(name)
             if xml_may_contain_marking(xml):
-                yield name, xml_to_text(_apply_caps(xml))
+                if styles is None:
+                    styles = caps_styles(read("word/styles.xml")) if "word/styles.xml" in names else frozenset()
+                yield name, xml_to_text(_apply_caps(xml, styles))
         elif _SLIDE_PARTS.match(name) or _EXCEL_EXTRA.match(name):
             xml = read(name)
             if xml_may_contain_marking(xml):

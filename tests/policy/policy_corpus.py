@@ -342,3 +342,21 @@ def docx_runs(runs: list[tuple[str, bool]]) -> bytes:
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()
+
+
+def docx_caps_style(text: str, *, on_run: bool = False) -> bytes:
+    """A docx whose text is typed in lower case but shown in capitals by a style."""
+    import docx as python_docx
+    from docx.enum.style import WD_STYLE_TYPE
+
+    document = python_docx.Document()
+    kind = WD_STYLE_TYPE.CHARACTER if on_run else WD_STYLE_TYPE.PARAGRAPH
+    style = document.styles.add_style("DauDoMat", kind)
+    style.font.all_caps = True
+    if on_run:
+        document.add_paragraph().add_run(text, style="DauDoMat")
+    else:
+        document.add_paragraph(text, style="DauDoMat")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()

@@ -205,3 +205,13 @@ def test_subject_evasions_and_bracket_tags(subject: str, marked: bool) -> None:
 def test_html_character_reference_stamp_is_found() -> None:
     decision = decide(message(html="<table><tr><td>S&#7889;: 5</td><td>M&#7852;T</td></tr></table>"))
     assert decision.verdict == "reject"
+
+
+@pytest.mark.parametrize(("text", "on_run", "marked"), [
+    ("tối mật", False, True), ("tối mật", True, True), ("đổi mật khẩu", False, False), ("bảo mật", True, False),
+])
+def test_docx_caps_from_a_style(text: str, on_run: bool, marked: bool) -> None:
+    from policy_corpus import docx_caps_style
+
+    decision = decide(attach("cv.docx", docx_caps_style(text, on_run=on_run)))
+    assert (decision.verdict == "reject") is marked, decision.findings
