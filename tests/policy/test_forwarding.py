@@ -115,28 +115,48 @@ def _ldap_cf(server: TestSlapd, path: Path, query: str, result_attribute: str, r
 
 
 @pytest.fixture(scope="module")
-def ldap_postfix() -> Iterator[tuple[PostfixInstance, SmtpSink]]:
+def slapd() -> Iterator[TestSlapd]:
     with running_test_slapd() as server:
         server.ldap_tool("ldapadd", input_text=_ldif(server))
-        domains = freemail_domains()
-        workdir = make_workdir()
-        maps = workdir / "maps"
-        maps.mkdir()
-        forwards = _ldap_cf(server, maps / "forwards.cf", ldap_forward_query(domains), "mail, qnMailForward")
-        info = _ldap_cf(server, maps / "forward_info.cf", ldap_forward_info_query(domains), "mail",
-                        "INFO qnprov 1.3(2): free-mail forward of %s suppressed")
-        sink = SmtpSink(workdir).start()
-        postfix = PostfixInstance(workdir, relay_port=sink.port, extra_main={
-            "virtual_alias_maps": forwards,
-            "smtpd_recipient_restrictions": f"check_recipient_access {info}, permit_mynetworks, reject",
-        })
+        yield server
+
+
+def test_ldap_agency_resolver_reads_qnagencycode(slapd: TestSlapd) -> None:
+    import ldap3
+
+    from qnprov.policy.audit import LdapAgencyResolver
+
+    connection = ldap3.Connection(ldap3.Server(slapd.url), user=slapd.service_dn("postfix"),
+                                  password=slapd.service_passwords["postfix"], auto_bind=True,
+                                  raise_exceptions=True)
+    resolver = LdapAgencyResolver(connection, BASE)
+    assert resolver.agency_of("<Fwd-Gmail@QuangNinh.test>") == "STTTT"
+    assert resolver.agency_of("nobody@quangninh.test") is None
+    assert resolver.agency_of("x*)(qnAgencyCode=*") is None  # filter characters are escaped
+    connection.unbind()
+
+
+@pytest.fixture(scope="module")
+def ldap_postfix(slapd: TestSlapd) -> Iterator[tuple[PostfixInstance, SmtpSink]]:
+    domains = freemail_domains()
+    workdir = make_workdir()
+    maps = workdir / "maps"
+    maps.mkdir()
+    forwards = _ldap_cf(slapd, maps / "forwards.cf", ldap_forward_query(domains), "mail, qnMailForward")
+    info = _ldap_cf(slapd, maps / "forward_info.cf", ldap_forward_info_query(domains), "mail",
+                    "INFO qnprov 1.3(2): free-mail forward of %s suppressed")
+    sink = SmtpSink(workdir).start()
+    postfix = PostfixInstance(workdir, relay_port=sink.port, extra_main={
+        "virtual_alias_maps": forwards,
+        "smtpd_recipient_restrictions": f"check_recipient_access {info}, permit_mynetworks, reject",
+    })
+    try:
         postfix.start()
-        try:
-            yield postfix, sink
-        finally:
-            postfix.stop()
-            sink.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
+        yield postfix, sink
+    finally:
+        postfix.stop()
+        sink.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _deliver(postfix: PostfixInstance, sink: SmtpSink, rcpt: str) -> list[str]:
