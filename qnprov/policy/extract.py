@@ -436,9 +436,15 @@ def _drop_scripts(markup: str) -> str:
         position = end.end()
 
 
+# Text right after a tag styled "text-transform: uppercase" is displayed in capitals.
+_UPPERCASE_STYLED = re.compile(r"(<[a-zA-Z][^<>]*text-transform\s*:\s*uppercase[^<>]*>)([^<]*)", re.IGNORECASE)
+
+
 def html_to_text(markup: str) -> str:
     """Visible text of HTML with line and cell breaks kept (stamps are matched per cell)."""
     markup = _drop_scripts(markup)
+    if "text-transform" in markup:
+        markup = _UPPERCASE_STYLED.sub(lambda m: m.group(1) + html.unescape(m.group(2)).upper(), markup)
     markup = _BLOCK_TAGS.sub("\n", markup)
     markup = _CELL_TAGS.sub("\t", markup)
     return html.unescape(_ANY_TAG.sub("", markup))

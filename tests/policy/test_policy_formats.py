@@ -215,3 +215,9 @@ def test_docx_caps_from_a_style(text: str, on_run: bool, marked: bool) -> None:
 
     decision = decide(attach("cv.docx", docx_caps_style(text, on_run=on_run)))
     assert (decision.verdict == "reject") is marked, decision.findings
+
+
+@pytest.mark.parametrize(("cell", "marked"), [("tối mật", True), ("m&#7853;t", True), ("đổi mật khẩu", False)])
+def test_html_css_uppercase_is_matched_as_displayed(cell: str, marked: bool) -> None:
+    html = f'<table><tr><td>Số: 5/BC</td><td style="color:red; text-transform: uppercase">{cell}</td></tr></table>'
+    assert (decide(message(html=html)).verdict == "reject") is marked
