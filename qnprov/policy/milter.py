@@ -562,8 +562,9 @@ class PolicyMilter(Milter.Base):
 
     def envrcpt(self, to: str, *params: str) -> int:
         rcpt = _address(to)
-        envelope = self._envelope(self.getsymval("{i}"))
-        refused = self.runtime.forward_guard(envelope, self.daemon_name, rcpt)
+        refused = None
+        if self.daemon_name in self.runtime.settings.reinject_daemons:  # only the re-injection path forwards
+            refused = self.runtime.forward_guard(self._envelope(self.getsymval("{i}")), self.daemon_name, rcpt)
         if refused is not None:
             forward_envelope = self._envelope(self.getsymval("{i}"))
             forward_envelope = type(forward_envelope)(
