@@ -308,10 +308,32 @@ def _excel_segments(ordered: list[str], names: set[str], read: ReadMember) -> It
                 yield name, "\n".join(_sheet_lines(xml, shared))
 
 
+_ODF_UPPER_STYLE = re.compile(
+    rb'<style:style\b[^<>]*style:name="([^"<>]{1,200})"[^<>]*>\s{0,64}<style:text-properties\b[^<>]*'
+    rb'fo:text-transform="uppercase"'
+)
+_ODF_STYLED_TEXT = re.compile(rb'(<text:(?:span|p|h)\b[^<>]*text:style-name="([^"<>]{1,200})"[^<>]*>)([^<]*)')
+
+
+def _odf_apply_uppercase(xml: bytes, styles: frozenset[bytes]) -> bytes:
+    """Text directly inside a span/paragraph whose style is fo:text-transform="uppercase"."""
+    if not styles:
+        return xml
+    return _ODF_STYLED_TEXT.sub(
+        lambda m: m.group(1) + (m.group(3).decode("utf-8", "replace").upper().encode()
+                                if m.group(2) in styles else m.group(3)),
+        xml,
+    )
+
+
 def odf_segments(names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
     """content.xml (body, tables, frames), styles.xml (page headers/footers), meta.xml fields."""
-    for name in ("content.xml", "styles.xml"):
-        if name in names and xml_may_contain_marking(xml := read(name)):
-            yield name, xml_to_text(xml)
+    parts = {name: read(name) for name in ("content.xml", "styles.xml") if name in names}
+    upper_styles = frozenset(
+        match.group(1) for xml in parts.values() if b"uppercase" in xml for match in _ODF_UPPER_STYLE.finditer(xml)
+    )
+    for name, xml in parts.items():
+        if xml_may_contain_marking(xml):
+            yield name, xml_to_text(_odf_apply_uppercase(xml, upper_styles))
     if "meta.xml" in names and xml_may_contain_marking(meta := read("meta.xml")):
         yield "meta.xml", xml_to_text(meta) + "\n" + named_properties_to_text(meta, "user-defined")

@@ -182,8 +182,14 @@ def pptx(slide_paragraphs: list[str]) -> bytes:
     })
 
 
-def odt(paragraphs: list[str], *, header: str | None = None, table: list[list[str]] | None = None) -> bytes:
+def odt(paragraphs: list[str], *, header: str | None = None, table: list[list[str]] | None = None,
+        uppercase_span: str | None = None) -> bytes:
     body = "".join(f"<text:p>{text}</text:p>" for text in paragraphs)
+    automatic = ""
+    if uppercase_span is not None:
+        automatic = ('<office:automatic-styles><style:style style:name="T1" style:family="text">'
+                     '<style:text-properties fo:text-transform="uppercase"/></style:style></office:automatic-styles>')
+        body += f'<text:p><text:span text:style-name="T1">{uppercase_span}</text:span></text:p>'
     if table:
         rows = "".join(
             "<table:table-row>" + "".join(
@@ -194,9 +200,10 @@ def odt(paragraphs: list[str], *, header: str | None = None, table: list[list[st
     namespaces = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
                   'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
                   'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
-                  'xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0"')
+                  'xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0" '
+                  'xmlns:fo="urn:oasis:names:tc:opendocument:xmlns:xsl-fo-compatible:1.0"')
     content = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {namespaces}>'
-               f"<office:body><office:text>{body}</office:text></office:body></office:document-content>")
+               f"{automatic}<office:body><office:text>{body}</office:text></office:body></office:document-content>")
     styles_header = f"<style:header><text:p>{header}</text:p></style:header>" if header else ""
     styles = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-styles {namespaces}>'
               f"<office:master-styles><style:master-page>{styles_header}</style:master-page>"

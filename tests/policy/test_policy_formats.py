@@ -221,3 +221,9 @@ def test_docx_caps_from_a_style(text: str, on_run: bool, marked: bool) -> None:
 def test_html_css_uppercase_is_matched_as_displayed(cell: str, marked: bool) -> None:
     html = f'<table><tr><td>Số: 5/BC</td><td style="color:red; text-transform: uppercase">{cell}</td></tr></table>'
     assert (decide(message(html=html)).verdict == "reject") is marked
+
+
+@pytest.mark.parametrize(("span", "marked"), [("tối mật", True), ("mật khẩu", False)])
+def test_odt_uppercase_text_style(span: str, marked: bool) -> None:
+    decision = decide(attach("vb.odt", odt(["x"], uppercase_span=span)))
+    assert (decision.verdict == "reject") is marked, decision.findings
