@@ -35,6 +35,21 @@ def _pymupdf() -> Any:
     return pymupdf
 
 
+def _annotation_and_field_texts(page: Any, limit: int) -> list[str]:
+    """Contents of annotations and values of form fields on one page (at most ``limit`` each)."""
+    texts: list[str] = []
+    for count, annotation in enumerate(page.annots() or []):
+        if count >= limit:
+            break
+        info = annotation.info or {}
+        texts.extend(str(info.get(key) or "") for key in ("content", "subject", "title"))
+    for count, widget in enumerate(page.widgets() or []):
+        if count >= limit:
+            break
+        texts.append(f"{widget.field_label or widget.field_name or ''}: {widget.field_value or ''}")
+    return [text for text in texts if text.strip()]
+
+
 def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> None:
     pymupdf = _pymupdf()
 
@@ -56,17 +71,22 @@ def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> 
             out.problems.append(Problem(location, "uninspectable",
                                         f"PDF has {pages} pages (limit {budget.limits.max_pdf_pages})"))
             return
-        texts = []
+        texts: list[str] = []
+        extras: list[str] = []
         for page_number in range(pages):
             budget.check_time()
-            texts.append(document[page_number].get_text("text", sort=False))
+            page = document[page_number]
+            texts.append(page.get_text("text", sort=False))
+            # Stamps added in a PDF editor are annotations (Stamp, FreeText), and
+            # document-management forms carry "Độ mật" in fields; neither is page text.
+            extras.extend(_annotation_and_field_texts(page, budget.limits.max_archive_members))
         text = "\n".join(texts)
         budget.spend(len(text))
         metadata = document.metadata or {}
-        extra = "\n".join(str(metadata.get(key) or "") for key in ("title", "subject", "keywords"))
+        extras.extend(str(metadata.get(key) or "") for key in ("title", "subject", "keywords"))
         if not text.strip():
             out.problems.append(Problem(location, "no-text-layer",
                                         f"PDF has no text layer ({pages} page(s), probably a scan)"))
-        out.segments.append(Segment(location, normalise_text(text + "\n" + extra)))
+        out.segments.append(Segment(location, normalise_text(text + "\n" + "\n".join(extras))))
     finally:
         document.close()

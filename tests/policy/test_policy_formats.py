@@ -227,3 +227,39 @@ def test_html_css_uppercase_is_matched_as_displayed(cell: str, marked: bool) -> 
 def test_odt_uppercase_text_style(span: str, marked: bool) -> None:
     decision = decide(attach("vb.odt", odt(["x"], uppercase_span=span)))
     assert (decision.verdict == "reject") is marked, decision.findings
+
+
+def _pdf_with(add: Callable[[object], None]) -> bytes:
+    import pymupdf
+
+    document = pymupdf.open()
+    page = document.new_page()
+    page.insert_text((72, 72), "QUYET DINH", fontsize=12)
+    add(page)
+    data = bytes(document.tobytes())
+    document.close()
+    return data
+
+
+@pytest.mark.parametrize(("kind", "text", "marked"), [
+    ("freetext", "TỐI MẬT", True), ("freetext", "BẢO MẬT", False),
+    ("field", "Tuyệt mật", True), ("field", "Thường", False),
+])
+def test_pdf_annotations_and_form_fields(kind: str, text: str, marked: bool) -> None:
+    import pymupdf
+
+    def add(page: object) -> None:
+        assert isinstance(page, pymupdf.Page)
+        if kind == "freetext":
+            page.add_freetext_annot(pymupdf.Rect(72, 100, 300, 140), text, fontsize=14)
+        else:
+            widget = pymupdf.Widget()
+            widget.field_type = pymupdf.PDF_WIDGET_TYPE_TEXT  # type: ignore[attr-defined]
+            widget.field_name = "Độ mật"
+            widget.field_label = "Độ mật"
+            widget.field_value = text
+            widget.rect = pymupdf.Rect(72, 100, 300, 130)
+            page.add_widget(widget)
+
+    decision = decide(attach("qd.pdf", _pdf_with(add), "application/pdf"))
+    assert (decision.verdict == "reject") is marked, decision.findings
