@@ -64,7 +64,7 @@ class LabConfig:
 
     @property
     def ca_cert(self) -> Path:
-        return self.state / "ca" / "ca.pem"
+        return self.state / "ca" / "ca.crt"
 
     def endpoints(self) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +218,8 @@ def systemd_run_args(name: str, *, image: str = IMAGE_REF, hostname: str | None 
                      publish: Sequence[str] = (), network: str | None = None,
                      extra: Sequence[str] = ()) -> list[str]:
     """The ``podman run`` command line for a systemd host container."""
-    args = ["podman", "run", "-d", "--name", name, "--systemd=always",
+    # NET_ADMIN: a host manages its own nftables firewall, as a real one does.
+    args = ["podman", "run", "-d", "--name", name, "--systemd=always", "--cap-add=NET_ADMIN",
             "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/run/lock"]  # noqa: S108 - inside the container
     volume = cgroup_volume()
     if volume:
@@ -237,14 +239,25 @@ def remove_container(name: str, *, run: Run = _run) -> None:
     run(["podman", "rm", "-f", "-t", "5", name], check=False)
 
 
-def wait_for_systemd(name: str, *, timeout: float = 60.0, run: Run = _run) -> str:
-    """Wait until systemd in the container has finished booting; return its state."""
-    proc = run(["podman", "exec", name, "timeout", str(int(timeout)), "systemctl",
-                "is-system-running", "--wait"], check=False, timeout=timeout + 10)
-    state = proc.stdout.strip() or proc.stderr.strip()
-    if state not in {"running", "degraded"}:
-        raise ExternalError(f"systemd in {name} did not come up: {state!r}")
-    return state
+def wait_for_systemd(name: str, *, timeout: float = 90.0, run: Run = _run) -> str:
+    """Wait until systemd in the container has finished booting; return its state.
+
+    Right after ``podman run`` the container's D-Bus socket may not exist yet,
+    so "cannot connect to the bus" means "ask again", not failure.
+    """
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        left = max(1, int(deadline - time.monotonic()))
+        proc = run(["podman", "exec", name, "timeout", str(left), "systemctl", "is-system-running", "--wait"],
+                   check=False, timeout=left + 10)
+        state = proc.stdout.strip() or proc.stderr.strip()
+        if state in {"running", "degraded"}:
+            return state
+        if state not in {"starting", "initializing"} and "bus" not in state.lower():
+            break
+        time.sleep(0.3)
+    raise ExternalError(f"systemd in {name} did not come up: {state!r}")
 
 
 def have(cmd: str) -> bool:
