@@ -372,7 +372,8 @@ def agency_list(
         for column in ("code", "name", "parent", "domain", "active", "disabled"):
             table.add_column(column)
         for row in rows:
-            table.add_row(*(str(row[c] or "") for c in ("code", "name", "parent", "domain", "active", "disabled")))
+            table.add_row(*("" if row[c] is None else str(row[c])
+                            for c in ("code", "name", "parent", "domain", "active", "disabled")))
         out.print(table)
 
 
