@@ -111,18 +111,36 @@ _STYLE_REF = re.compile(rb'<w:(?:pStyle|rStyle)\s+w:val="([^"<>]{1,200})"')
 
 
 def caps_styles(styles_xml: bytes) -> frozenset[bytes]:
-    """Ids of styles that render their text in capitals (inheritance via basedOn is not followed)."""
-    if b"<w:caps" not in styles_xml and b"<w:smallCaps" not in styles_xml:
-        return frozenset()
-    found = set()
-    for piece in styles_xml.split(b"</w:style>"):
-        start = piece.rfind(b"<w:style ")
-        if start < 0:
-            continue
-        style_id = _STYLE_ID.search(piece, start)
-        if style_id and _CAPS_ON.search(piece, start):
-            found.add(style_id.group(1))
+    """Ids of styles that render their text in capitals (inheritance via basedOn is not followed).
+
+    Walks the <w:caps/> occurrences (few) rather than every style (hundreds in a Word
+    template); each backwards search stops at the previous occurrence, so it stays linear.
+    """
+    found: set[bytes] = set()
+    previous_end = 0
+    current_id: bytes | None = None
+    for start, end in _caps_spans(styles_xml):
+        style_start = styles_xml.rfind(b"<w:style ", previous_end, start)
+        if style_start >= 0:
+            style_id = _STYLE_ID.search(styles_xml, style_start, start)
+            current_id = style_id.group(1) if style_id else None
+        if current_id is not None:
+            found.add(current_id)
+        previous_end = end
     return frozenset(found)
+
+
+def _caps_spans(xml: bytes) -> list[tuple[int, int]]:
+    """Spans of caps-on elements, found with bytes.find (a regex scan tries every '<w:')."""
+    spans = []
+    for token in (b"<w:caps", b"<w:smallCaps"):
+        position = xml.find(token)
+        while position >= 0:
+            match = _CAPS_ON.match(xml, position)
+            if match:
+                spans.append(match.span())
+            position = xml.find(token, position + len(token))
+    return sorted(spans)
 
 
 def _upper_texts(fragment: bytes) -> bytes:
@@ -142,6 +160,8 @@ def _displays_caps(fragment: bytes, start: int, styles: frozenset[bytes]) -> boo
 def _apply_caps(xml: bytes, styles: frozenset[bytes] = frozenset()) -> bytes:
     """Text that Word displays in capitals is matched in capitals: a stamp typed "mật" in a
     run formatted <w:caps/>, or in a paragraph/run whose style has caps, prints "MẬT"."""
+    # Only styles this part actually names matter (a template defines hundreds).
+    styles = frozenset(style for style in styles if b'w:val="' + style + b'"' in xml)
     if b"<w:caps" not in xml and b"<w:smallCaps" not in xml and not styles:
         return xml
     if styles:
