@@ -154,6 +154,7 @@ def _message(sender: str, to: str, subject: str, *, attachment: tuple[str, str, 
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = token
+    message["Date"] = "Sun, 29 Nov 2026 20:00:00 +0700"
     message.set_content("Kính gửi anh chị,\nNội dung kiểm thử.\nTrân trọng./.\n")
     if attachment:
         name, ctype, data = attachment
@@ -306,7 +307,8 @@ def test_signed_mail_arrives_byte_identical_with_signature_header(
     else:
         token = f"<{uuid.uuid4().hex}@policy-lab.test>"
         message = signing_fixtures.smime_signed(signer)
-        message = message.replace(b"Message-ID: <signed@quangninh.gov.vn>", f"Message-ID: {token}".encode())
+        message = message.replace(b"Message-ID: <signed@quangninh.gov.vn>",
+                                  f"Message-ID: {token}\r\nDate: Sun, 29 Nov 2026 20:00:00 +0700".encode())
         message = message.replace(b"From: vanthu@quangninh.gov.vn", f"From: {sender.address}".encode())
         message = message.replace(b"To: chuyenvien@quangninh.gov.vn", f"To: {recipient.address}".encode())
     _submit(endpoints, tls, sender, [recipient.address], message)

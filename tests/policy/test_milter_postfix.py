@@ -17,6 +17,7 @@ from pathlib import Path
 
 import milter_corpus as corpus
 import pytest
+import signing_fixtures
 from typer.testing import CliRunner
 
 from qnprov.policy.audit import iter_audit_records, verify_audit_log
@@ -42,9 +43,15 @@ QUEUE_ID_IN_RECEIVED = re.compile(rb"\(Postfix\) with ESMTP id ([0-9A-Za-z]+)")
 
 
 class Stack:
-    def __init__(self, workdir: Path, max_body: int = 300_000) -> None:
+    def __init__(self, workdir: Path, max_body: int = 2_000_000) -> None:
         self.workdir = workdir
-        self.overrides = corpus.write_overrides(workdir / "policy")
+        # A test CA stands in for the Government Cipher Committee's root (clause 1.2).
+        self.ca = signing_fixtures.make_ca()
+        self.signer = signing_fixtures.make_signer(self.ca)
+        anchors = workdir / "anchors"
+        anchors.mkdir()
+        signing_fixtures.write_anchor(self.ca, anchors)
+        self.overrides = corpus.write_overrides(workdir / "policy", extra=f"trust_anchors_dir: {anchors}\n")
         self.agency_map = workdir / "policy" / "agencies.yml"
         self.agency_map.write_text(f"'@{corpus.DOMAIN}': STTTT\n", encoding="utf-8")
         self.audit_dir = workdir / "audit"
@@ -172,7 +179,7 @@ def test_oversize_message_held_then_released_and_deleted(stack: Stack) -> None:
     runner = CliRunner()
     config = ["--config-dir", str(stack.postfix.config_dir)]
     big = [corpus.with_docx(["Báo cáo"] * 2, subject=f"Tệp lớn {n}").replace(
-        b"\r\n\r\n", b"\r\n\r\n" + (b"x" * 998 + b"\r\n") * 400, 1) for n in range(2)]
+        b"\r\n\r\n", b"\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2500, 1) for n in range(2)]
     for message in big:
         stack.send(message, corpus.OFFICIAL, [corpus.COLLEAGUE])
     listed = runner.invoke(quarantine_app, ["list", "--json", *config, "--audit-log", str(stack.audit_dir)])
@@ -223,6 +230,34 @@ def test_milter_guard_refuses_and_audits_when_postfix_map_is_absent(stack: Stack
     record = next(r for r in reversed(stack.audit()) if r["rule"] == "freemail-forward")
     assert record["recipients"] == ["x@yahoo.com.vn"] and record["clause"] == "1.3(2)"
     assert record["agency"] == "STTTT"
+
+
+@pytest.mark.parametrize("kind", ["signed-pdf", "smime"])
+def test_signed_mail_byte_identical_with_signature_header(stack: Stack, kind: str) -> None:
+    if kind == "signed-pdf":
+        from email.message import EmailMessage
+        from email.policy import SMTP
+
+        built = EmailMessage()
+        built["From"], built["To"], built["Subject"] = corpus.OFFICIAL, corpus.COLLEAGUE, "Quyết định ký số"
+        built["Message-ID"] = "<signed-pdf@test.qnprov>"
+        built["Date"] = "Sun, 29 Nov 2026 20:00:00 +0700"
+        built.set_content("Gửi quyết định đã ký số.\n")
+        built.add_attachment(signing_fixtures.signed_pdf(stack.signer), maintype="application", subtype="pdf",
+                             filename="quyetdinh.pdf")
+        message = built.as_bytes(policy=SMTP)
+    else:
+        # With a Date header, so Postfix's cleanup has no missing header to add.
+        message = signing_fixtures.smime_signed(stack.signer).replace(
+            b"Message-ID: <signed@quangninh.gov.vn>",
+            b"Message-ID: <signed-smime@test.qnprov>\r\nDate: Sun, 29 Nov 2026 20:00:00 +0700")
+    stack.send(message, corpus.OFFICIAL, [corpus.COLLEAGUE])
+    delivered = stack.delivered(_message_id(message))
+    content, added = _strip_added(delivered.content)
+    assert content == message
+    signature = [h for h in added if h.lower().startswith(b"x-qn-signature:")]
+    assert signature, added
+    assert b"valid" in signature[0].lower() or b"trusted" in signature[0].lower(), signature
 
 
 def test_sighup_reloads_bundle_without_dropping_the_connection(stack: Stack) -> None:
