@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,15 @@ class ConnectionOptions:
     domain: str | None = None
 
 
+def _reachable_service_uri(variables: dict[str, Any]) -> str | None:
+    """The services' ``qnprov_ldap_uri`` when it names a real host (not the host's own loopback)."""
+    uri = variables.get("qnprov_ldap_uri")
+    if not isinstance(uri, str):
+        return None
+    host = urllib.parse.urlparse(uri).hostname or ""
+    return None if host in ("", "localhost") or host.startswith("127.") or host == "::1" else uri
+
+
 def _read_password(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8")
@@ -88,7 +98,7 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
         variables = inventory_vars(inventory)
         base_dn = variables.get("qnprov_ldap_base_dn")
         domain = variables.get("qnprov_domain")
-        url = variables.get("qnprov_provisioning_ldap_url")
+        url = variables.get("qnprov_provisioning_ldap_url") or _reachable_service_uri(variables)
         if inventory.name == "lab":
             status_file = _state_dir() / "lab.json"
             if not status_file.is_file():

@@ -160,3 +160,21 @@ def test_connection_mistakes_are_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     result = runner.invoke(accounts_app, ["plan", "-i", "lab", "--roster", "x.csv"])
     assert result.exit_code == 2 and "lab.json is missing" in result.output
     assert "Traceback" not in result.output
+
+
+def test_upstream_source_through_the_cli(slapd: TestSlapd, password_file: Path, tmp_path: Path) -> None:
+    hr = f"ou=hr,{slapd.base_dn}"
+    slapd.ldap_tool("ldapadd", input_text=(
+        f"dn: {hr}\nobjectClass: organizationalUnit\nou: hr\n\n"
+        f"dn: uid=hr1,{hr}\nobjectClass: inetOrgPerson\nuid: hr1\ncn: Đỗ Thị Hằng\nsn: Đỗ\n"
+        "employeeNumber: H1\ndepartmentNumber: UBND\n"))
+    source_password = tmp_path / "hr.pw"
+    source_password.write_text(slapd.root_password)
+    synthetic.write_agencies_csv(tmp_path / "agencies.csv", AGENCIES[:1])
+    applied = run_json(accounts_app, [
+        "apply", *connection_args(slapd, password_file), "--agencies", str(tmp_path / "agencies.csv"),
+        "--source-url", slapd.url, "--source-base", hr, "--source-bind-dn", slapd.root_dn,
+        "--source-bind-password-file", str(source_password), "--source-filter", "(objectClass=inetOrgPerson)",
+        "--json"])
+    assert applied["create"] == 1
+    assert slapd.count_entries(search_filter="(mail=hangdt@quangninh.test)") == 1
