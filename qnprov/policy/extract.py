@@ -578,7 +578,10 @@ def _inspect_zip(name: str, data: bytes, location: str, depth: int, budget: Budg
         if "[Content_Types].xml" in names:
             from qnprov.policy.office import ooxml_segments
 
-            for part_name, text in ooxml_segments(archive, names, lambda m: _read_member(archive, m, budget)):
+            # XML parts are lexed in Python (several objects per tag): they get a tighter cap.
+            xml_cap = budget.limits.max_xml_part_bytes
+            for part_name, text in ooxml_segments(
+                    archive, names, lambda m: _read_member(archive, m, budget, limit=xml_cap), budget.check_time):
                 add_segment(out, f"{location}/{part_name}" if part_name else location, text)
             _inspect_embedded(archive, members, location, depth, budget, out)
             return
@@ -586,7 +589,9 @@ def _inspect_zip(name: str, data: bytes, location: str, depth: int, budget: Budg
                 b"application/vnd.oasis.opendocument"):
             from qnprov.policy.office import odf_segments
 
-            for part_name, text in odf_segments(names, lambda m: _read_member(archive, m, budget)):
+            xml_cap = budget.limits.max_xml_part_bytes
+            for part_name, text in odf_segments(names, lambda m: _read_member(archive, m, budget, limit=xml_cap),
+                                                budget.check_time):
                 add_segment(out, f"{location}/{part_name}", text)
             return
         for member in members:
@@ -609,8 +614,8 @@ def _inspect_embedded(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], 
             inspect_file(member.filename, content, f"{location}/{member.filename}", depth + 1, budget, out)
 
 
-def _read_member(archive: zipfile.ZipFile, member: str, budget: Budget) -> bytes:
-    limit = budget.limits.max_member_bytes
+def _read_member(archive: zipfile.ZipFile, member: str, budget: Budget, *, limit: int | None = None) -> bytes:
+    limit = budget.limits.max_member_bytes if limit is None else limit
     declared = archive.getinfo(member).file_size
     cap = min(limit, declared)
     chunks: list[bytes] = []

@@ -97,6 +97,7 @@ class Limits(_Strict):
     max_archive_members: int = Field(default=500, gt=0)
     max_total_files: int = Field(default=2000, gt=0)
     max_member_bytes: int = Field(default=50 * 2**20, gt=0)
+    max_xml_part_bytes: int = Field(default=16 * 2**20, gt=0)
     max_total_expanded_bytes: int = Field(default=200 * 2**20, gt=0)
     max_expansion_ratio: float = Field(default=200.0, gt=1)
     max_pdf_pages: int = Field(default=500, gt=0)

@@ -12,6 +12,7 @@ cut with ``str.find`` and tags are read by one lexer whose patterns never cross 
 
 from __future__ import annotations
 
+import heapq
 import html
 import re
 from collections.abc import Callable, Iterator
@@ -49,6 +50,22 @@ _INVISIBLE_BLOCKS = (("<w:instrText", "</w:instrText>"), ("<w:delInstrText", "</
 _EXCEL_HF_CODES = re.compile(r"&(?:[LCRPNDTZFA]|\"[^\"]*\"|\d+)")
 
 
+Check = Callable[[], None]
+
+
+def _no_check() -> None:
+    return None
+
+
+def _lex(text: str, check: Check) -> Iterator[re.Match[str]]:
+    """The lexer, calling ``check`` (the inspection clock) every 65,536 tokens: a single huge
+    part must not run past the wall-clock budget unnoticed."""
+    for count, match in enumerate(_LEX.finditer(text)):
+        if not count & 0xFFFF:
+            check()
+        yield match
+
+
 def remove_blocks(text: str, start: str, end: str) -> str:
     """Remove every start...end block in one left-to-right pass."""
     if start not in text:
@@ -74,11 +91,11 @@ def _strip_invisible(text: str) -> str:
     return text
 
 
-def xml_to_text(xml: bytes) -> str:
+def xml_to_text(xml: bytes, check: Check = _no_check) -> str:
     text = _strip_invisible(xml.decode("utf-8", errors="replace"))
     out: list[str] = []
     open_cells = 0
-    for match in _LEX.finditer(text):
+    for match in _lex(text, check):
         content = match.group(5)
         if content is not None:
             out.append(content)
@@ -106,6 +123,7 @@ _CAPS_ON = re.compile(rb"<w:(?:caps|smallCaps)(?:\s+w:val=\"(?:1|true|on)\")?\s*
 _RUN_TEXT = re.compile(rb"(<w:t\b[^<>]*>)([^<]*)(</w:t>)")
 
 
+MAX_CAPS_STYLES = 16
 _STYLE_ID = re.compile(rb'w:styleId="([^"<>]{1,200})"')
 _STYLE_REF = re.compile(rb'<w:(?:pStyle|rStyle)\s+w:val="([^"<>]{1,200})"')
 
@@ -126,21 +144,25 @@ def caps_styles(styles_xml: bytes) -> frozenset[bytes]:
             current_id = style_id.group(1) if style_id else None
         if current_id is not None:
             found.add(current_id)
+            if len(found) >= MAX_CAPS_STYLES:
+                break  # each style costs a scan of the document; real templates have a handful
         previous_end = end
     return frozenset(found)
 
 
-def _caps_spans(xml: bytes) -> list[tuple[int, int]]:
-    """Spans of caps-on elements, found with bytes.find (a regex scan tries every '<w:')."""
-    spans = []
-    for token in (b"<w:caps", b"<w:smallCaps"):
+def _caps_spans(xml: bytes) -> Iterator[tuple[int, int]]:
+    """Spans of caps-on elements in order, found lazily with bytes.find (a regex scan would try
+    every '<w:'; a list could hold millions of entries on hostile input)."""
+
+    def spans_of(token: bytes) -> Iterator[tuple[int, int]]:
         position = xml.find(token)
         while position >= 0:
             match = _CAPS_ON.match(xml, position)
             if match:
-                spans.append(match.span())
+                yield match.span()
             position = xml.find(token, position + len(token))
-    return sorted(spans)
+
+    return heapq.merge(spans_of(b"<w:caps"), spans_of(b"<w:smallCaps"))
 
 
 def _upper_texts(fragment: bytes) -> bytes:
@@ -184,7 +206,7 @@ def _apply_caps(xml: bytes, styles: frozenset[bytes] = frozenset()) -> bytes:
     return b"</w:r>".join(pieces)
 
 
-def named_properties_to_text(xml: bytes, element: str) -> str:
+def named_properties_to_text(xml: bytes, element: str, check: Check = _no_check) -> str:
     """Document-management software stores "Độ mật" as a named property: render "name: value" lines.
 
     ``element`` is the local name of the property element: ``property`` (docx custom
@@ -194,7 +216,7 @@ def named_properties_to_text(xml: bytes, element: str) -> str:
     lines: list[str] = []
     current: str | None = None
     value: list[str] = []
-    for match in _LEX.finditer(text):
+    for match in _lex(text, check):
         content = match.group(5)
         if content is not None:
             if current is not None:
@@ -212,7 +234,8 @@ def named_properties_to_text(xml: bytes, element: str) -> str:
     return "\n".join(lines)
 
 
-def ooxml_segments(archive: object, names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
+def ooxml_segments(archive: object, names: set[str], read: ReadMember,
+                   check: Check = _no_check) -> Iterator[tuple[str, str]]:
     """(part name, text) for the parts of a docx/xlsx/pptx that people write text into."""
     ordered = sorted(names)
     styles: frozenset[bytes] | None = None
@@ -222,23 +245,23 @@ def ooxml_segments(archive: object, names: set[str], read: ReadMember) -> Iterat
             if xml_may_contain_marking(xml):
                 if styles is None:
                     styles = caps_styles(read("word/styles.xml")) if "word/styles.xml" in names else frozenset()
-                yield name, xml_to_text(_apply_caps(xml, styles))
+                yield name, xml_to_text(_apply_caps(xml, styles), check)
         elif _SLIDE_PARTS.match(name) or _EXCEL_EXTRA.match(name):
             xml = read(name)
             if xml_may_contain_marking(xml):
-                yield name, xml_to_text(xml)
+                yield name, xml_to_text(xml, check)
     if _EXCEL_STRINGS in names or any(_EXCEL_SHEET.match(n) for n in ordered):
-        yield from _excel_segments(ordered, names, read)
+        yield from _excel_segments(ordered, names, read, check)
     if _PROPS in names and xml_may_contain_marking(xml := read(_PROPS)):
-        yield _PROPS, xml_to_text(xml)
+        yield _PROPS, xml_to_text(xml, check)
     if _CUSTOM_PROPS in names and xml_may_contain_marking(xml := read(_CUSTOM_PROPS)):
-        yield _CUSTOM_PROPS, named_properties_to_text(xml, "property")
+        yield _CUSTOM_PROPS, named_properties_to_text(xml, "property", check)
 
 
-def _shared_strings(xml: str) -> list[str]:
+def _shared_strings(xml: str, check: Check) -> list[str]:
     strings: list[str] = []
     current: list[str] | None = None
-    for match in _LEX.finditer(xml):
+    for match in _lex(xml, check):
         content = match.group(5)
         if content is not None:
             if current is not None:
@@ -258,7 +281,7 @@ def _shared_strings(xml: str) -> list[str]:
 _HEADER_FOOTER = {"oddHeader", "oddFooter", "evenHeader", "evenFooter", "firstHeader", "firstFooter"}
 
 
-def _sheet_lines(xml: str, shared: list[str]) -> list[str]:
+def _sheet_lines(xml: str, shared: list[str], check: Check) -> list[str]:
     """Rows as tab-separated lines; header/footer sections as their own lines."""
     lines: list[str] = []
     row: list[str] = []
@@ -266,7 +289,7 @@ def _sheet_lines(xml: str, shared: list[str]) -> list[str]:
     cell_text: list[str] = []
     capture = False  # inside <v> or <t>
     header: list[str] | None = None
-    for match in _LEX.finditer(xml):
+    for match in _lex(xml, check):
         content = match.group(5)
         if content is not None:
             if header is not None:
@@ -310,7 +333,8 @@ def _cell_value(cell_type: str, text: str, shared: list[str]) -> str:
     return html.unescape(text)
 
 
-def _excel_segments(ordered: list[str], names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
+def _excel_segments(ordered: list[str], names: set[str], read: ReadMember,
+                    check: Check) -> Iterator[tuple[str, str]]:
     """Rows of cells as tab-separated lines, so "Độ mật" | "Mật" in adjacent cells reads as one line."""
     shared: list[str] = []
     shared_may_mark = False
@@ -318,14 +342,14 @@ def _excel_segments(ordered: list[str], names: set[str], read: ReadMember) -> It
         raw_shared = read(_EXCEL_STRINGS)
         shared_may_mark = xml_may_contain_marking(raw_shared)
         if shared_may_mark:
-            shared = _shared_strings(_strip_invisible(raw_shared.decode("utf-8", errors="replace")))
+            shared = _shared_strings(_strip_invisible(raw_shared.decode("utf-8", errors="replace")), check)
     for name in ordered:
         if _EXCEL_SHEET.match(name):
             raw_sheet = read(name)
             # Cells only point into the shared strings; without a possible marking in either, skip.
             if shared_may_mark or xml_may_contain_marking(raw_sheet):
                 xml = _strip_invisible(raw_sheet.decode("utf-8", errors="replace"))
-                yield name, "\n".join(_sheet_lines(xml, shared))
+                yield name, "\n".join(_sheet_lines(xml, shared, check))
 
 
 _ODF_UPPER_STYLE = re.compile(
@@ -346,7 +370,7 @@ def _odf_apply_uppercase(xml: bytes, styles: frozenset[bytes]) -> bytes:
     )
 
 
-def odf_segments(names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]:
+def odf_segments(names: set[str], read: ReadMember, check: Check = _no_check) -> Iterator[tuple[str, str]]:
     """content.xml (body, tables, frames), styles.xml (page headers/footers), meta.xml fields."""
     parts = {name: read(name) for name in ("content.xml", "styles.xml") if name in names}
     upper_styles = frozenset(
@@ -354,6 +378,6 @@ def odf_segments(names: set[str], read: ReadMember) -> Iterator[tuple[str, str]]
     )
     for name, xml in parts.items():
         if xml_may_contain_marking(xml):
-            yield name, xml_to_text(_odf_apply_uppercase(xml, upper_styles))
+            yield name, xml_to_text(_odf_apply_uppercase(xml, upper_styles), check)
     if "meta.xml" in names and xml_may_contain_marking(meta := read("meta.xml")):
-        yield "meta.xml", xml_to_text(meta) + "\n" + named_properties_to_text(meta, "user-defined")
+        yield "meta.xml", xml_to_text(meta, check) + "\n" + named_properties_to_text(meta, "user-defined", check)

@@ -319,3 +319,24 @@ def test_pdf_over_the_page_limit_is_held() -> None:
     decision = bounded(message(attachments=[("big.pdf", "application/pdf", data)]))
     assert decision.verdict == "quarantine"
     assert uninspectable(decision) == ["cannot be inspected: PDF has 600 pages (limit 500)"]
+
+
+def test_wall_clock_is_checked_inside_one_huge_xml_part(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from policy_corpus import with_zip_entry
+
+    assert isinstance(tmp_path, Path)
+    overrides = tmp_path / "o.yml"
+    overrides.write_text("limits:\n  max_wall_seconds: 0.2\n", encoding="utf-8")
+    engine = PolicyEngine.load(overrides_path=overrides)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    # ~800,000 tags in one part: about 2 s of lexing, far beyond the 0.2 s budget.
+    xml = "mật" + "".join(f"{letters[i % 26]}{letters[i % 7]}<a/>" for i in range(800_000))
+    raw = message(attachments=[("a.docx", "application/octet-stream",
+                                with_zip_entry(docx(), "word/header9.xml", xml))])
+    started = time.perf_counter()
+    decision = engine.evaluate(raw, ENVELOPE)
+    assert time.perf_counter() - started < 1.0
+    assert decision.verdict == "quarantine"
+    assert any("longer than 0.2 s" in f.evidence for f in decision.findings)
