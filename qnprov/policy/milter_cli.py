@@ -259,5 +259,16 @@ def audit_report(
     out.print(table)
 
 
-if __name__ == "__main__":  # python -m qnprov.policy.milter_cli: the milter alone (tests, systemd)
-    typer.run(milter_command)
+# --- on the mail host ------------------------------------------------------------
+# The mail host gets qnprov without the controller stack (no ansible), so the full
+# `qnprov` CLI does not run there. `python -m qnprov.policy.milter_cli` offers the
+# host-side commands: `milter` (the systemd unit), `audit verify|report` and
+# `quarantine list|release|delete` (local execution).
+host_app = typer.Typer(help="qnprov on the mail host: the milter, its audit trail and quarantine.",
+                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+host_app.command("milter")(milter_command)
+host_app.add_typer(audit_app, name="audit")
+host_app.add_typer(quarantine_app, name="quarantine")
+
+if __name__ == "__main__":
+    host_app()

@@ -327,7 +327,7 @@ class MilterProcess:
     def start(self, timeout: float = 60.0) -> MilterProcess:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        argv = [sys.executable, "-m", "qnprov.policy.milter_cli", "--socket", f"unix:{self.socket_path}",
+        argv = [sys.executable, "-m", "qnprov.policy.milter_cli", "milter", "--socket", f"unix:{self.socket_path}",
                 "--socket-umask", "000", *self.args]
         log_handle = self.log.open("ab")
         self._process = subprocess.Popen(argv, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True)
