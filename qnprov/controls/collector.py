@@ -52,37 +52,41 @@ class Recorder:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        """Runs where the test runs (an xdist worker, or this process): judge the phase and
+        attach the verdict to the report, which xdist carries back to the controller."""
         outcome = yield
         report = outcome.get_result()
-        record = self.records.setdefault(item.nodeid, {
-            "nodeid": item.nodeid, "test": test_key(item.nodeid), "controls": item_controls(item),
-            "outcome": "pass", "evidence": "", "properties": {}, "duration": 0.0,
-        })
-        record["duration"] += float(report.duration)
-        failed_here = report.failed or report.skipped
-        if not failed_here:
+        report.user_properties.append(("_qnprov_controls", item_controls(item)))
+        if not (report.failed or report.skipped):
             return
         probe_error = call.excinfo is not None and type(call.excinfo.value).__name__ == "ProbeError"
         if report.skipped:
             verdict = "error"  # the suite never skips: an unrun check is unproven
             evidence = f"skipped: {report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr}"
         elif call.when != "call" or probe_error:
-            verdict = "error"
-            evidence = _short(call, report)
+            verdict, evidence = "error", _short(call, report)
         else:
-            verdict = "fail"
-            evidence = _short(call, report)
-        if record["outcome"] == "pass" or verdict == "error":
-            record["outcome"] = verdict
-            record["evidence"] = (f"[{call.when}] " + evidence)[:MAX_EVIDENCE]
+            verdict, evidence = "fail", _short(call, report)
+        report.user_properties.append(("_qnprov_verdict", verdict))
+        report.user_properties.append(("_qnprov_evidence", (f"[{call.when}] " + evidence)[:MAX_EVIDENCE]))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record = self.records.get(report.nodeid)
-        if record is not None and report.when == "teardown":
-            record["properties"] = {name: value for name, value in report.user_properties}
+        """Runs in the controller: fold each phase's report into the test's record."""
+        props = dict(report.user_properties)
+        record = self.records.setdefault(report.nodeid, {
+            "nodeid": report.nodeid, "test": test_key(report.nodeid), "controls": props.get("_qnprov_controls", []),
+            "outcome": "pass", "evidence": "", "properties": {}, "duration": 0.0,
+        })
+        record["duration"] += float(report.duration)
+        verdict = props.get("_qnprov_verdict")
+        if verdict and (record["outcome"] == "pass" or verdict == "error"):
+            record["outcome"] = verdict
+            record["evidence"] = props.get("_qnprov_evidence", "")
+        if report.when == "teardown":
+            record["properties"] = {k: v for k, v in report.user_properties if not str(k).startswith("_qnprov_")}
 
-    def pytest_sessionfinish(self) -> None:
-        if self.results_path:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.results_path and not hasattr(session.config, "workerinput"):
             Path(self.results_path).write_text(json.dumps(list(self.records.values()), indent=1, default=str),
                                                encoding="utf-8")
 

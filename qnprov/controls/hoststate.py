@@ -214,13 +214,25 @@ def parse_fail2ban_status(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class NftInput:
-    """The inbound filter as nftables reports it."""
+    """The inbound filter as nftables reports it.
+
+    A packet must pass every base chain on the input hook: ``accept`` ends only its own
+    chain, ``drop`` is final. So inbound default-drop holds when a drop-policy input
+    chain covers IPv4 and IPv6, and what gets in is what those chains accept. Other
+    input chains with policy accept (fail2ban's ``f2b-table``) open nothing.
+    """
 
     chains: list[dict[str, Any]]
+    #: Families covered by a drop-policy input chain ("inet" covers ip and ip6).
+    drop_families: set[str]
     accepted_tcp_ports: set[int]
     unconditional_accepts: list[str]
     #: Sources accepted on every port (non-empty trusted sets): they bypass the allowlist.
     source_accepts: list[str]
+
+    @property
+    def default_drop(self) -> bool:
+        return "inet" in self.drop_families or {"ip", "ip6"} <= self.drop_families
 
 
 def _ports_from(right: Any, sets: dict[str, list[Any]]) -> set[int]:
@@ -248,8 +260,8 @@ _HARMLESS_MATCH_KEYS = ("ct", "meta", "icmp", "icmpv6")
 
 
 def parse_nft_input(json_text: str) -> NftInput:
-    """``nft -j list ruleset`` -> the input-hook chains, their accepted TCP ports and any
-    accept rule that matches nothing specific (which would defeat default-drop)."""
+    """``nft -j list ruleset`` -> the input-hook chains and, for the drop-policy ones, the TCP
+    ports they accept, any accept that matches nothing specific, and source-wide accepts."""
     data = json.loads(json_text)
     items = data.get("nftables", [])
     sets: dict[str, list[Any]] = {}
@@ -259,27 +271,26 @@ def parse_nft_input(json_text: str) -> NftInput:
             sets[item["set"]["name"]] = item["set"].get("elem", [])
         if "chain" in item and item["chain"].get("hook") == "input":
             chains.append(item["chain"])
-    input_names = {(c["family"], c["table"], c["name"]) for c in chains}
+    drop_chains = {(c["family"], c["table"], c["name"]) for c in chains if c.get("policy") == "drop"}
     accepted: set[int] = set()
     unconditional: list[str] = []
     source_wide: list[str] = []
     for item in items:
         rule = item.get("rule")
-        if not rule or (rule["family"], rule["table"], rule["chain"]) not in input_names:
+        if not rule or (rule["family"], rule["table"], rule["chain"]) not in drop_chains:
             continue
         expressions = rule.get("expr", [])
         if not any("accept" in expr for expr in expressions):
             continue
         matches = [expr["match"] for expr in expressions if "match" in expr]
-        tcp_ports: set[int] = set()
-        specific = False
         has_port = any(isinstance(m.get("left"), dict) and m["left"].get("payload", {}).get("field") == "dport"
                        for m in matches)
+        specific = False
         for match in matches:
             left = match.get("left", {})
             payload = left.get("payload", {}) if isinstance(left, dict) else {}
             if payload.get("field") == "dport" and payload.get("protocol") in ("tcp", "th"):
-                tcp_ports |= _ports_from(match.get("right"), sets)
+                accepted |= _ports_from(match.get("right"), sets)
                 specific = True
             elif payload.get("field") == "dport":
                 specific = True  # udp etc.: not a TCP allowance
@@ -292,11 +303,10 @@ def parse_nft_input(json_text: str) -> NftInput:
                     members = sets.get(right[1:], []) if isinstance(right, str) and right.startswith("@") else [right]
                     if members:
                         source_wide.append(json.dumps(members)[:200])
-        accepted |= tcp_ports
         if not specific:
             unconditional.append(json.dumps(expressions)[:200])
-    return NftInput(chains=chains, accepted_tcp_ports=accepted, unconditional_accepts=unconditional,
-                    source_accepts=source_wide)
+    return NftInput(chains=chains, drop_families={family for family, _, _ in drop_chains},
+                    accepted_tcp_ports=accepted, unconditional_accepts=unconditional, source_accepts=source_wide)
 
 
 def parse_openssl_key_bits(text: str) -> tuple[str, int]:

@@ -58,6 +58,7 @@ class VerifyTarget(BaseModel):
     probe_recipient: str | None = None
     extra_tcp_ports: list[int] = Field(default_factory=list)
     dkim_selector: str | None = None
+    ldap_base_dn: str | None = None
     #: Scanner findings accepted by active waivers: {control id: {finding id: reason}}.
     accepted_findings: dict[str, dict[str, str]] = Field(default_factory=dict)
 

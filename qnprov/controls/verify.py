@@ -30,6 +30,9 @@ SUITE_DIR = Path(__file__).resolve().parent / "suite"
 #: Upper bounds for one host's suite run (seconds).
 SUITE_TIMEOUT = 180
 SUITE_TIMEOUT_WITH_SCANNERS = 600
+#: pytest-xdist workers per host run. One: the checks share one batched fact read per session
+#: (see suite/conftest.py Facts), and extra workers would each repeat it (measured slower).
+SUITE_WORKERS = 1
 #: Where verify leaves its last results for ``qnprov report traceability``.
 DEFAULT_RESULTS_FILE = Path(".qnprov/last-verify.json")
 #: Ports of the services the lab may publish beyond the baseline allowlist.
@@ -62,12 +65,14 @@ def lab_config_targets(config: Any) -> list[VerifyTarget]:
     hosted = [str(d) for d in group_vars.get("qnprov_hosted_domains") or [config.domain]]
     return [lab_target(host.name, host.container, host.hostname, host.publish, domain=config.domain,
                        hosted_domains=hosted, ca_file=str(config.ca_cert),
-                       recipient=config.accounts[0].address if config.accounts else None)
+                       recipient=config.accounts[0].address if config.accounts else None,
+                       ldap_base_dn=config.base_dn)
             for host in config.hosts]
 
 
 def lab_target(name: str, container: str, hostname: str, publish: dict[str, tuple[int, int]], *, domain: str,
-               hosted_domains: list[str], ca_file: str | None, recipient: str | None) -> VerifyTarget:
+               hosted_domains: list[str], ca_file: str | None, recipient: str | None,
+               ldap_base_dn: str | None = None) -> VerifyTarget:
     endpoints: dict[str, Endpoint] = {}
     extra_ports: set[int] = set()
     baseline = {25, 465, 587, 993, 4190, 22}
@@ -81,7 +86,7 @@ def lab_target(name: str, container: str, hostname: str, publish: dict[str, tupl
             extra_ports.add(container_port)
     return VerifyTarget(name=name, backend=f"podman://{container}", lab=True, mail_hostname=hostname,
                         domain=domain, hosted_domains=hosted_domains, endpoints=endpoints, ca_file=ca_file,
-                        probe_recipient=recipient, extra_tcp_ports=sorted(extra_ports))
+                        probe_recipient=recipient, extra_tcp_ports=sorted(extra_ports), ldap_base_dn=ldap_base_dn)
 
 
 def ansible_inventory(inventory: Path) -> dict[str, Any]:
@@ -137,6 +142,7 @@ def remote_target(name: str, hostvars: dict[str, Any]) -> VerifyTarget:
         probe_recipient=hostvars.get("qnprov_verify_probe_recipient"),
         extra_tcp_ports=[int(p) for p in hostvars.get("qnprov_verify_extra_tcp_ports") or []],
         dkim_selector=hostvars.get("rspamd_dkim_selector"),
+        ldap_base_dn=hostvars.get("qnprov_ldap_base_dn"),
     )
 
 
@@ -164,7 +170,7 @@ def build_targets(inventory: Path) -> list[VerifyTarget]:
 
 
 def suite_command(target_file: Path, results_file: Path, ini_file: Path, *, backend: str, sudo: bool,
-                  scanners: bool, suite_dir: Path = SUITE_DIR) -> list[str]:
+                  scanners: bool, suite_dir: Path = SUITE_DIR, workers: int = SUITE_WORKERS) -> list[str]:
     command = [
         sys.executable, "-m", "pytest", str(suite_dir),
         "-c", str(ini_file), "--rootdir", str(suite_dir), "--confcutdir", str(suite_dir),
@@ -174,13 +180,17 @@ def suite_command(target_file: Path, results_file: Path, ini_file: Path, *, back
     ]
     if sudo:
         command.append("--sudo")
+    if workers > 1:
+        # Host-state checks spread over workers; the "network" group keeps probes and scans
+        # together, in order, on one of them.
+        command += ["-n", str(workers), "--dist", "loadgroup"]
     if not scanners:
         command += ["-m", "not scanner"]
     return command
 
 
 def run_suite(target: VerifyTarget, *, scanners: bool, suite_dir: Path = SUITE_DIR,
-              timeout: float | None = None) -> SuiteRun:
+              timeout: float | None = None, workers: int = SUITE_WORKERS) -> SuiteRun:
     """Run the suite against one host; return its per-test outcomes."""
     budget = timeout or (SUITE_TIMEOUT_WITH_SCANNERS if scanners else SUITE_TIMEOUT)
     with tempfile.TemporaryDirectory(prefix="qnprov-verify-") as tmp:
@@ -189,7 +199,7 @@ def run_suite(target: VerifyTarget, *, scanners: bool, suite_dir: Path = SUITE_D
         target.write(target_file)
         ini_file.write_text("[pytest]\n", encoding="utf-8")
         command = suite_command(target_file, results_file, ini_file, backend=target.backend, sudo=target.sudo,
-                                scanners=scanners, suite_dir=suite_dir)
+                                scanners=scanners, suite_dir=suite_dir, workers=workers)
         started = time.monotonic()
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False,

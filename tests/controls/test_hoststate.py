@@ -78,13 +78,22 @@ def test_ss_sshd_fail2ban_parsers() -> None:
 
 def test_nft_parser_on_real_rulesets() -> None:
     hardened = hoststate.parse_nft_input((DATA / "nft-ruleset.json").read_text())
-    assert [c["policy"] for c in hardened.chains] == ["drop"]
+    assert hardened.default_drop and hardened.drop_families == {"inet"}
     assert hardened.accepted_tcp_ports == {22, 25, 143, 465, 587, 636, 993, 4190}
     assert hardened.unconditional_accepts == []
     assert len(hardened.source_accepts) == 1 and "192.0.2.0" in hardened.source_accepts[0]
     open_ruleset = hoststate.parse_nft_input((DATA / "nft-open.json").read_text())
-    assert open_ruleset.chains[0]["policy"] == "accept"
-    assert open_ruleset.unconditional_accepts
+    assert not open_ruleset.default_drop
+    assert open_ruleset.accepted_tcp_ports == set()
+
+
+def test_nft_fail2ban_accept_chain_opens_nothing() -> None:
+    """A converged lab host: our drop chain plus fail2ban's accept-policy f2b-chain."""
+    ruleset = hoststate.parse_nft_input((DATA / "nft-with-fail2ban.json").read_text())
+    assert {c["table"] for c in ruleset.chains} == {"qnprov_filter", "f2b-table"}
+    assert ruleset.default_drop
+    assert ruleset.unconditional_accepts == []
+    assert {22, 25, 465, 587, 993, 4190} <= ruleset.accepted_tcp_ports
 
 
 def test_openssl_key_text() -> None:

@@ -11,6 +11,7 @@ go from this process to ``target.endpoints`` (see qnprov.controls.probes).
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.target import VerifyTarget
 
-# testinfra's ``host`` fixture is module-scoped, so fixtures that read host state are
-# module-scoped too (each test module reads postconf etc. once).
+# testinfra's own ``host`` fixture is module-scoped; the facts every module shares
+# (postconf, cn=config, listeners, the probe source) come from one session-scoped host
+# so each is read once per run.
 
 #: Longest a single host command may run (seconds); Lynis has its own budget.
 COMMAND_TIMEOUT = 60
@@ -45,6 +47,64 @@ def target(request: pytest.FixtureRequest) -> VerifyTarget:
     return VerifyTarget.read(Path(path))
 
 
+@pytest.fixture(scope="session")
+def session_host(request: pytest.FixtureRequest) -> Any:
+    """The host under test, built once per session from testinfra's own options."""
+    import testinfra
+
+    option = request.config.option
+    spec = (option.hosts or "local://").split(",")[0]
+    return testinfra.get_host(spec, connection=option.connection, ssh_config=option.ssh_config,
+                              ssh_identity_file=option.ssh_identity_file, sudo=option.sudo,
+                              sudo_user=option.sudo_user)
+
+
+#: Read-only commands whose output several checks share. They run in ONE host command
+#: per session (each podman exec / ssh round trip costs far more than the commands).
+DOVECOT_SETTINGS = ("ssl", "disable_plaintext_auth", "ssl_min_protocol", "ssl_cipher_list", "ssl_curve_list",
+                    "ssl_prefer_server_ciphers", "protocols", "login_trusted_networks")
+FACT_COMMANDS: dict[str, str] = {
+    "postconf": "postconf",
+    "postconf -P": "postconf -P",
+    "postconf -M": "postconf -M",
+    "doveconf -n": "doveconf -n",
+    "doveconf settings": "doveconf " + " ".join(DOVECOT_SETTINGS),
+    "slapcat -n0": "slapcat -n0 -o ldif-wrap=no",
+    "ss tcp": "ss -Hltnp",
+    "ss udp": "ss -Hlunp",
+    "nft": "nft -j list ruleset",
+    "sshd -T": "sshd -T",
+    "fail2ban status": "fail2ban-client status",
+    "fail2ban dump": "fail2ban-client -d",
+    "apt-config": "apt-config dump",
+    "rspamd modules": "rspamadm configdump -m",
+    "rspamd dkim_signing": "rspamadm configdump dkim_signing",
+    "rspamd actions": "rspamadm configdump actions",
+}
+_FACT_MARK = "@@qnprov-fact@@"
+
+
+class Facts:
+    """Outputs of FACT_COMMANDS, gathered in one host command."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        script = "; ".join(
+            f"echo '{_FACT_MARK} {name}'; timeout {COMMAND_TIMEOUT} {command} 2>/dev/null; echo \"{_FACT_MARK} rc $?\""
+            for name, command in FACT_COMMANDS.items())
+        output = host.run(f"sh -c {shlex.quote(script)}").stdout
+        pattern = re.compile(rf"{_FACT_MARK} (?P<name>[^\n]+)\n(?P<body>.*?){_FACT_MARK} rc (?P<rc>\d+)\n?", re.S)
+        self.outputs: dict[str, tuple[int, str]] = {
+            m["name"]: (int(m["rc"]), m["body"]) for m in pattern.finditer(output)}
+
+    def __getitem__(self, name: str) -> str:
+        rc, text = self.outputs.get(name, (1, ""))
+        if rc != 0:
+            # Run it alone to report what went wrong (stderr was discarded in the batch).
+            return run(self.host, FACT_COMMANDS[name])
+        return text
+
+
 def run(host: Any, command: str, *, ok: tuple[int, ...] = (0,)) -> str:
     """Run a read-only command on the host; a failure to run it is an error, not a fail."""
     result = host.run(f"timeout {COMMAND_TIMEOUT} {command}")
@@ -53,21 +113,26 @@ def run(host: Any, command: str, *, ok: tuple[int, ...] = (0,)) -> str:
     return str(result.stdout)
 
 
-@pytest.fixture(scope="module")
-def postconf(host: Any) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def facts(session_host: Any) -> Facts:
+    return Facts(session_host)
+
+
+@pytest.fixture(scope="session")
+def postconf(facts: Facts) -> dict[str, str]:
     """Effective main.cf values (defaults included)."""
-    return hoststate.parse_postconf(run(host, "postconf"))
+    return hoststate.parse_postconf(facts["postconf"])
 
 
-@pytest.fixture(scope="module")
-def service_params(host: Any) -> dict[str, dict[str, str]]:
+@pytest.fixture(scope="session")
+def service_params(facts: Facts) -> dict[str, dict[str, str]]:
     """master.cf ``-o`` overrides, keyed "service/type"."""
-    return hoststate.parse_service_params(run(host, "postconf -P"))
+    return hoststate.parse_service_params(facts["postconf -P"])
 
 
-@pytest.fixture(scope="module")
-def master_services(host: Any) -> list[hoststate.MasterService]:
-    return hoststate.parse_master_services(run(host, "postconf -M"))
+@pytest.fixture(scope="session")
+def master_services(facts: Facts) -> list[hoststate.MasterService]:
+    return hoststate.parse_master_services(facts["postconf -M"])
 
 
 def effective(postconf: dict[str, str], service_params: dict[str, dict[str, str]], service: str,
@@ -81,27 +146,29 @@ def effective(postconf: dict[str, str], service_params: dict[str, dict[str, str]
     return hoststate.expand_parameters(value, postconf)
 
 
-@pytest.fixture(scope="module")
-def doveconf(host: Any) -> Callable[[str], str]:
+@pytest.fixture(scope="session")
+def doveconf(session_host: Any, facts: Facts) -> Callable[[str], str]:
     cache: dict[str, str] = {}
+    batch = hoststate.parse_postconf(facts["doveconf settings"])  # same "name = value" shape
+    cache.update({name: batch[name] for name in DOVECOT_SETTINGS if name in batch})
 
     def value(name: str) -> str:
         if name not in cache:
-            cache[name] = run(host, f"doveconf -h {name}").strip()
+            cache[name] = run(session_host, f"doveconf -h {name}").strip()
         return cache[name]
 
     return value
 
 
-@pytest.fixture(scope="module")
-def cn_config(host: Any) -> list[dict[str, list[str]]]:
+@pytest.fixture(scope="session")
+def cn_config(facts: Facts) -> list[dict[str, list[str]]]:
     """slapd's cn=config, read with slapcat (works whatever the ACLs on cn=config)."""
-    return hoststate.parse_ldif(run(host, "slapcat -n0 -o ldif-wrap=no"))
+    return hoststate.parse_ldif(facts["slapcat -n0"])
 
 
-@pytest.fixture(scope="module")
-def tcp_listeners(host: Any) -> list[hoststate.Listener]:
-    return hoststate.parse_ss_listeners(run(host, "ss -Hltnp"))
+@pytest.fixture(scope="session")
+def tcp_listeners(facts: Facts) -> list[hoststate.Listener]:
+    return hoststate.parse_ss_listeners(facts["ss tcp"])
 
 
 def file_facts(host: Any, path: str) -> dict[str, Any]:
@@ -115,8 +182,8 @@ def file_facts(host: Any, path: str) -> dict[str, Any]:
     return {"path": path, "user": user, "group": group, "mode": int(mode, 8), "type": kind}
 
 
-@pytest.fixture(scope="module")
-def outside_source(host: Any, target: VerifyTarget, postconf: dict[str, str]) -> str:
+@pytest.fixture(scope="session")
+def outside_source(session_host: Any, target: VerifyTarget, postconf: dict[str, str]) -> str:
     """Prove that our probes reach the host from outside mynetworks and trusted networks.
 
     Opens one connection to the submission endpoint, then asks the host who is
@@ -130,10 +197,10 @@ def outside_source(host: Any, target: VerifyTarget, postconf: dict[str, str]) ->
     endpoint = target.endpoint("submission")
     try:
         with probes.smtp_session(endpoint.host, endpoint.port):
-            listing = run(host, "ss -Htn state established '( sport = :587 )'")
+            listing = run(session_host, "ss -Htn state established '( sport = :587 )'")
     except (ProbeError, OSError) as exc:
         # The usual cause in a lab that was verified many times: fail2ban banned the prober.
-        bans = host.run("fail2ban-client banned")
+        bans = session_host.run("fail2ban-client banned")
         hint = f"; fail2ban bans: {bans.stdout.strip()[:300]}" if bans.rc == 0 else ""
         raise ProbeError(f"cannot reach the host from outside: {exc}{hint}") from exc
     peers = []

@@ -10,7 +10,7 @@ import pytest
 
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
-from qnprov.controls.suite.conftest import file_facts, run
+from qnprov.controls.suite.conftest import Facts, file_facts, run
 from qnprov.controls.suite.test_postfix import MOZILLA_CURVES, MOZILLA_INTERMEDIATE_TLS12, _expand_ciphers
 
 Doveconf = Callable[[str], str]
@@ -60,9 +60,9 @@ def test_protocols_allowlist(doveconf: Doveconf, tcp_listeners: list[hoststate.L
     assert not pop3, f"POP3 ports are listening: {pop3}"
 
 
-def _ldap_conf_files(host: Any, kind: str = "passdb|userdb") -> list[str]:
+def _ldap_conf_files(facts: Facts, kind: str = "passdb|userdb") -> list[str]:
     """args files of the LDAP passdb/userdb blocks in ``doveconf -n``."""
-    text = run(host, "doveconf -n")
+    text = facts["doveconf -n"]
     blocks = re.findall(rf"^(?:{kind}) \{{\n(.*?)^\}}", text, re.MULTILINE | re.DOTALL)
     paths = sorted({m.group(1) for block in blocks if re.search(r"driver\s*=\s*ldap", block)
                     for m in [re.search(r"args\s*=\s*(/\S+)", block)] if m})
@@ -72,13 +72,13 @@ def _ldap_conf_files(host: Any, kind: str = "passdb|userdb") -> list[str]:
 
 
 @pytest.mark.control("QN-DOV-07")
-def test_ldap_conf_protected_and_auth_bind(host: Any) -> None:
+def test_ldap_conf_protected_and_auth_bind(host: Any, facts: Facts) -> None:
     problems = []
-    for path in _ldap_conf_files(host):
-        facts = file_facts(host, path)
-        if facts["user"] != "root" or facts["mode"] not in (0o600, 0o400):
-            problems.append(f"{path} is {facts['user']}:{facts['group']} {facts['mode']:04o}")
-    for path in _ldap_conf_files(host, "passdb"):
+    for path in _ldap_conf_files(facts):
+        stat = file_facts(host, path)
+        if stat["user"] != "root" or stat["mode"] not in (0o600, 0o400):
+            problems.append(f"{path} is {stat['user']}:{stat['group']} {stat['mode']:04o}")
+    for path in _ldap_conf_files(facts, "passdb"):
         settings = run(host, f"grep -E '^[[:space:]]*auth_bind[[:space:]]*=' {path}", ok=(0, 1))
         if not re.search(r"auth_bind\s*=\s*yes", settings):
             problems.append(f"passdb {path} does not set auth_bind = yes")
@@ -93,9 +93,9 @@ def test_no_trusted_networks(doveconf: Doveconf) -> None:
 
 
 @pytest.mark.control("QN-DOV-09")
-def test_passdb_filter_requires_active_account(host: Any) -> None:
+def test_passdb_filter_requires_active_account(host: Any, facts: Facts) -> None:
     filters = []
-    for path in _ldap_conf_files(host, "passdb"):
+    for path in _ldap_conf_files(facts, "passdb"):
         filters += run(host, f"grep -E '^[[:space:]]*pass_filter' {path}", ok=(0, 1)).splitlines()
     assert filters, "no pass_filter in Dovecot's LDAP files"
     for line in filters:

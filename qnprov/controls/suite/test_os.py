@@ -9,7 +9,7 @@ import pytest
 
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
-from qnprov.controls.suite.conftest import run
+from qnprov.controls.suite.conftest import Facts, run
 from qnprov.controls.target import VerifyTarget
 
 #: Ports a mail host may expose (controls.md: firewall allowlist).
@@ -32,8 +32,8 @@ def allowed_ports(target: VerifyTarget) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def sshd(host: Any) -> dict[str, str]:
-    return hoststate.parse_sshd_t(run(host, "sshd -T"))
+def sshd(facts: Facts) -> dict[str, str]:
+    return hoststate.parse_sshd_t(facts["sshd -T"])
 
 
 @pytest.mark.control("QN-OS-01")
@@ -67,16 +67,17 @@ def test_sshd_session_hardening(sshd: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def nft_input(host: Any) -> hoststate.NftInput:
-    return hoststate.parse_nft_input(run(host, "nft -j list ruleset"))
+def nft_input(facts: Facts) -> hoststate.NftInput:
+    return hoststate.parse_nft_input(facts["nft"])
 
 
 @pytest.mark.control("QN-OS-04")
 def test_nft_input_default_drop(nft_input: hoststate.NftInput) -> None:
-    assert nft_input.chains, "nftables has no input chain: nothing filters inbound traffic"
-    open_chains = [f"{c['family']} {c['table']} {c['name']}" for c in nft_input.chains if c.get("policy") != "drop"]
-    assert not open_chains, f"input chains without policy drop: {open_chains}"
-    assert not nft_input.unconditional_accepts, f"input rules accept everything: {nft_input.unconditional_accepts}"
+    chains = [f"{c['family']} {c['table']} {c['name']} policy {c.get('policy')}" for c in nft_input.chains]
+    assert nft_input.default_drop, f"no drop-policy input chain covers IPv4 and IPv6; input chains: {chains}"
+    assert not nft_input.unconditional_accepts, (
+        f"the drop-policy chain accepts everything in: {nft_input.unconditional_accepts}"
+    )
 
 
 @pytest.mark.control("QN-OS-05")
@@ -89,11 +90,11 @@ def test_nft_allowlist(nft_input: hoststate.NftInput, target: VerifyTarget, reco
 
 
 @pytest.mark.control("QN-OS-06")
-def test_fail2ban_jails(host: Any) -> None:
-    running = set(hoststate.parse_fail2ban_status(run(host, "fail2ban-client status")))
+def test_fail2ban_jails(facts: Facts) -> None:
+    running = set(hoststate.parse_fail2ban_status(facts["fail2ban status"]))
     missing = sorted(REQUIRED_JAILS - running)
     assert not missing, f"fail2ban jails not running: {missing} (running: {sorted(running)})"
-    backends = hoststate.fail2ban_jail_backends(hoststate.parse_fail2ban_dump(run(host, "fail2ban-client -d")))
+    backends = hoststate.fail2ban_jail_backends(hoststate.parse_fail2ban_dump(facts["fail2ban dump"]))
     wrong = {jail: backends.get(jail) for jail in REQUIRED_JAILS
              if not str(backends.get(jail, "")).startswith("systemd")}
     assert not wrong, f"jails not on the systemd backend: {wrong}"
@@ -112,9 +113,9 @@ def test_fail2ban_postfix_mode_more(host: Any) -> None:
 
 
 @pytest.mark.control("QN-OS-07")
-def test_unattended_security_upgrades(host: Any) -> None:
+def test_unattended_security_upgrades(host: Any, facts: Facts) -> None:
     assert host.package("unattended-upgrades").is_installed, "unattended-upgrades is not installed"
-    dump = run(host, "apt-config dump")
+    dump = facts["apt-config"]
     assert 'APT::Periodic::Unattended-Upgrade "1"' in dump, "APT::Periodic::Unattended-Upgrade is not 1"
     origins = [line for line in dump.splitlines() if line.startswith(("Unattended-Upgrade::Origins-Pattern",
                                                                      "Unattended-Upgrade::Allowed-Origins"))]
@@ -122,11 +123,11 @@ def test_unattended_security_upgrades(host: Any) -> None:
 
 
 @pytest.mark.control("QN-OS-08")
-def test_listening_sockets_allowlist(host: Any, tcp_listeners: list[hoststate.Listener],
+def test_listening_sockets_allowlist(facts: Facts, tcp_listeners: list[hoststate.Listener],
                                      target: VerifyTarget) -> None:
     exposed = sorted({(lst.port, lst.process) for lst in tcp_listeners
                       if not lst.loopback and lst.port not in allowed_ports(target)})
     assert not exposed, f"TCP services listening beyond loopback outside the allowlist: {exposed}"
-    udp = hoststate.parse_ss_listeners(run(host, "ss -Hlunp"))
+    udp = hoststate.parse_ss_listeners(facts["ss udp"])
     udp_exposed = sorted({(lst.port, lst.process) for lst in udp if not lst.loopback})
     assert not udp_exposed, f"UDP services listening beyond loopback: {udp_exposed}"

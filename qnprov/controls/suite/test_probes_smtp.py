@@ -21,6 +21,11 @@ from qnprov.controls.probes import ProbeError
 from qnprov.controls.suite.conftest import effective
 from qnprov.controls.target import VerifyTarget
 
+# All network probes and scans share one xdist worker, in file order: probes from one
+# address must not overlap (anvil counts them together), and testssl's hundreds of
+# connections must come after the probes, not during them.
+pytestmark = pytest.mark.xdist_group("network")
+
 PROBE_HELO = "qnprov-verify.example.net"
 #: A credential that can never be valid; it is refused before it is even checked.
 BOGUS_AUTH = base64.b64encode(b"\0qnprov-verify-probe\0not-a-password").decode()

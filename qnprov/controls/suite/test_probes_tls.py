@@ -13,6 +13,11 @@ from qnprov.controls import probes
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.target import SERVICES, VerifyTarget
 
+# All network probes and scans share one xdist worker, in file order: probes from one
+# address must not overlap (anvil counts them together), and testssl's hundreds of
+# connections must come after the probes, not during them.
+pytestmark = pytest.mark.xdist_group("network")
+
 REQUIRED_TLS_SERVICES = ("smtp", "submission", "submissions", "imaps")
 
 

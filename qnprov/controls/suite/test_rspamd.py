@@ -9,7 +9,7 @@ import pytest
 
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
-from qnprov.controls.suite.conftest import file_facts, run
+from qnprov.controls.suite.conftest import Facts, file_facts, run
 from qnprov.controls.target import VerifyTarget
 
 DKIM_DIR = "/var/lib/rspamd/dkim"
@@ -45,19 +45,19 @@ def test_dkim_keys_strong_and_private(host: Any, record_property: Any) -> None:
 
 
 @pytest.mark.control("QN-RSP-02")
-def test_dkim_signing_for_hosted_domains(host: Any, target: VerifyTarget) -> None:
+def test_dkim_signing_for_hosted_domains(host: Any, facts: Facts, target: VerifyTarget) -> None:
     keys = _dkim_keys(host)
     domains = target.hosted_domains or [target.domain]
     unsigned = [d for d in domains if not any(k.rsplit("/", 1)[-1].startswith(f"{d}.") for k in keys)]
     assert not unsigned, f"no DKIM key for hosted domain(s) {unsigned} in {DKIM_DIR}"
-    config = run(host, "rspamadm configdump dkim_signing")
+    config = facts["rspamd dkim_signing"]
     assert DKIM_DIR in config, f"dkim_signing does not use the keys in {DKIM_DIR}"
     assert not re.search(r"^\s*enabled\s*=\s*false", config, re.MULTILINE), "dkim_signing is disabled"
 
 
 @pytest.fixture(scope="module")
-def modules(host: Any) -> dict[str, set[str]]:
-    states = hoststate.parse_rspamd_module_states(run(host, "rspamadm configdump -m"))
+def modules(facts: Facts) -> dict[str, set[str]]:
+    states = hoststate.parse_rspamd_module_states(facts["rspamd modules"])
     if not states.get("enabled"):
         raise ProbeError("could not read rspamd's module states (rspamadm configdump -m)")
     return states
@@ -100,8 +100,8 @@ def test_configtest_clean(host: Any) -> None:
 
 
 @pytest.mark.control("QN-RSP-07")
-def test_no_message_rewrite(host: Any) -> None:
-    actions = run(host, "rspamadm configdump actions")
+def test_no_message_rewrite(facts: Facts) -> None:
+    actions = facts["rspamd actions"]
     rewrite = re.search(r"rewrite_subject\s*=\s*([^;\n]+)", actions)
     assert rewrite is None or rewrite.group(1).strip().strip('"') in ("null", "none", ""), (
         f"rewrite_subject is set ({rewrite.group(1).strip() if rewrite else ''}): a rewritten message "

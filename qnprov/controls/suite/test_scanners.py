@@ -21,6 +21,11 @@ from qnprov.controls import scanners
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.target import SERVICES, STRICT_TLS_SERVICES, VerifyTarget
 
+# All network probes and scans share one xdist worker, in file order: probes from one
+# address must not overlap (anvil counts them together), and testssl's hundreds of
+# connections must come after the probes, not during them.
+pytestmark = pytest.mark.xdist_group("network")
+
 TESTSSL_BUDGET = 280  # seconds per endpoint
 LYNIS_BUDGET = 280
 LYNIS_REPORT = "/var/log/lynis-report.dat"
