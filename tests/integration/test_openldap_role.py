@@ -1,16 +1,16 @@
 """The openldap role's promises, checked on a converged host (lab or molecule).
 
-Run against a container that the common and openldap roles converged:
+The integration conftest brings the lab up (or honours a host already named
+in QNPROV_TEST_HOST) and exports where it is:
 
-    QNPROV_TEST_HOST=<container name> \\
-    QNPROV_TEST_VARS=<YAML file with the variables the play used> \\
-    pytest -m lab tests/integration/test_openldap_role.py
+* QNPROV_TEST_HOST       container name (testinfra ``podman://`` backend)
+* QNPROV_TEST_BASE_DN    the DIT suffix
+* QNPROV_TEST_ACCOUNTS   JSON list of demo accounts, ``{"address", "password"}``
+* QNPROV_STATE_DIR       lab state; ``secrets/ldap_postfix`` and
+                         ``secrets/ldap_qnprov`` hold the service passwords
 
-QNPROV_TEST_VARS names a YAML mapping holding at least ``qnprov_ldap_base_dn``,
-``qnprov_ldap_postfix_password``, ``qnprov_ldap_qnprov_password`` and
-``openldap_accounts`` (one account or more), i.e. the lab's inventory overlay.
-Without either variable every test here fails: a selected test must never pass
-by not running.
+If any of them is missing every test here fails: a selected test must never
+pass by not running.
 
 Checks that need a password run through ``podman exec -i`` with the password
 on stdin (``-y /dev/stdin``), so no secret appears on a command line, in the
@@ -20,15 +20,15 @@ container's process list, or in a failure report.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
-import yaml
 
 pytestmark = pytest.mark.lab
 
@@ -40,13 +40,22 @@ TLS_ENV = {"LDAPTLS_CACERT": CA_FILE, "LDAPTLS_REQCERT": "demand"}
 
 
 @dataclass(frozen=True)
+class DemoAccount:
+    dn: str
+    address: str
+    agency: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Lab:
     container: str
     host: Any  # testinfra.host.Host
     base_dn: str
-    postfix_password: str
-    qnprov_password: str
-    accounts: list[dict[str, Any]]
+    # Secrets stay out of repr(), which pytest prints for a failing test.
+    postfix_password: str = field(repr=False)
+    qnprov_password: str = field(repr=False)
+    account_logins: list[dict[str, str]] = field(repr=False)
 
     @property
     def postfix_dn(self) -> str:
@@ -55,9 +64,6 @@ class Lab:
     @property
     def qnprov_dn(self) -> str:
         return f"cn=qnprov,ou=services,{self.base_dn}"
-
-    def account_dn(self, account: dict[str, Any]) -> str:
-        return f"uid={account['employee_id']},ou=people,ou={account['agency']},ou=agencies,{self.base_dn}"
 
 
 @dataclass(frozen=True)
@@ -74,21 +80,46 @@ def _required_env(name: str) -> str:
     return value
 
 
+def _read_secret(path: Path) -> str:
+    # Ansible's password lookup may append " salt=..." after the password.
+    return path.read_text(encoding="utf-8").split()[0]
+
+
 @pytest.fixture(scope="module")
 def lab() -> Lab:
     container = _required_env("QNPROV_TEST_HOST")
-    variables = yaml.safe_load(Path(_required_env("QNPROV_TEST_VARS")).read_text(encoding="utf-8"))
-    accounts = variables.get("openldap_accounts") or []
-    if not accounts:
-        raise RuntimeError("QNPROV_TEST_VARS lists no openldap_accounts; the bind tests need one")
+    secrets_dir = Path(_required_env("QNPROV_STATE_DIR")) / "secrets"
+    account_logins = json.loads(_required_env("QNPROV_TEST_ACCOUNTS"))
+    if not account_logins:
+        raise RuntimeError("QNPROV_TEST_ACCOUNTS lists no account; the bind tests need one")
     return Lab(
         container=container,
         host=testinfra.get_host(f"podman://{container}"),
-        base_dn=variables["qnprov_ldap_base_dn"],
-        postfix_password=variables["qnprov_ldap_postfix_password"],
-        qnprov_password=variables["qnprov_ldap_qnprov_password"],
-        accounts=accounts,
+        base_dn=_required_env("QNPROV_TEST_BASE_DN"),
+        postfix_password=_read_secret(secrets_dir / "ldap_postfix"),
+        qnprov_password=_read_secret(secrets_dir / "ldap_qnprov"),
+        account_logins=account_logins,
     )
+
+
+@pytest.fixture(scope="module")
+def accounts(lab: Lab) -> list[DemoAccount]:
+    """The demo accounts as the directory holds them, found by address as cn=postfix."""
+    found = []
+    for login in lab.account_logins:
+        result = run_with_secret(
+            lab,
+            [
+                "ldapsearch", "-x", "-LLL", "-o", "ldif-wrap=no", "-H", STARTTLS_URI, "-ZZ", "-D", lab.postfix_dn,
+                "-b", lab.base_dn, f"(&(objectClass=qnMailAccount)(mail={login['address']}))", "qnAgencyCode",
+            ],
+            lab.postfix_password,
+        )  # fmt: skip
+        assert result.rc == 0, result.stderr
+        entry = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+        assert "dn" in entry, f"no account with mail {login['address']}"
+        found.append(DemoAccount(entry["dn"], login["address"], entry.get("qnAgencyCode", ""), login["password"]))
+    return found
 
 
 def run_with_secret(lab: Lab, argv: list[str], secret: str, ldif: str | None = None) -> Result:
@@ -198,45 +229,48 @@ def test_wrong_password_is_refused(lab: Lab) -> None:
     assert result.rc == 49, result.stderr
 
 
+def _s_client(lab: Lab, options: str) -> str:
+    return str(lab.host.run(f"openssl s_client -connect 127.0.0.1:636 {options} -CAfile {CA_FILE} </dev/null").stdout)
+
+
 @pytest.mark.parametrize("protocol", ["-tls1", "-tls1_1"])
 def test_tls_below_1_2_is_refused(lab: Lab, protocol: str) -> None:
-    result = lab.host.run(f"openssl s_client -connect 127.0.0.1:636 {protocol} -CAfile {CA_FILE} </dev/null")
-    assert "Cipher is (NONE)" in result.stdout or result.rc != 0
-    assert "Verify return code: 0 (ok)" not in result.stdout
+    assert "Cipher is (NONE)" in _s_client(lab, protocol)
 
 
 def test_tls_1_2_with_aead_cipher_and_verified_chain(lab: Lab) -> None:
-    result = lab.host.run(f"openssl s_client -connect 127.0.0.1:636 -tls1_2 -CAfile {CA_FILE} </dev/null")
-    assert "Verify return code: 0 (ok)" in result.stdout
-    cipher_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("Cipher    :"))
-    assert "GCM" in cipher_line or "CHACHA20" in cipher_line
+    output = _s_client(lab, "-tls1_2")
+    assert "Verify return code: 0 (ok)" in output
+    session = next(line for line in output.splitlines() if line.startswith("New, "))
+    assert session.startswith("New, TLSv1.2, Cipher is ECDHE-")
+    assert "GCM" in session or "CHACHA20" in session
 
 
-def test_cbc_cipher_is_refused(lab: Lab) -> None:
-    result = lab.host.run(
-        f"openssl s_client -connect 127.0.0.1:636 -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA -CAfile {CA_FILE} </dev/null"
-    )
-    assert "Verify return code: 0 (ok)" not in result.stdout
+def test_tls_1_3_is_offered(lab: Lab) -> None:
+    assert "New, TLSv1.3, Cipher is TLS_" in _s_client(lab, "-tls1_3")
 
 
-def test_postfix_reads_mail_but_never_user_password(lab: Lab) -> None:
-    account = lab.accounts[0]
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"])
+def test_cbc_ciphers_are_refused(lab: Lab, cipher: str) -> None:
+    assert "Cipher is (NONE)" in _s_client(lab, f"-tls1_2 -cipher {cipher}")
+
+
+def test_postfix_reads_mail_but_never_user_password(lab: Lab, accounts: list[DemoAccount]) -> None:
     result = run_with_secret(
         lab,
         [
             "ldapsearch", "-x", "-LLL", "-H", STARTTLS_URI, "-ZZ", "-D", lab.postfix_dn,
-            "-b", lab.base_dn, f"(uid={account['employee_id']})", "mail", "userPassword",
+            "-b", accounts[0].dn, "-s", "base", "(objectClass=*)", "mail", "userPassword",
         ],
         lab.postfix_password,
     )  # fmt: skip
     assert result.rc == 0, result.stderr
-    assert f"mail: {account['mail']}" in result.stdout
+    assert f"mail: {accounts[0].address}" in result.stdout
     assert "userPassword" not in result.stdout
 
 
-def test_postfix_cannot_write(lab: Lab) -> None:
-    account_dn = lab.account_dn(lab.accounts[0])
-    ldif = f"dn: {account_dn}\nchangetype: modify\nadd: description\ndescription: written by postfix\n"
+def test_postfix_cannot_write(lab: Lab, accounts: list[DemoAccount]) -> None:
+    ldif = f"dn: {accounts[0].dn}\nchangetype: modify\nadd: description\ndescription: written by postfix\n"
     result = run_with_secret(
         lab, ["ldapmodify", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", lab.postfix_dn], lab.postfix_password, ldif
     )
@@ -244,11 +278,10 @@ def test_postfix_cannot_write(lab: Lab) -> None:
     assert "Insufficient access" in result.stderr
 
 
-def test_qnprov_can_write(lab: Lab) -> None:
-    account_dn = lab.account_dn(lab.accounts[0])
+def test_qnprov_can_write(lab: Lab, accounts: list[DemoAccount]) -> None:
     marker = f"qnprov write test {os.getpid()}"
-    add = f"dn: {account_dn}\nchangetype: modify\nadd: description\ndescription: {marker}\n"
-    remove = f"dn: {account_dn}\nchangetype: modify\ndelete: description\ndescription: {marker}\n"
+    add = f"dn: {accounts[0].dn}\nchangetype: modify\nadd: description\ndescription: {marker}\n"
+    remove = f"dn: {accounts[0].dn}\nchangetype: modify\ndelete: description\ndescription: {marker}\n"
     argv = ["ldapmodify", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", lab.qnprov_dn]
     added = run_with_secret(lab, argv, lab.qnprov_password, add)
     assert added.rc == 0, added.stderr
@@ -256,33 +289,34 @@ def test_qnprov_can_write(lab: Lab) -> None:
     assert removed.rc == 0, removed.stderr
 
 
-def test_demo_accounts_bind_with_their_passwords(lab: Lab) -> None:
-    for account in lab.accounts:
+def test_demo_accounts_bind_with_their_passwords(lab: Lab, accounts: list[DemoAccount]) -> None:
+    for account in accounts:
         result = run_with_secret(
-            lab, ["ldapwhoami", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", lab.account_dn(account)], account["password"]
+            lab, ["ldapwhoami", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", account.dn], account.password
         )
-        assert result.rc == 0, f"{account['employee_id']}: {result.stderr}"
+        assert result.rc == 0, f"{account.address}: {result.stderr}"
+        assert result.stdout.strip() == f"dn:{account.dn}"
 
 
-def test_stored_passwords_are_argon2_hashes(lab: Lab) -> None:
+def test_stored_passwords_are_argon2_hashes(lab: Lab, accounts: list[DemoAccount]) -> None:
     dump = lab.host.check_output(
         "slapcat -o ldif-wrap=no -F /etc/ldap/slapd.d -b %s -a %s", lab.base_dn, "(userPassword=*)"
     )
     hashes = [_decode_ldif_value(line) for line in dump.splitlines() if line.startswith("userPassword")]
     # Three service accounts plus every demo account.
-    assert len(hashes) >= 3 + len(lab.accounts)
+    assert len(hashes) >= 3 + len(accounts)
     assert all(value.startswith("{ARGON2}") for value in hashes), "a userPassword is not an {ARGON2} hash"
 
 
-def test_demo_accounts_are_on_their_distribution_list(lab: Lab) -> None:
-    account = lab.accounts[0]
-    code = account["agency"]
+def test_demo_accounts_are_on_their_distribution_list(lab: Lab, accounts: list[DemoAccount]) -> None:
+    account = accounts[0]
+    assert account.agency, f"{account.address} has no qnAgencyCode"
     group = lab.host.check_output(
         "slapcat -o ldif-wrap=no -F /etc/ldap/slapd.d -b %s -a %s",
         lab.base_dn,
-        f"(cn={code.lower()}-all)",
+        f"(cn={account.agency.lower()}-all)",
     )
-    assert f"member: {lab.account_dn(account)}" in group
+    assert f"member: {account.dn}" in group
     assert "objectClass: qnMailGroup" in group
 
 
