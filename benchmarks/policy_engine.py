@@ -63,27 +63,35 @@ def run(count: int) -> dict[str, object]:
         engine.evaluate(raw, envelope)  # warm caches and lazy imports
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for _, raw, _ in corpus:
         email.message_from_bytes(raw)
     parse_seconds = time.perf_counter() - started
+    parse_cpu = time.process_time() - cpu_started
 
     latencies: dict[str, list[float]] = {}
     verdicts: dict[str, int] = {}
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for name, raw, envelope in corpus:
         one = time.perf_counter()
         decision = engine.evaluate(raw, envelope)
         latencies.setdefault(name, []).append(time.perf_counter() - one)
         verdicts[decision.verdict] = verdicts.get(decision.verdict, 0) + 1
     engine_seconds = time.perf_counter() - started
+    engine_cpu = time.process_time() - cpu_started
 
     total_bytes = sum(len(raw) for _, raw, _ in corpus)
     return {
         "messages": count,
         "corpus_mib": round(total_bytes / 2**20, 1),
+        # Wall-clock figures suffer on a shared host; per CPU-second is the per-core capacity.
         "engine_msgs_per_s_per_core": round(count / engine_seconds, 1),
+        "engine_msgs_per_cpu_second": round(count / engine_cpu, 1),
         "parse_only_msgs_per_s": round(count / parse_seconds, 1),
+        "parse_only_msgs_per_cpu_second": round(count / parse_cpu, 1),
         "engine_vs_parse_ratio": round(parse_seconds / engine_seconds, 3),
+        "engine_vs_parse_ratio_cpu": round(parse_cpu / engine_cpu, 3),
         "verdicts": verdicts,
         "p50_ms_by_kind": {k: round(statistics.median(v) * 1000, 2) for k, v in sorted(latencies.items())},
         "p99_ms_overall": round(sorted(x for v in latencies.values() for x in v)[int(count * 0.99) - 1] * 1000, 2),
@@ -100,7 +108,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     for key, value in result.items():
-        print(f"{key:28} {value}")
+        print(f"{key:32} {value}")
 
 
 if __name__ == "__main__":
