@@ -186,3 +186,13 @@ def test_show_json_is_the_merged_bundle(tmp_path: Path) -> None:
     actions = {rule["id"]: rule["action"] for rule in document["rules"]}
     assert actions["service-registration"] == "reject"
     assert document["effective_date_computed"] is None
+
+
+def test_overrides_example_in_docs_lints(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
+    text = docs.read_text(encoding="utf-8")
+    start = text.index("```yaml\nqnprov_policy_overrides:") + len("```yaml\n")
+    example = tmp_path / "example.yml"
+    example.write_text(text[start:text.index("```", start)], encoding="utf-8")
+    result = RUNNER.invoke(policy_app, ["lint", str(packaged_bundle_path()), "--overrides", str(example)])
+    assert result.exit_code == 0, result.output
