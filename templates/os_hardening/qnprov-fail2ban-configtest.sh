@@ -3,7 +3,7 @@
 #
 # Validate a candidate fail2ban file against the WHOLE configuration before
 # it replaces the live one: copy /etc/fail2ban to a private temporary
-# directory, drop the candidate in at RELPATH (e.g. jail.d/qnprov.local) and
+# directory, drop the candidate in at RELPATH (e.g. jail.local) and
 # run "fail2ban-client -c <copy> -t", which parses every jail, filter and
 # action. The live tree is never touched.
 # Installed by the qnprov os_hardening role; used as a template validate: step.

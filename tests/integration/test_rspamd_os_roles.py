@@ -159,16 +159,22 @@ def test_rspamd_and_redis_listen_on_loopback_only(host: testinfra.host.Host) -> 
     for bind in (RSPAMD["rspamd_normal_bind"], RSPAMD["rspamd_controller_bind"]):
         address, _, port = bind.rpartition(":")
         assert listening.get(int(port)) == {address}, (bind, listening.get(int(port)))
-    assert listening.get(RSPAMD["rspamd_redis_port"]) == {RSPAMD["rspamd_redis_bind"]}
+    redis_tcp = [line for line in _ok(host, "ss -Hltnp").splitlines() if '"redis-server"' in line]
+    assert redis_tcp == [], f"Redis listens on TCP: {redis_tcp}"
 
 
-def test_redis_runs_in_protected_mode_with_a_private_socket(host: testinfra.host.Host) -> None:
+def test_redis_is_reachable_only_through_its_group_socket(host: testinfra.host.Host) -> None:
+    """RSPAMD-09: no TCP, protected mode, socket 0770 for the redis group, which _rspamd joins."""
     socket_path = RSPAMD["rspamd_redis_unixsocket"]
     assert _ok(host, "redis-cli -s %s config get protected-mode", socket_path).split() == ["protected-mode", "yes"]
-    assert _ok(host, "redis-cli -s %s config get bind", socket_path).split() == ["bind", "127.0.0.1"]
+    assert _ok(host, "redis-cli -s %s config get port", socket_path).split() == ["port", "0"]
     sock = host.file(socket_path)
     assert sock.is_socket
     assert sock.mode == 0o770
+    assert sock.group == "redis"
+    assert "redis" in host.user("_rspamd").groups
+    # rspamd really uses it: its scan history lands in this Redis.
+    assert "rs_history" in _ok(host, "redis-cli -s %s --scan --pattern %s", socket_path, "rs_history*")
 
 
 def test_dkim_key_is_private_and_at_least_2048_bits(host: testinfra.host.Host, domain: str) -> None:
@@ -377,7 +383,7 @@ def test_fail2ban_runs_the_mail_jails_on_the_journal(host: testinfra.host.Host) 
         # "Journal matches" appears only for jails on the systemd backend.
         assert "Journal matches:" in _ok(host, "fail2ban-client status %s", jail), jail
     local = configparser.ConfigParser(interpolation=None)
-    local.read_string(host.file("/etc/fail2ban/jail.d/qnprov.local").content_string)
+    local.read_string(host.file("/etc/fail2ban/jail.local").content_string)
     assert local["postfix"]["mode"] == "more"
     assert "postfix@-.service" in _ok(host, "fail2ban-client get postfix-sasl journalmatch")
 
