@@ -11,7 +11,8 @@ the container, through testinfra's podman backend.
 Environment (set by tests/integration/conftest.py from ``qnprov lab up``, or
 by molecule's verify step):
   QNPROV_TEST_HOST       container name
-  QNPROV_TEST_ENDPOINTS  JSON {"smtp": "127.0.0.1:10025", "submission": ..., "imaps": ..., "imap": ...}
+  QNPROV_TEST_ENDPOINTS  JSON {"smtp": "127.0.0.1:10025", "submission": ..., "submissions": ...,
+                         "imaps": ..., "imap": ..., "sieve": ...}
   QNPROV_TEST_ACCOUNTS   JSON [{"address": ..., "password": ...}, ...] (two or more)
   QNPROV_TEST_CA         CA certificate that signed the host certificate
 A missing variable fails the test: a mail-flow check that did not run must
@@ -20,6 +21,7 @@ not look like one that passed.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import json
 import os
@@ -32,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import BinaryIO
 
 import pytest
 import testinfra
@@ -77,7 +80,7 @@ def accounts() -> list[Account]:
 def endpoints() -> dict[str, Endpoint]:
     raw = json.loads(_require_env("QNPROV_TEST_ENDPOINTS"))
     parsed: dict[str, Endpoint] = {}
-    for name in ("smtp", "submission", "submissions", "imaps", "imap"):
+    for name in ("smtp", "submission", "submissions", "imaps", "imap", "sieve"):
         if name not in raw:
             pytest.fail(f"QNPROV_TEST_ENDPOINTS has no {name!r} endpoint", pytrace=False)
         host, _, port = str(raw[name]).rpartition(":")
@@ -227,6 +230,21 @@ def test_imap_refuses_a_wrong_password(
         imap.login(accounts[0].address, accounts[0].password + "-wrong")
 
 
+def test_submission_refuses_a_sender_address_the_login_does_not_own(
+        accounts: list[Account], endpoints: dict[str, Endpoint], tls_context: ssl.SSLContext) -> None:
+    """reject_sender_login_mismatch: A may not send as B (smtpd_sender_login_maps from LDAP)."""
+    login, victim = accounts[0], accounts[1]
+    with smtp_session(endpoints["submission"]) as smtp:
+        smtp.ehlo()
+        smtp.starttls(context=tls_context)
+        smtp.ehlo()
+        smtp.login(login.address, login.password)
+        assert smtp.mail(victim.address)[0] == 250
+        code, reply = smtp.rcpt(login.address)
+    assert code == 553, reply
+    assert b"not owned by user" in reply
+
+
 def test_unknown_local_user_is_rejected_at_rcpt(
         accounts: list[Account], endpoints: dict[str, Endpoint]) -> None:
     unknown = f"nobody-{uuid.uuid4().hex[:12]}@{_hosted_domain(accounts)}"
@@ -290,6 +308,47 @@ def test_imap_refuses_plaintext_login_before_starttls(
         imap.starttls(ssl_context=tls_context)
         status, _ = imap.login(accounts[0].address, accounts[0].password)
         assert status == "OK"
+
+
+def _read_managesieve_response(stream: BinaryIO) -> list[bytes]:
+    """Lines up to and including the OK/NO/BYE that ends a ManageSieve response."""
+    lines: list[bytes] = []
+    while True:
+        line = stream.readline()
+        if not line:
+            pytest.fail(f"ManageSieve closed the connection after {lines!r}")
+        lines.append(line.rstrip(b"\r\n"))
+        if line.startswith((b"OK", b"NO", b"BYE")):
+            return lines
+
+
+def _sasl_capability(lines: list[bytes]) -> bytes:
+    for line in lines:
+        if line.startswith(b'"SASL"'):
+            return line.removeprefix(b'"SASL"').strip().strip(b'"')
+    pytest.fail(f"no SASL capability in {lines!r}")
+
+
+def test_managesieve_offers_authentication_only_after_starttls(
+        accounts: list[Account], endpoints: dict[str, Endpoint], tls_context: ssl.SSLContext) -> None:
+    endpoint = endpoints["sieve"]
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=SMTP_TIMEOUT) as raw:
+        plain = raw.makefile("rb")
+        greeting = _read_managesieve_response(plain)
+        assert b'"STARTTLS"' in greeting
+        assert _sasl_capability(greeting) == b"", greeting
+        raw.sendall(b"STARTTLS\r\n")
+        assert plain.readline().startswith(b"OK")
+        with tls_context.wrap_socket(raw) as tls:
+            secure = tls.makefile("rb")
+            capabilities = _read_managesieve_response(secure)
+            assert b"PLAIN" in _sasl_capability(capabilities).split()
+            account = accounts[0]
+            token = base64.b64encode(f"\0{account.address}\0{account.password}".encode())
+            tls.sendall(b'AUTHENTICATE "PLAIN" "' + token + b'"\r\n')
+            reply = _read_managesieve_response(secure)
+            assert reply[-1].startswith(b"OK"), reply
+            tls.sendall(b"LOGOUT\r\n")
 
 
 # --- configuration and service lifecycle (inside the host) ---------------------
