@@ -26,7 +26,7 @@ from qnprov.controls.target import SERVICES, STRICT_TLS_SERVICES, VerifyTarget
 # connections must come after the probes, not during them.
 pytestmark = pytest.mark.xdist_group("network")
 
-TESTSSL_BUDGET = 280  # seconds per endpoint
+TESTSSL_BUDGET = 240  # seconds per endpoint
 LYNIS_BUDGET = 280
 LYNIS_REPORT = "/var/log/lynis-report.dat"
 
@@ -72,7 +72,8 @@ def _run_lynis(host: Any) -> dict[str, Any]:
 def scans(host: Any, target: VerifyTarget) -> Any:
     if shutil.which("testssl") is None:
         raise ProbeError("testssl (Debian package testssl.sh) is not installed on the verify machine")
-    services = [service for service in SERVICES if service in target.endpoints]
+    services = [service for service in SERVICES if service in target.endpoints
+                and (SERVICES[service][1] is None or SERVICES[service][1] in scanners.TESTSSL_STARTTLS)]
     with tempfile.TemporaryDirectory(prefix="qnprov-testssl-") as workdir, \
             ThreadPoolExecutor(max_workers=len(services) + 1) as pool:
         # All scans at once: each testssl run is mostly waiting on the network (about 2 min
