@@ -35,6 +35,9 @@ class TestsslResult:
     address: str
     findings: list[TestsslFinding] = field(default_factory=list)
     scan_problems: list[str] = field(default_factory=list)
+    #: testssl WARN lines: a sub-check could not run (e.g. session resumption). Reported,
+    #: not fatal: the rated checks still ran.
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -48,6 +51,7 @@ class TestsslResult:
             "address": self.address,
             **{severity.lower(): self.count(severity) for severity in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
             "scan_problems": len(self.scan_problems),
+            "warnings": len(self.warnings),
         }
 
 
@@ -93,8 +97,11 @@ def parse_testssl_json(text: str, *, service: str, address: str) -> TestsslResul
         severity = str(item.get("severity", "")).upper()
         finding_id = str(item.get("id", ""))
         text_finding = str(item.get("finding", ""))
-        if finding_id == "scanProblem" or severity in ("FATAL", "WARN"):
+        if finding_id == "scanProblem" or severity == "FATAL":
             result.scan_problems.append(f"{finding_id}: {text_finding}")
+            continue
+        if severity == "WARN":
+            result.warnings.append(f"{finding_id}: {text_finding}")
             continue
         if _SCAN_META_IDS.match(finding_id):
             continue

@@ -117,12 +117,14 @@ def test_testssl_json_parsing_and_gate() -> None:
         {"id": "BREACH", "severity": "MEDIUM", "finding": "potentially VULNERABLE"},
         {"id": "cert_chain_of_trust", "severity": "CRITICAL", "finding": "failed (self signed)"},
         {"id": "scanTime", "severity": "WARN", "finding": "61"},
+        {"id": "scanProblem", "severity": "FATAL", "finding": "no TLS"},
     ]
     result = scanners.parse_testssl_json(json.dumps(findings), service="submissions", address="127.0.0.1:10465")
     assert [f.id for f in result.at_least("HIGH")] == ["cert_chain_of_trust"]
     assert result.count("MEDIUM") == 1
     assert result.summary()["critical"] == 1
-    assert result.scan_problems == ["scanTime: 61"]
+    assert result.scan_problems == ["scanProblem: no TLS"]
+    assert result.warnings == ["scanTime: 61"]
     broken = scanners.parse_testssl_json("[", service="smtp", address="x")
     assert broken.scan_problems and not broken.findings
     empty = scanners.parse_testssl_json("[]", service="smtp", address="x")

@@ -104,8 +104,11 @@ def _accept(results: dict[str, scanners.TestsslResult], target: VerifyTarget, co
     return counted
 
 
-def _testssl_results(scans: Scans) -> dict[str, scanners.TestsslResult]:
+def _testssl_results(scans: Scans, record_property: Any | None = None) -> dict[str, scanners.TestsslResult]:
     results = {service: future.result(timeout=TESTSSL_BUDGET + 30) for service, future in scans.testssl.items()}
+    if record_property is not None:
+        record_property("testssl", {service: result.summary() for service, result in results.items()})
+        record_property("testssl_warnings", {s: r.warnings[:10] for s, r in results.items() if r.warnings})
     problems = {s: r.scan_problems for s, r in results.items() if r.scan_problems}
     if problems:
         raise ProbeError(f"testssl could not complete: {problems}")
@@ -115,8 +118,7 @@ def _testssl_results(scans: Scans) -> dict[str, scanners.TestsslResult]:
 @pytest.mark.scanner
 @pytest.mark.control("QN-TLS-06")
 def test_testssl_no_high_or_critical(scans: Scans, target: VerifyTarget, record_property: Any) -> None:
-    results = _testssl_results(scans)
-    record_property("testssl", {service: result.summary() for service, result in results.items()})
+    results = _testssl_results(scans, record_property)
     counted = _accept(results, target, "QN-TLS-06", record_property)
     severe = {s: [f"{f.severity} {f.id}: {f.finding}" for f in found if f.severity in ("HIGH", "CRITICAL")]
               for s, found in counted.items()}
