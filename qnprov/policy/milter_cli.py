@@ -252,10 +252,12 @@ def audit_report(
         _print_json([row.__dict__ for row in rows])
         return
     table = Table(title=f"policy events by {by}", title_justify="left")
-    for column in (by, "rule", "clause", "action", "count", "first", "last"):
+    columns = ("agency", "rule", "clause", "action", "count", "first", "last")
+    for column in columns if by == "agency" else columns[1:]:
         table.add_column(column, justify="right" if column == "count" else "left")
     for row in rows:
-        table.add_row(row.key, row.rule, row.clause, row.action, str(row.count), row.first, row.last)
+        cells = (row.rule, row.clause, row.action, str(row.count), row.first, row.last)
+        table.add_row(*((row.key, *cells) if by == "agency" else cells))
     out.print(table)
 
 
