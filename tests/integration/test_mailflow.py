@@ -351,6 +351,40 @@ def test_managesieve_offers_authentication_only_after_starttls(
             tls.sendall(b"LOGOUT\r\n")
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+@pytest.mark.parametrize("name", ["submissions", "imaps"])
+def test_implicit_tls_refuses_protocols_below_tls_1_2(name: str, endpoints: dict[str, Endpoint]) -> None:
+    endpoint = endpoints[name]
+    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    legacy.check_hostname = False
+    legacy.verify_mode = ssl.CERT_NONE
+    # SECLEVEL=0 lets this client really offer TLS 1.0/1.1.
+    legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
+    legacy.minimum_version = ssl.TLSVersion.TLSv1
+    legacy.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=SMTP_TIMEOUT) as raw, \
+            pytest.raises(ssl.SSLError):
+        legacy.wrap_socket(raw).close()
+
+
+@pytest.mark.parametrize("name", ["submissions", "imaps"])
+def test_implicit_tls_negotiates_forward_secret_aead(
+        name: str, endpoints: dict[str, Endpoint], tls_context: ssl.SSLContext) -> None:
+    endpoint = endpoints[name]
+    tls12 = ssl.create_default_context(cafile=_require_env("QNPROV_TEST_CA"))
+    tls12.check_hostname = False
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    for context, expected in ((tls_context, "TLSv1.3"), (tls12, "TLSv1.2")):
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=SMTP_TIMEOUT) as raw, \
+                context.wrap_socket(raw) as tls:
+            negotiated = tls.cipher()
+            assert negotiated is not None
+            cipher, version, _ = negotiated
+            assert version == expected
+            if version == "TLSv1.2":
+                assert cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher), cipher
+
+
 # --- configuration and service lifecycle (inside the host) ---------------------
 
 def test_live_configuration_checks_are_clean(mail_host: testinfra.host.Host) -> None:
