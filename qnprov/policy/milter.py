@@ -281,7 +281,11 @@ class ProcessPoolEvaluator:
         if not worker.conn.poll(self._start_timeout):
             self._kill(worker)
             raise EvaluationError("evaluator process did not start in time")
-        status, detail = worker.conn.recv()
+        try:
+            status, detail = worker.conn.recv()
+        except (EOFError, OSError) as exc:
+            self._kill(worker)
+            raise EvaluationError(f"evaluator process died during start-up: {exc!r}") from exc
         if status != "ready":
             self._kill(worker)
             raise EvaluationError(f"evaluator process failed to start: {detail}")
