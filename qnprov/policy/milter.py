@@ -205,8 +205,10 @@ class PolicySnapshot:
     files contain by then. The packaged bundle is immutable and not copied.
     """
 
+    PREFIX = "qnprov-policy-"
+
     def __init__(self, bundle: Path | None, overrides: Path | None) -> None:
-        self._root = Path(tempfile.mkdtemp(prefix="qnprov-policy-"))
+        self._root = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-"))
         self.bundle: Path | None = None
         self.overrides: Path | None = None
         if bundle is not None:
@@ -218,6 +220,20 @@ class PolicySnapshot:
 
     def remove(self) -> None:
         shutil.rmtree(self._root, ignore_errors=True)
+
+    @classmethod
+    def remove_stale(cls) -> None:
+        """Snapshots left by a front that was killed (SIGKILL skips its clean-up)."""
+        for path in Path(tempfile.gettempdir()).glob(f"{cls.PREFIX}*-*"):
+            pid_text = path.name.removeprefix(cls.PREFIX).split("-", 1)[0]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:
+                continue  # alive, someone else's
 
 
 @dataclass
@@ -245,6 +261,7 @@ class ProcessPoolEvaluator:
         self._timeout = timeout
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
+        PolicySnapshot.remove_stale()
         snapshot = PolicySnapshot(bundle, overrides)
         try:
             engine = load_engine(snapshot.bundle, snapshot.overrides)  # validate before starting anyone

@@ -233,3 +233,19 @@ def test_reply_text_is_ascii_and_percent_safe() -> None:
 
 def test_static_agency_map_is_pluggable(tmp_path: Path) -> None:
     assert StaticAgencyMap({"@x.test": "X"}).agency_of("a@x.test") == "X"
+
+
+def test_snapshots_of_dead_fronts_are_removed(tmp_path: Path) -> None:
+    import tempfile
+
+    from qnprov.policy.milter import PolicySnapshot
+
+    # pid 999999999 is above Linux's pid_max: no such process.
+    stale = Path(tempfile.mkdtemp(prefix=f"{PolicySnapshot.PREFIX}999999999-"))
+    mine = PolicySnapshot(None, corpus.write_overrides(tmp_path))
+    try:
+        PolicySnapshot.remove_stale()
+        assert not stale.exists()
+        assert mine.overrides is not None and mine.overrides.exists()
+    finally:
+        mine.remove()
