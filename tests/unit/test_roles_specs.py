@@ -42,7 +42,9 @@ def test_defaults_and_argument_specs_agree(role: Path):
             if "default" in option:
                 assert option["default"] == defaults[name], f"{name}: spec default differs from defaults/main.yml"
         else:
-            assert option.get("required"), f"{name}: neither a default nor required"
+            # No default: the spec must say outright whether it is required
+            # (optional ones fall back in the tasks, e.g. `| default(...)`).
+            assert "required" in option, f"{name}: neither a default nor an explicit required"
         assert option.get("description"), f"{name}: no description"
 
 
