@@ -50,7 +50,7 @@ pytestmark = pytest.mark.lab
 # client address of a message; nothing is ever sent to it.
 OUTSIDE_CLIENT_IP = "192.0.2.25"
 CONNECT_TIMEOUT = 3.0
-JOURNAL_DEADLINE = 15.0
+JOURNAL_DEADLINE = 15.0  # seconds for a journal line or a Redis write to show
 
 
 def _role_defaults(role: str) -> dict[str, Any]:
@@ -163,7 +163,8 @@ def test_rspamd_and_redis_listen_on_loopback_only(host: testinfra.host.Host) -> 
     assert redis_tcp == [], f"Redis listens on TCP: {redis_tcp}"
 
 
-def test_redis_is_reachable_only_through_its_group_socket(host: testinfra.host.Host) -> None:
+def test_redis_is_reachable_only_through_its_group_socket(host: testinfra.host.Host, container: str,
+                                                          domain: str) -> None:
     """RSPAMD-09: no TCP, protected mode, socket 0770 for the redis group, which _rspamd joins."""
     socket_path = RSPAMD["rspamd_redis_unixsocket"]
     assert _ok(host, "redis-cli -s %s config get protected-mode", socket_path).split() == ["protected-mode", "yes"]
@@ -173,8 +174,13 @@ def test_redis_is_reachable_only_through_its_group_socket(host: testinfra.host.H
     assert sock.mode == 0o770
     assert sock.group == "redis"
     assert "redis" in host.user("_rspamd").groups
-    # rspamd really uses it: its scan history lands in this Redis.
-    assert "rs_history" in _ok(host, "redis-cli -s %s --scan --pattern %s", socket_path, "rs_history*")
+    # rspamd really uses it: the history of a scan lands in this Redis.
+    _scan(container, _message("sender@example.org", f"binhtt@{domain}", "history"), sender="sender@example.org",
+          recipient=f"binhtt@{domain}", client_ip=OUTSIDE_CLIENT_IP)
+    deadline = time.monotonic() + JOURNAL_DEADLINE
+    while not _ok(host, "redis-cli -s %s --scan --pattern %s", socket_path, "rs_history*").strip():
+        assert time.monotonic() < deadline, "rspamd wrote no scan history to Redis"
+        time.sleep(0.5)
 
 
 def test_dkim_key_is_private_and_at_least_2048_bits(host: testinfra.host.Host, domain: str) -> None:
