@@ -13,13 +13,13 @@ from pathlib import Path
 from ldap3 import Connection
 
 from qnprov.directory import inputs, ldapio
-from qnprov.directory.freemail import is_freemail
 from qnprov.directory.models import Account, DirectoryState, Plan, RowError
 from qnprov.directory.names import DEFAULT_ADDRESS_PATTERN, check_pattern
 from qnprov.directory.planner import Desired, PlanOptions, mass_change_refusal, plan
 from qnprov.directory.purge import generalized_time
 from qnprov.directory.wire import LdapPipeline
 from qnprov.errors import ConfigError, InputError
+from qnprov.policy.domains import is_freemail
 
 DEFAULT_MASS_CHANGE_THRESHOLD = 0.05
 

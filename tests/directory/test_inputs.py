@@ -8,8 +8,8 @@ import openpyxl
 import pytest
 
 from qnprov.directory import inputs
-from qnprov.directory.freemail import is_freemail
 from qnprov.errors import InputError
+from qnprov.policy.domains import is_freemail
 
 KNOWN = {"STTTT", "SNV"}
 
