@@ -30,13 +30,16 @@ SERVICES = ["slapd", "postfix", "dovecot", "rspamd", "redis-server", "nftables",
 
 
 def role_packages() -> list[str]:
-    """Every package list the site roles install by default (variables ending in _packages)."""
+    """The packages the site roles install: their *_packages defaults, and the
+    package list each role's dry-run guard checks (roles/*/vars/main.yml)."""
     packages: list[str] = []
     for role in ("common", "os_hardening", "openldap", "rspamd", "postfix", "dovecot"):
-        defaults = yaml.safe_load((paths.ROLES_DIR / role / "defaults" / "main.yml").read_text()) or {}
-        for name, value in defaults.items():
-            if name.endswith("_packages") and isinstance(value, list):
-                packages += [str(v) for v in value if "{{" not in str(v)]
+        for rel in ("defaults/main.yml", "vars/main.yml"):
+            path = paths.ROLES_DIR / role / rel
+            data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+            for name, value in data.items():
+                if name.endswith("_packages") and isinstance(value, list):
+                    packages += [str(v) for v in value if "{{" not in str(v)]
     return sorted(set(packages))
 
 
@@ -98,6 +101,9 @@ def main() -> int:
     testbed.build_image()
     packages = role_packages()
     floor_s = floor(packages)
+    if "--floor-only" in sys.argv:
+        print(json.dumps({"packages": len(packages), "floor_seconds": round(floor_s, 1)}, indent=2))
+        return 0
     first_s, again_s, changed = converge_twice()
     result = {
         "packages": len(packages),
