@@ -30,12 +30,12 @@ from pathlib import Path
 from ldap3 import Connection
 
 from qnprov.directory import inputs, ldapio, planner, synthetic
-from qnprov.directory.freemail import is_freemail
 from qnprov.directory.models import Account, Entry, Plan
 from qnprov.directory.passwords import hash_passwords
 from qnprov.directory.planner import Desired, PlanOptions
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
 from qnprov.directory.testslapd import TestSlapd, running_test_slapd
+from qnprov.policy.domains import is_freemail
 
 DOMAIN = "quangninh.test"
 NOW = "20261129000000Z"
