@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import imaplib
 import json
-import os
 import smtplib
 import socket
 import ssl
@@ -38,6 +37,7 @@ from typing import BinaryIO
 
 import pytest
 import testinfra
+from labenv import require_env as _require_env
 
 pytestmark = pytest.mark.lab
 
@@ -60,11 +60,6 @@ class Endpoint:
     port: int
 
 
-def _require_env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set; run through tests/integration/conftest.py or export it", pytrace=False)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import imaplib
 import json
-import os
 import re
 import smtplib
 import ssl
@@ -28,6 +27,7 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
+from labenv import require_env as _env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "policy"))
 import milter_corpus as corpus
@@ -52,11 +52,6 @@ class Account:
     password: str
 
 
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set: the lab is not up (run `qnprov lab up`)", pytrace=False)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import email.policy
 import email.utils
 import imaplib
 import json
-import os
 import re
 import smtplib
 import ssl
@@ -31,6 +30,7 @@ import dkim
 import pytest
 import testinfra
 import yaml
+from labenv import require_env as _require_env
 
 from qnprov import paths
 
@@ -41,11 +41,6 @@ SELECTOR = yaml.safe_load((paths.ROLES_DIR / "rspamd" / "defaults" / "main.yml")
     "rspamd_dkim_selector"]
 
 
-def _require_env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set; run through tests/integration/conftest.py or export it", pytrace=False)
-    return value
 
 
 def _endpoint(name: str) -> tuple[str, int]:

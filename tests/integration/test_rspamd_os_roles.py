@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import configparser
 import json
-import os
 import re
 import socket
 import subprocess
@@ -40,6 +39,7 @@ import testinfra
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+from labenv import require_env as _require_env
 
 from qnprov import paths
 
@@ -63,11 +63,6 @@ SELECTOR = RSPAMD["rspamd_dkim_selector"]
 ALLOWED_TCP = sorted(OS["os_hardening_nftables_allowed_tcp_ports"])
 
 
-def _require_env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set; run through tests/integration/conftest.py or export it", pytrace=False)
-    return value
 
 
 @pytest.fixture(scope="module")
