@@ -34,6 +34,7 @@ The three paths and the control that each one really passes through:
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -160,14 +161,27 @@ def dovecot_reinject_settings(listen: str = REINJECT_LISTEN) -> dict[str, dict[s
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qnprov.policy.forwarding regexp|ldap-exclusion|ldap-query|ldap-info-query [EXTRA_DOMAIN...]``.
+def postfix_tables(domains: Sequence[str]) -> dict[str, str]:
+    """Everything roles/postfix renders for clause 1.3(2), in one document."""
+    return {
+        "forward_exclusion": ldap_forward_exclusion(domains),
+        "forward_info_query": ldap_forward_info_query(domains),
+        "recipient_regexp": render_freemail_recipient_regexp(domains),
+    }
 
-    Used by the qnprov_milter role on the controller, so the maps come from
+
+MODES = ("postfix-tables", "regexp", "ldap-exclusion", "ldap-query", "ldap-info-query", "domains")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m qnprov.policy.forwarding MODE [EXTRA_DOMAIN...]``.
+
+    MODE: postfix-tables (JSON), regexp, ldap-exclusion, ldap-query, ldap-info-query, domains.
+    roles/postfix runs ``postfix-tables`` on the controller, so the maps come from
     the same list the engine uses.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("regexp", "ldap-exclusion", "ldap-query", "ldap-info-query", "domains"):
+    if not args or args[0] not in MODES:
         sys.stderr.write(main.__doc__ or "")
         return 2
     what, extra = args[0], args[1:]
@@ -177,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     output = {
+        "postfix-tables": lambda: json.dumps(postfix_tables(domains), ensure_ascii=True) + "\n",
         "regexp": lambda: render_freemail_recipient_regexp(domains),
         "ldap-exclusion": lambda: ldap_forward_exclusion(domains) + "\n",
         "ldap-query": lambda: ldap_forward_query(domains) + "\n",

@@ -45,6 +45,9 @@ ADDED_HEADERS = re.compile(
     re.IGNORECASE,
 )
 
+#: A queue file's delivery line ("3F2A1C0D9E: to=<...>, relay=..."); a NOQUEUE reject is not one.
+QUEUED_TO_GMAIL = re.compile(r"\b[0-9A-F]{6,}: to=<canbo\.rieng@gmail\.com>")
+
 
 @dataclass(frozen=True)
 class Account:
@@ -119,7 +122,9 @@ def _submit(endpoints: dict[str, tuple[str, int]], tls: ssl.SSLContext, account:
 
 def _mx(endpoints: dict[str, tuple[str, int]], sender: str, rcpts: list[str], message: bytes) -> None:
     host, port = endpoints["smtp"]
-    with smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT) as client:
+    # An outside MTA names itself; a bare-IP HELO scores HFILTER_HELO_BADIP in rspamd
+    # and pushes the message over the greylisting threshold.
+    with smtplib.SMTP(host, port, local_hostname="mx.example.org", timeout=SMTP_TIMEOUT) as client:
         client.sendmail(sender, rcpts, message)
 
 
@@ -150,7 +155,8 @@ def _message(sender: str, to: str, subject: str, *, attachment: tuple[str, str, 
     message["Subject"] = subject
     message["Message-ID"] = token
     message["Date"] = "Sun, 29 Nov 2026 20:00:00 +0700"
-    message.set_content("Kính gửi anh chị,\nNội dung kiểm thử.\nTrân trọng./.\n")
+    # The token in the body too: rspamd's greylisting also keys on the body's digest.
+    message.set_content(f"Kính gửi anh chị,\nNội dung kiểm thử {token}.\nTrân trọng./.\n")
     if attachment:
         name, ctype, data = attachment
         maintype, _, subtype = ctype.partition("/")
@@ -186,7 +192,8 @@ def _audit(container: str) -> list[dict]:
 
 
 def _maillog(container: str, since: str) -> str:
-    return _exec(container, "journalctl", "--no-pager", "-o", "cat", "--since", since, "-u", "postfix@-",
+    # "-o short" keeps the syslog identifier (postfix/reinject/smtpd) the assertions look for.
+    return _exec(container, "journalctl", "--no-pager", "-o", "short", "--since", since, "-u", "postfix@-",
                  "-u", "postfix", "-u", "dovecot", check=False) + _exec(
         container, "sh", "-c", "cat /var/log/mail.log 2>/dev/null || true", check=False)
 
@@ -217,9 +224,11 @@ def test_clean_message_delivered(endpoints, tls, accounts) -> None:  # type: ign
 
 def test_registration_mail_tagged_and_audited(container, endpoints, tls, accounts) -> None:  # type: ignore[no-untyped-def]
     account = accounts[0]
-    message, token = _message("Facebook <security@facebookmail.com>", account.address,
-                              "Xác nhận tài khoản Facebook của bạn")
-    _mx(endpoints, "security@facebookmail.com", [account.address], message)
+    # A fresh sender each run: rspamd greylists a (client, sender, recipient) it has not
+    # seen when the score is high, and a greylisted tuple stays "too early" for minutes.
+    sender = f"security-{uuid.uuid4().hex[:8]}@facebookmail.com"
+    message, token = _message(f"Facebook <{sender}>", account.address, "Xác nhận tài khoản Facebook của bạn")
+    _mx(endpoints, sender, [account.address], message)
     delivered = _fetch(endpoints, tls, account, token)
     added = _assert_unchanged_except_added_headers(message, delivered)
     assert any(f.lower().startswith(b"x-qn-policy: tag") and b"1.3(3)" in f for f in added), added
@@ -245,7 +254,7 @@ def test_sieve_redirect_to_gmail_refused_and_logged(container, endpoints, tls, a
                 break
             time.sleep(1)
         assert re.search(r"postfix/reinject/smtpd.*reject: RCPT .*canbo\.rieng@gmail\.com.*1\.3\(2\)", log), log[-3000:]
-        assert "to=<canbo.rieng@gmail.com>" not in log  # never queued towards Gmail
+        assert not QUEUED_TO_GMAIL.search(log), log[-3000:]  # never queued towards Gmail
     finally:
         _exec(container, "doveadm", "sieve", "deactivate", "-u", user.address, "qnprov-lab-redirect", check=False)
         _exec(container, "doveadm", "sieve", "delete", "-u", user.address, "qnprov-lab-redirect", check=False)
@@ -283,7 +292,7 @@ def test_ldap_forward_to_gmail_not_expanded_and_logged(container, endpoints, tls
         log = _maillog(container, since)
         assert re.search(rf"qnprov 1\.3\(2\): free-mail forward of {re.escape(user.address)} suppressed", log), \
             log[-3000:]
-        assert "to=<canbo.rieng@gmail.com>" not in log
+        assert not QUEUED_TO_GMAIL.search(log), log[-3000:]
     finally:
         _ldap(container, "ldapmodify",
               stdin=f"dn: {dn}\nchangetype: modify\ndelete: qnMailForward\nqnMailForward: canbo.rieng@gmail.com\n")
@@ -312,6 +321,13 @@ def test_signed_mail_arrives_byte_identical_with_signature_header(
     assert any(f.lower().startswith(b"x-qn-signature:") for f in added), added
 
 
+def _smtp_codes(exc: Exception) -> list[int]:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return [code for code, _ in exc.recipients.values()]
+    assert isinstance(exc, smtplib.SMTPResponseException)
+    return [exc.smtp_code]
+
+
 def test_milter_killed_tempfails_systemd_restarts_and_retry_delivers(container, endpoints, tls, accounts) -> None:  # type: ignore[no-untyped-def]
     sender, recipient = accounts[0], accounts[1]
     restarts = int(_exec(container, "systemctl", "show", "-p", "NRestarts", "--value", "qnprov-milter").strip())
@@ -321,9 +337,10 @@ def test_milter_killed_tempfails_systemd_restarts_and_retry_delivers(container, 
         client.starttls(context=tls)
         client.login(sender.address, sender.password)
         _exec(container, "systemctl", "kill", "--signal=SIGKILL", "qnprov-milter")
-        with pytest.raises(smtplib.SMTPResponseException) as deferred:
+        # Postfix applies milter_default_action at the next stage it can answer: RCPT or DATA.
+        with pytest.raises((smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)) as deferred:
             client.sendmail(sender.address, [recipient.address], message)
-        assert 400 <= deferred.value.smtp_code < 500, deferred.value
+        assert all(400 <= code < 500 for code in _smtp_codes(deferred.value)), deferred.value
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = int(_exec(container, "systemctl", "show", "-p", "NRestarts", "--value", "qnprov-milter").strip())
@@ -337,8 +354,8 @@ def test_milter_killed_tempfails_systemd_restarts_and_retry_delivers(container, 
         try:
             _submit(endpoints, tls, sender, [recipient.address], message)
             break
-        except smtplib.SMTPResponseException as exc:
-            assert 400 <= exc.smtp_code < 500
+        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
+            assert all(400 <= code < 500 for code in _smtp_codes(exc)), exc
             time.sleep(1)
     _fetch(endpoints, tls, recipient, token)
 

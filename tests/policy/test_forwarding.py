@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import smtplib
@@ -75,6 +76,19 @@ def test_module_cli_renders_maps(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ldap-query"]) == 0
     assert capsys.readouterr().out.startswith("(&(objectClass=qnMailAccount)")
     assert main(["bogus"]) == 2
+
+
+def test_module_cli_postfix_tables_is_one_json_document_of_the_three_tables(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What roles/postfix registers on the controller and renders into its staged files."""
+    assert main(["postfix-tables", "extrafree.vn"]) == 0
+    tables = json.loads(capsys.readouterr().out)
+    assert set(tables) == {"forward_exclusion", "forward_info_query", "recipient_regexp"}
+    assert tables["forward_exclusion"].startswith("(!(|")
+    assert "(qnMailForward=*@extrafree.vn)" in tables["forward_exclusion"]
+    assert "(qnMailForward=*@gmail.com)" in tables["forward_info_query"]
+    assert "/@(.+\\.)?extrafree\\.vn\\.?$/ 550 5.7.1 " in tables["recipient_regexp"]
+    assert main(["postfix-tables", "not a domain"]) == 2
 
 
 def _ldif(server: TestSlapd) -> str:

@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from qnprov import paths
+from qnprov.policy import forwarding
 
 TEMPLATES = paths.PROJECT_ROOT / "templates"
 ROLES = paths.PROJECT_ROOT / "roles"
-LDAP_MAPS = yaml.safe_load((ROLES / "postfix" / "vars" / "main.yml").read_text())["__postfix_ldap_maps"]
+LDAP_MAPS = yaml.safe_load((ROLES / "postfix" / "vars" / "main.yml").read_text())["__postfix_ldap_maps_base"]
 
 # What the inventory provides for the defaults' "{{ qnprov_* }}" references.
 SHARED = {
@@ -56,12 +57,18 @@ def _role_variables(role: str, **overrides: Any) -> dict[str, Any]:
 
 
 def _render_postfix(target: Path, **overrides: Any) -> None:
+    """The files roles/postfix stages (tasks/config.yml, vars/main.yml), rendered the same way."""
     variables = _role_variables("postfix", **overrides)
+    enabled = variables["postfix_qnprov_policy_enabled"]
+    # What the role's controller task registers (python -m qnprov.policy.forwarding postfix-tables).
+    domains = forwarding.freemail_domains(variables["postfix_qnprov_freemail_extra_domains"])
+    variables["__postfix_qnprov_tables"] = forwarding.postfix_tables(domains) if enabled else {}
     env = _environment(TEMPLATES / "postfix")
     (target / "ldap").mkdir(parents=True)
-    for name in ("main.cf", "master.cf", "tls_policy"):
+    files = ["main.cf", "master.cf", "tls_policy", "header_checks"] + (["freemail_recipient.regexp"] if enabled else [])
+    for name in files:
         (target / name).write_text(env.get_template(f"{name}.j2").render(variables))
-    for name in LDAP_MAPS:
+    for name in LDAP_MAPS + (["forward_info"] if enabled else []):
         (target / "ldap" / f"{name}.cf").write_text(env.get_template(f"ldap/{name}.cf.j2").render(variables))
 
 
@@ -82,7 +89,8 @@ def test_postfix_defaults_render_and_pass_postconf_without_warnings(tmp_path: Pa
     assert settings["smtpd_sasl_auth_enable"] == "no"
     assert settings["mynetworks"] == "127.0.0.0/8 [::1]/128"
     assert settings["milter_default_action"] == "tempfail"
-    assert settings["smtpd_milters"] == ""
+    assert settings["smtpd_milters"] == "unix:/run/qnprov/milter.sock"
+    assert settings["non_smtpd_milters"] == "unix:/run/qnprov/milter.sock"
 
 
 def test_postfix_staged_set_passes_postfix_check(tmp_path: Path) -> None:
@@ -105,6 +113,7 @@ def test_postfix_sasl_is_enabled_only_on_the_submission_listeners(tmp_path: Path
 def test_postfix_milters_and_an_extra_listener_are_wired_and_valid(tmp_path: Path) -> None:
     _render_postfix(
         tmp_path,
+        postfix_qnprov_policy_enabled=False,
         postfix_milters=["inet:127.0.0.1:11332", "unix:/run/qnprov-milter/milter.sock"],
         postfix_non_smtpd_milters=["inet:127.0.0.1:11332"],
         postfix_main_cf_extra={"reinject_recipient_restrictions": "permit_mynetworks, reject"},
@@ -121,6 +130,58 @@ def test_postfix_milters_and_an_extra_listener_are_wired_and_valid(tmp_path: Pat
     ]
     private = _postfix_tool("postconf", "-c", str(tmp_path), "-Fh", "*/inet/private")
     assert set(private.stdout.split()) == {"n"}, "an inet service marked private stops master(8)"
+
+
+def test_postfix_policy_wiring_milter_reinject_listener_and_forward_checks(tmp_path: Path) -> None:
+    """Clause 1.3(2) and the milter, as the role deploys them by default (postfix_qnprov_policy_enabled)."""
+    _render_postfix(tmp_path, postfix_milters=["inet:127.0.0.1:11332"])
+    result = _postfix_tool("postconf", "-c", str(tmp_path), "-n")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    settings = {name: value.strip() for name, _, value in (line.partition(" =") for line in result.stdout.splitlines())}
+    # rspamd first (DKIM, SPF, DMARC), then the policy milter.
+    assert settings["smtpd_milters"] == "inet:127.0.0.1:11332, unix:/run/qnprov/milter.sock"
+    forward_info = "check_recipient_access ldap:${config_directory}/ldap/forward_info.cf"
+    assert settings["smtpd_recipient_restrictions"].startswith(forward_info)
+    assert settings["mua_recipient_restrictions"].startswith(forward_info)
+    assert "regexp:${config_directory}/freemail_recipient.regexp" in settings["qnprov_reinject_recipient_restrictions"]
+    assert settings["header_checks"] == "regexp:${config_directory}/header_checks"
+    listener = _postfix_tool("postconf", "-c", str(tmp_path), "-P", "127.0.0.1:10027/inet/*").stdout.splitlines()
+    assert "127.0.0.1:10027/inet/syslog_name = postfix/reinject" in listener
+    assert "127.0.0.1:10027/inet/milter_macro_daemon_name = reinject" in listener
+    assert "127.0.0.1:10027/inet/smtpd_recipient_restrictions = $qnprov_reinject_recipient_restrictions" in listener
+    assert "127.0.0.1:10027/inet/smtpd_sasl_auth_enable = no" in listener
+    check = _postfix_tool("postfix", "-c", str(tmp_path), "check")
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+    # A forged verdict header from outside is dropped; ordinary headers are untouched.
+    table = f"regexp:{tmp_path / 'header_checks'}"
+    assert _postfix_tool("postmap", "-q", "X-QN-Signature: valid", table).stdout.strip() == "IGNORE"
+    assert _postfix_tool("postmap", "-q", "x-qn-policy: accept", table).stdout.strip() == "IGNORE"
+    assert _postfix_tool("postmap", "-q", "X-Mailer: QN-Client", table).returncode == 1
+    # The re-injection check refuses free mail, citing the clause; the forward log only informs.
+    refused = _postfix_tool("postmap", "-q", "canbo@Gmail.com", f"regexp:{tmp_path / 'freemail_recipient.regexp'}")
+    assert refused.stdout.startswith("550 5.7.1 ") and "1.3(2)" in refused.stdout
+    assert _postfix_tool("postmap", "-q", "canbo@quangninh.gov.vn",
+                         f"regexp:{tmp_path / 'freemail_recipient.regexp'}").returncode == 1
+    info = (tmp_path / "ldap" / "forward_info.cf").read_text()
+    assert "result_format = INFO qnprov 1.3(2): free-mail forward of %s suppressed" in info
+    assert "bind_dn = cn=postfix,ou=services,dc=quangninh,dc=test" in info
+    # The forwards map never expands an entry with a free-mail forward.
+    forwards = (tmp_path / "ldap" / "virtual_forwards.cf").read_text()
+    filter_line = next(line for line in forwards.splitlines() if line.startswith("query_filter = "))
+    assert filter_line.startswith("query_filter = (&(objectClass=qnMailAccount)(mail=%s)(qnAccountStatus=active)"
+                                  "(qnMailForward=*)(!(|")
+    assert "(qnMailForward=*@gmail.com)(qnMailForward=*.gmail.com)(qnMailForward=*@gmail.com.)" in filter_line
+    assert filter_line.count("(") == filter_line.count(")")
+
+
+def test_postfix_policy_wiring_is_absent_when_disabled(tmp_path: Path) -> None:
+    _render_postfix(tmp_path, postfix_qnprov_policy_enabled=False)
+    main_cf = (tmp_path / "main.cf").read_text()
+    settings = _postfix_tool("postconf", "-c", str(tmp_path), "-n").stdout
+    assert "milter.sock" not in settings and "qnprov_reinject" not in settings and "forward_info" not in settings
+    assert "10027" not in (tmp_path / "master.cf").read_text()
+    assert "gmail" not in (tmp_path / "ldap" / "virtual_forwards.cf").read_text()
+    assert "header_checks" not in main_cf
 
 
 def test_postfix_rejects_a_misspelt_extra_parameter(tmp_path: Path) -> None:
@@ -152,7 +213,7 @@ def test_dovecot_templates_render_with_plain_jinja(reinject: str) -> None:
     assert "\nssl = required\n" in conf
     assert "\ndisable_plaintext_auth = yes\n" in conf
     assert "\nlogin_trusted_networks = \n" in conf
-    assert ("submission_host = 127.0.0.1:25" in conf) == (reinject == "smtp")
+    assert ("submission_host = 127.0.0.1:10027" in conf) == (reinject == "smtp")
     assert ("sendmail_path = /usr/sbin/sendmail" in conf) == (reinject == "sendmail")
     passdb = env.get_template("dovecot-ldap-passdb.conf.ext.j2").render(variables)
     assert "auth_bind = yes" in passdb
