@@ -18,6 +18,7 @@ ROLE_SUITES = (
     "tests/integration/test_mailflow.py",
     "tests/integration/test_openldap_role.py",
     "tests/integration/test_rspamd_os_roles.py",
+    "tests/integration/test_policy_lab.py",
 )
 
 
