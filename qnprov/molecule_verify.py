@@ -1,7 +1,8 @@
-"""Molecule's verify step: the integration suites against a molecule host.
+"""Molecule's verify step: the integration suites and the control suite against a molecule host.
 
 Molecule creates the container and converges it; this runs the same pytest
-modules the lab runs, pointed at the molecule container and its ports.
+modules the lab runs, pointed at the molecule container and its ports, then the
+packaged control suite of ``qnprov verify`` (without the external scanners).
 """
 
 from __future__ import annotations
@@ -36,8 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     if not suites:
         print("molecule verify: no integration suites found", file=sys.stderr)
         return 1
-    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
-                           cwd=paths.PROJECT_ROOT, env=env)
+    rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
+                         cwd=paths.PROJECT_ROOT, env=env)
+    # The same control suite `qnprov verify` runs, keyed by control ID. The external
+    # scanners (testssl.sh, Lynis) are left to `qnprov verify` on the lab: minutes each.
+    from qnprov.controls.catalogue import load_catalogue
+    from qnprov.controls.verify import verify_lab_config
+    from qnprov.controls.waivers import load_waivers
+
+    waivers = load_waivers(paths.PROJECT_ROOT / "tests" / "integration" / "lab-waivers.yml", load_catalogue())
+    report = verify_lab_config(config, scanners=False, waivers=waivers)
+    for control in report.controls:
+        if control.status in ("fail", "error"):
+            print(f"molecule verify: {control.id} {control.status}: {control.detail[:400]}", file=sys.stderr)
+    print(f"molecule verify: controls {report.summary}")
+    return rc or (0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from qnprov.errors import ConfigError
 #: The decision's clauses, in the order the decision lists them.
 CLAUSE_IDS: tuple[str, ...] = ("1.1", "1.2", "1.3(1)", "1.3(2)", "1.3(3)", "2", "3")
 
-#: Anchor sources (controls.md) plus RFCs, which several controls cite directly.
-AnchorSource = Literal["MOZ", "PFX", "DOV", "LDAP", "INL", "CIS", "DEV", "LYN", "RFC"]
+#: Anchor sources (controls.md) plus RFCs, which several controls cite directly, and DEC:
+#: the decision itself (../shared/seed), for the controls that carry its rules.
+AnchorSource = Literal["MOZ", "PFX", "DOV", "LDAP", "INL", "CIS", "DEV", "LYN", "RFC", "DEC"]
 
 #: Families of controls and the roles that usually enforce them.
-CONTROL_FAMILIES: tuple[str, ...] = ("PFX", "DOV", "LDAP", "RSP", "OS", "TLS")
+CONTROL_FAMILIES: tuple[str, ...] = ("PFX", "DOV", "LDAP", "RSP", "OS", "TLS", "POL")
 
-_CONTROL_ID = re.compile(r"^QN-(PFX|DOV|LDAP|RSP|OS|TLS)-\d{2}$")
+_CONTROL_ID = re.compile(r"^QN-(PFX|DOV|LDAP|RSP|OS|TLS|POL)-\d{2}$")
 _TEST_ID = re.compile(r"^test_[a-z0-9_]+\.py::test_[a-z0-9_]+$")
 _VARIABLE = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -74,6 +74,9 @@ def milter_command(
     check_config: Annotated[
         bool, typer.Option("--check-config", help="Only load and validate bundle, overrides and agency map; exit")
     ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="With --check-config: print the policy in force as JSON")
+    ] = False,
 ) -> None:
     """Run the policy milter (SIGHUP reloads the bundle; SIGTERM stops)."""
     from qnprov.errors import ConfigError
@@ -105,6 +108,20 @@ def milter_command(
         engine = load_engine(bundle, overrides)
         if agency_map:
             StaticAgencyMap.from_file(agency_map)
+        if json_out:
+            import json
+
+            decision = engine.policy.bundle.decision
+            doc = {
+                "version": engine.version,
+                "rules": [{"id": r.id, "clause": r.clause, "action": r.action} for r in engine.rules],
+                "local_domains": sorted(engine.local_domains),
+                "decision": decision.model_dump(mode="json"),
+                "computed_effective_date": (decision.computed_effective_date.isoformat()
+                                            if decision.computed_effective_date else None),
+            }
+            print(json.dumps(doc, ensure_ascii=False))
+            return
         out.print(f"ok: policy {engine.version}, {len(engine.rules)} rules, local domains "
                   f"{', '.join(sorted(engine.local_domains))}")
         return

@@ -138,8 +138,8 @@ def test_postfix_policy_wiring_milter_reinject_listener_and_forward_checks(tmp_p
     result = _postfix_tool("postconf", "-c", str(tmp_path), "-n")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     settings = {name: value.strip() for name, _, value in (line.partition(" =") for line in result.stdout.splitlines())}
-    # rspamd first (DKIM, SPF, DMARC), then the policy milter.
-    assert settings["smtpd_milters"] == "inet:127.0.0.1:11332, unix:/run/qnprov/milter.sock"
+    # The policy first (its verdict does not wait for greylisting), then rspamd.
+    assert settings["smtpd_milters"] == "unix:/run/qnprov/milter.sock, inet:127.0.0.1:11332"
     forward_info = "check_recipient_access ldap:${config_directory}/ldap/forward_info.cf"
     assert settings["smtpd_recipient_restrictions"].startswith(forward_info)
     assert settings["mua_recipient_restrictions"].startswith(forward_info)
