@@ -34,6 +34,7 @@ SHARED = {
     "qnprov_tls_cert_file": "/etc/qnprov/tls/fullchain.pem",
     "qnprov_tls_key_file": "/etc/qnprov/tls/privkey.pem",
     "qnprov_tls_ca_file": "/etc/qnprov/tls/ca.pem",
+    "qnprov_hosted_domains": ["quangninh.test", "skhcn.quangninh.test"],
     "ansible_facts": {"fqdn": "mail1.quangninh.test"},
     "role_path": "/unused",
 }
@@ -65,7 +66,8 @@ def _render_postfix(target: Path, **overrides: Any) -> None:
     variables["__postfix_qnprov_tables"] = forwarding.postfix_tables(domains) if enabled else {}
     env = _environment(TEMPLATES / "postfix")
     (target / "ldap").mkdir(parents=True)
-    files = ["main.cf", "master.cf", "tls_policy", "header_checks"] + (["freemail_recipient.regexp"] if enabled else [])
+    files = ["main.cf", "master.cf", "tls_policy", "header_checks", "role_addresses"]
+    files += ["freemail_recipient.regexp"] if enabled else []
     for name in files:
         (target / name).write_text(env.get_template(f"{name}.j2").render(variables))
     for name in LDAP_MAPS + (["forward_info"] if enabled else []):
@@ -182,6 +184,23 @@ def test_postfix_policy_wiring_is_absent_when_disabled(tmp_path: Path) -> None:
     assert "10027" not in (tmp_path / "master.cf").read_text()
     assert "gmail" not in (tmp_path / "ldap" / "virtual_forwards.cf").read_text()
     assert "header_checks" not in main_cf
+
+
+def test_postfix_role_addresses_of_every_hosted_domain(tmp_path: Path) -> None:
+    _render_postfix(tmp_path, postfix_role_address_recipient="quantri@quangninh.test",
+                    postfix_hosted_domains=["quangninh.test", "skhcn.quangninh.test"])
+    result = _postfix_tool("postconf", "-c", str(tmp_path), "-h", "virtual_alias_maps")
+    assert result.stdout.startswith("texthash:${config_directory}/role_addresses,"), result.stdout
+    table = f"texthash:{tmp_path / 'role_addresses'}"
+    for address in ("postmaster@quangninh.test", "abuse@skhcn.quangninh.test"):
+        assert _postfix_tool("postmap", "-q", address, table).stdout.strip() == "quantri@quangninh.test", address
+    assert _postfix_tool("postmap", "-q", "hostmaster@quangninh.test", table).returncode == 1
+
+
+def test_postfix_without_a_role_address_recipient_has_no_role_table(tmp_path: Path) -> None:
+    _render_postfix(tmp_path)
+    result = _postfix_tool("postconf", "-c", str(tmp_path), "-h", "virtual_alias_maps")
+    assert "role_addresses" not in result.stdout
 
 
 def test_postfix_rejects_a_misspelt_extra_parameter(tmp_path: Path) -> None:

@@ -159,3 +159,21 @@ def test_connection_count_limit_enforced(target: VerifyTarget, outside_source: s
     assert replies[-1] == 421, (
         f"connection {limit + 1} of {limit} allowed was answered {replies[-1]}, not 421 (anvil limit not enforced)"
     )
+
+
+@pytest.mark.control("QN-PFX-24")
+def test_role_addresses_accepted_for_every_hosted_domain(target: VerifyTarget, outside_source: str) -> None:
+    """postmaster@ (RFC 5321 §4.5.1; also the DMARC and TLS-RPT report address) and abuse@ (RFC 2142)."""
+    endpoint = target.endpoint("smtp")
+    refused = []
+    with probes.smtp_session(endpoint.host, endpoint.port) as (client, _):
+        client.ehlo(PROBE_HELO)
+        if client.command("MAIL FROM:<qnprov-verify@example.net>").code != 250:
+            raise ProbeError("probe sender refused")
+        for domain in target.hosted_domains or [target.domain]:
+            for name in ("postmaster", "abuse"):
+                reply = client.command(f"RCPT TO:<{name}@{domain}>")
+                if reply.code != 250:
+                    refused.append(f"{name}@{domain}: {reply.text}")
+        client.command("RSET")
+    assert not refused, f"role addresses refused: {refused}"
