@@ -137,8 +137,15 @@ def split_entity(raw: bytes) -> Entity:
     if raw.startswith((b"\r\n", b"\n")):
         return Entity(_HEADER_PARSER.parsebytes(b""), raw, raw[2 if raw.startswith(b"\r\n") else 1:])
     limit = min(len(raw), _MAX_HEADER_BYTES)
-    cut = raw.find(b"\n\n", 0, limit)
-    crlf_cut = raw.find(b"\n\r\n", 0, cut if cut >= 0 else limit)
+    # The header block ends at the first "\n\n" or "\n\r\n", whichever comes first.
+    # Mail is CRLF, so look for "\n\r\n" first and for "\n\n" only in front of it:
+    # searching for "\n\n" first scanned the whole (up to 1 MB) prefix of every CRLF
+    # message in vain. A "\n\n" that starts at crlf_cut + 2 ("\n\r\n\n") ends after it,
+    # so the second search reaches crlf_cut + 4 (never past limit): the same cut as before.
+    crlf_cut = raw.find(b"\n\r\n", 0, limit)
+    cut = raw.find(b"\n\n", 0, min(crlf_cut + 4, limit) if crlf_cut >= 0 else limit)
+    if crlf_cut >= 0 and cut >= 0 and crlf_cut + 3 > cut:
+        crlf_cut = -1  # the "\n\n" is the earlier end (the old code searched crlf only before it)
     if crlf_cut >= 0:
         header_bytes, body = raw[:crlf_cut + 1], raw[crlf_cut + 3:]
     elif cut >= 0:

@@ -47,14 +47,19 @@ _SPACES = re.compile(r"\s+")
 def may_contain_marking(text: str) -> bool:
     """False only when no marking form can be present: every form contains "ậ"/"Ậ",
     composed (U+1EAD/U+1EAC) or with a combining dot below (U+0323), unless spelled as a
-    character reference ("&#7852;") in markup."""
-    return "\u1ead" in text or "\u1eac" in text or "\u0323" in text or "&#" in text
+    character reference ("&#7852;") in markup.
+
+    Single characters are searched with memchr; a two-character needle is not (on a 1 MB
+    text '"&#" in text' alone took ~0.8 ms, 15x the other three together), so it is only
+    looked for when there is an "&" at all."""
+    return ("\u1ead" in text or "\u1eac" in text or "\u0323" in text
+            or ("&" in text and "&#" in text))
 
 
 def xml_may_contain_marking(data: bytes) -> bool:
     """The same test on UTF-8 XML bytes; UTF-16 XML (legal, rare) is always inspected."""
-    return (b"\xe1\xba\xad" in data or b"\xe1\xba\xac" in data or b"\xcc\xa3" in data or b"&#" in data
-            or data[:2] in (b"\xff\xfe", b"\xfe\xff"))
+    return (b"\xe1\xba\xad" in data or b"\xe1\xba\xac" in data or b"\xcc\xa3" in data
+            or (b"&" in data and b"&#" in data) or data[:2] in (b"\xff\xfe", b"\xfe\xff"))
 
 
 _HAS_LOOKALIKE = re.compile("[" + "".join(re.escape(chr(code)) for code in _LOOKALIKES) + "]")

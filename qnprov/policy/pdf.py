@@ -8,6 +8,7 @@ inspection deadline.
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 from qnprov.policy.markings import normalise_text
@@ -21,11 +22,25 @@ _BYTE_RANGE = re.compile(rb"/ByteRange\s{0,8}\[\s{0,8}" + rb"\s{1,8}".join([rb"(
 
 _quietened = False
 
+#: Optional add-ons that ``import pymupdf`` loads when they are installed (PyMuPDF 2.0
+#: declares both as dependencies, so a plain ``pip install pymupdf`` brings them):
+#: ``pymupdf.layout`` activates an ONNX layout model at import (onnxruntime, numpy,
+#: their thread pools: ~1.4 s and ~115 MiB per evaluator process) and ``pymupdf4llm``
+#: adds Markdown export. The inspector uses neither: ``Page.get_text`` does not consult
+#: the layout model (only ``Page.get_layout`` does). The mail host installs PyMuPDF
+#: without them (``qnprov_milter_nodeps_requirements``); this makes every install
+#: extract the same way with the same footprint.
+_UNUSED_PYMUPDF_ADDONS = ("pymupdf.layout", "pymupdf4llm")
+
 
 def _pymupdf() -> Any:
     """PyMuPDF, imported on first use, with MuPDF's own stderr chatter about damaged files off:
     the damage is reported as a finding, and hostile senders must not be able to flood logs."""
     global _quietened
+    if "pymupdf" not in sys.modules:
+        for addon in _UNUSED_PYMUPDF_ADDONS:
+            # A None entry makes "import pymupdf.layout" raise ImportError, which PyMuPDF catches.
+            sys.modules.setdefault(addon, None)  # type: ignore[arg-type]
     import pymupdf
 
     if not _quietened:

@@ -18,6 +18,7 @@ from qnprov.policy.engine import Envelope
 from qnprov.policy.milter import (
     EvaluationError,
     InlineEvaluator,
+    MessageBuffer,
     MilterRuntime,
     MilterSettings,
     PolicyMilter,
@@ -195,6 +196,28 @@ def test_process_pool_timeout_kills_worker_and_pool_recovers(tmp_path: Path) -> 
         pool._timeout = 20
         for _ in range(4):  # the surviving worker answers while the killed one is replaced
             assert pool.evaluate(corpus.clean_internal(), envelope).verdict == "accept"
+    finally:
+        pool.close()
+
+
+def test_process_pool_shared_buffer_grows_and_shrinks_with_the_message(tmp_path: Path) -> None:
+    """The message reaches the worker through its shared buffer, in pieces or whole, at any size."""
+    overrides = corpus.write_overrides(tmp_path)
+    inline = InlineEvaluator(None, overrides)
+    pool = ProcessPoolEvaluator(1, None, overrides, timeout=60)
+    try:
+        envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
+        huge = corpus.large_text(lines=4000)  # ~7 MB: more than the buffer's initial size
+        assert len(huge) > MessageBuffer.INITIAL
+        for message in (corpus.marked_subject(), huge, corpus.marked_docx(), corpus.clean_internal(), huge):
+            expected = inline.evaluate(message, envelope)
+            head, _, body = message.partition(b"\r\n\r\n")
+            pieces = [head + b"\r\n", b"\r\n", *(body[i:i + 65535] for i in range(0, len(body), 65535))]
+            for sent in (message, pieces):
+                decision = pool.evaluate(sent, envelope)
+                assert (decision.verdict, decision.findings) == (expected.verdict, expected.findings)
+        worker = pool._idle.queue[0]
+        assert worker.buffer is not None and worker.buffer.size == MessageBuffer.INITIAL
     finally:
         pool.close()
 

@@ -263,3 +263,19 @@ def test_pdf_annotations_and_form_fields(kind: str, text: str, marked: bool) -> 
 
     decision = decide(attach("qd.pdf", _pdf_with(add), "application/pdf"))
     assert (decision.verdict == "reject") is marked, decision.findings
+
+
+def test_pdf_inspection_does_not_load_pymupdf_addons() -> None:
+    """The evaluator imports PyMuPDF without the layout model (onnxruntime) or pymupdf4llm,
+    whether or not they are installed; text extraction is the same without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qnprov.policy.pdf import _pymupdf\n"
+        "m = _pymupdf()\n"
+        "print(m._get_layout is None, 'onnxruntime' in sys.modules, bool(sys.modules.get('pymupdf4llm')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False", "False"]
