@@ -99,6 +99,11 @@ def mta_sts_policy(mx_hosts: tuple[str, ...], mode: MtaStsMode, max_age: int = M
     return "\r\n".join(lines) + "\r\n"  # RFC 8461 §3.2: CRLF line endings
 
 
+def mta_sts_policy_id(policy: str) -> str:
+    """The ``id`` of the ``_mta-sts`` TXT record: changes whenever the policy text does."""
+    return hashlib.sha256(policy.encode()).hexdigest()[:20]
+
+
 def txt_chunks(value: str, size: int = 255) -> list[str]:
     """TXT strings are at most 255 octets each; longer values are split."""
     return [value[i : i + size] for i in range(0, len(value), size)] or [""]
@@ -123,7 +128,7 @@ def build_records(mail: DomainMail) -> list[DnsRecord]:
                              f"v=DMARC1; p={mail.dmarc_policy}; adkim=s; aspf=s; "
                              f"rua=mailto:{mail.report_mailbox}", purpose="DMARC policy and aggregate reports"))
     policy = mta_sts_policy(mail.mx_hosts, mail.mta_sts_mode)
-    policy_id = hashlib.sha256(policy.encode()).hexdigest()[:20]
+    policy_id = mta_sts_policy_id(policy)
     records.append(DnsRecord(f"_mta-sts.{apex}", "TXT", f"v=STSv1; id={policy_id}",
                              purpose=f"MTA-STS (policy at https://mta-sts.{domain}/.well-known/mta-sts.txt)"))
     records.append(DnsRecord(f"_smtp._tls.{apex}", "TXT", f"v=TLSRPTv1; rua=mailto:{mail.report_mailbox}",
@@ -171,3 +176,32 @@ def read_host_material(backend: str, domain: str, cert_path: str, *, sudo: bool 
     if not cert.exists:
         raise ConfigError(f"{backend}: certificate {cert_path} does not exist")
     return dkim_text, cert.content
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qnprov.controls.dns mta-sts-policy [--mode enforce|testing] MX...``.
+
+    Prints the MTA-STS policy file; roles/mta_sts publishes exactly this text, so
+    the ``_mta-sts`` TXT id that ``qnprov dns records`` prints matches what is served.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m qnprov.controls.dns")
+    parser.add_argument("what", choices=["mta-sts-policy"])
+    parser.add_argument("--mode", choices=["enforce", "testing"], default="enforce")
+    parser.add_argument("--max-age", type=int, default=MTA_STS_MAX_AGE)
+    parser.add_argument("mx", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        mx_hosts = tuple(check_domain(mx) for mx in args.mx)
+    except InputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    policy = mta_sts_policy(mx_hosts, args.mode, args.max_age)
+    sys.stdout.write(json.dumps({"policy": policy, "id": mta_sts_policy_id(policy)}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

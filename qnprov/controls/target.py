@@ -26,6 +26,7 @@ SERVICES: dict[str, tuple[int, str | None]] = {
     "imaps": (993, None),
     "sieve": (4190, "sieve"),
     "ldaps": (636, None),
+    "https": (443, None),  # MTA-STS policy (roles/mta_sts)
 }
 
 #: Client-facing ports where the gate also forbids MEDIUM testssl findings.

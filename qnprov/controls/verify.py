@@ -75,7 +75,7 @@ def lab_target(name: str, container: str, hostname: str, publish: dict[str, tupl
                ldap_base_dn: str | None = None) -> VerifyTarget:
     endpoints: dict[str, Endpoint] = {}
     extra_ports: set[int] = set()
-    baseline = {25, 465, 587, 993, 4190, 22}
+    baseline = {25, 465, 587, 993, 4190, 22, 443}
     for raw_name, (host_port, container_port) in publish.items():
         service = _LAB_ENDPOINT_ALIASES.get(raw_name, raw_name)
         if service not in SERVICES:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.lab
 
 TIMEOUT = 60.0
 LAB_WAIVERS = Path(__file__).with_name("lab-waivers.yml")
-SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nftables", "fail2ban")
+SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nginx", "nftables", "fail2ban")
 
 
 def _exec(container: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

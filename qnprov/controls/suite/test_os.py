@@ -13,7 +13,7 @@ from qnprov.controls.suite.conftest import Facts, run
 from qnprov.controls.target import VerifyTarget
 
 #: Ports a mail host may expose (controls.md: firewall allowlist).
-BASELINE_TCP_PORTS = frozenset({22, 25, 465, 587, 993, 4190})
+BASELINE_TCP_PORTS = frozenset({22, 25, 465, 587, 993, 4190, 443})
 REQUIRED_JAILS = frozenset({"sshd", "postfix", "postfix-sasl", "dovecot", "sieve"})
 
 # dev-sec ssh-baseline's modern algorithm sets.

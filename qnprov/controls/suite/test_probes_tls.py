@@ -99,3 +99,56 @@ def test_legacy_tls_refused(target: VerifyTarget, outside_source: str) -> None:
             except ConnectionError:
                 pass  # the server hung up on the old hello: refused
     assert not accepted, f"legacy TLS handshakes completed: {accepted}"
+
+
+def _fetch_mta_sts(target: VerifyTarget, domain: str) -> tuple[str, dict[str, str], str]:
+    """GET https://mta-sts.<domain>/.well-known/mta-sts.txt on the host's HTTPS endpoint, chain verified."""
+    name = f"mta-sts.{domain}"
+    request = (f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {name}\r\nUser-Agent: qnprov-verify\r\n"
+               "Connection: close\r\n\r\n").encode()
+    chunks: list[bytes] = []
+    with tls_connection(target, "https", probes.verifying_context(target.ca_file), name) as tls:
+        tls.sendall(request)
+        while len(b"".join(chunks)) < 65536:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return lines[0], headers, body.decode("utf-8", errors="replace")
+
+
+@pytest.mark.control("QN-TLS-09")
+def test_mta_sts_policy_served_for_every_hosted_domain(target: VerifyTarget, outside_source: str) -> None:
+    """RFC 8461 §3.3: HTTPS with a valid certificate for mta-sts.<domain>, 200, text/plain, this MX listed."""
+    if "https" not in target.endpoints:
+        raise ProbeError(f"host {target.name} declares no HTTPS endpoint for the MTA-STS policy")
+    problems = []
+    for domain in target.hosted_domains or [target.domain]:
+        try:
+            status, headers, body = _fetch_mta_sts(target, domain)
+        except ssl.SSLCertVerificationError as exc:
+            problems.append(f"{domain}: certificate for mta-sts.{domain} does not validate: {exc.verify_message}")
+            continue
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(f"{domain}: {exc}")
+            continue
+        fields: dict[str, list[str]] = {}
+        for line in body.replace("\r\n", "\n").split("\n"):
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), []).append(value.strip())
+        if " 200 " not in f"{status} ":
+            problems.append(f"{domain}: {status}")
+        elif not headers.get("content-type", "").startswith("text/plain"):
+            problems.append(f"{domain}: Content-Type {headers.get('content-type')!r}, RFC 8461 wants text/plain")
+        elif fields.get("version") != ["STSv1"] or fields.get("mode") != ["enforce"]:
+            problems.append(f"{domain}: version {fields.get('version')} mode {fields.get('mode')}, "
+                            "expected STSv1 enforce")
+        elif target.mail_hostname not in fields.get("mx", []):
+            problems.append(f"{domain}: policy lists mx {fields.get('mx')}, not this host {target.mail_hostname}")
+        elif not fields.get("max_age") or int(fields["max_age"][0]) < 86400:
+            problems.append(f"{domain}: max_age {fields.get('max_age')} is under a day")
+    assert not problems, f"MTA-STS policy not published as RFC 8461 requires: {problems}"
