@@ -15,10 +15,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from qnprov import paths
 from qnprov.errors import ExternalError
 
 #: Bump when the image contents below change; old images are then rebuilt.
@@ -214,10 +217,38 @@ def build_image(*, force: bool = False, run: Run = _run, progress: Callable[[str
     return True
 
 
+#: The os_hardening defaults whose kernel network parameters a container gets.
+OS_HARDENING_DEFAULTS = paths.ROLES_DIR / "os_hardening" / "defaults" / "main.yml"
+
+
+def container_net_sysctls(defaults_file: Path = OS_HARDENING_DEFAULTS) -> dict[str, int]:
+    """The os_hardening role's per-network-namespace sysctls (``net.ipv4.*``, ``net.ipv6.*``).
+
+    podman mounts /proc/sys read-only, so inside a container the role records
+    these in its sysctl.d file but cannot apply them. They belong to the
+    container's own network namespace, which takes them from ``podman run
+    --sysctl`` at creation, as a real host applies the file at boot. The
+    ``net.core.*`` keys the role sets are global, not per namespace: left out.
+    """
+    defaults = yaml.safe_load(defaults_file.read_text()) or {}
+    settings = defaults.get("os_hardening_sysctl_settings") or {}
+    return {key: int(value) for key, value in settings.items()
+            if key.startswith(("net.ipv4.", "net.ipv6."))}
+
+
+def _own_network_namespace(network: str | None) -> bool:
+    return network is None or not network.startswith(("container:", "host", "ns:", "none"))
+
+
 def systemd_run_args(name: str, *, image: str = IMAGE_REF, hostname: str | None = None,
                      publish: Sequence[str] = (), network: str | None = None,
-                     extra: Sequence[str] = ()) -> list[str]:
-    """The ``podman run`` command line for a systemd host container."""
+                     extra: Sequence[str] = (), sysctls: Mapping[str, int] | None = None) -> list[str]:
+    """The ``podman run`` command line for a systemd host container.
+
+    ``sysctls`` are set in the container's network namespace; ``None`` means the
+    os_hardening role's (``container_net_sysctls``) whenever the container has a
+    network namespace of its own, ``{}`` none.
+    """
     # NET_ADMIN: a host manages its own nftables firewall, as a real one does.
     args = ["podman", "run", "-d", "--name", name, "--systemd=always", "--cap-add=NET_ADMIN",
             "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/run/lock"]  # noqa: S108 - inside the container
@@ -228,6 +259,10 @@ def systemd_run_args(name: str, *, image: str = IMAGE_REF, hostname: str | None 
         args += ["--hostname", hostname]
     if network:
         args += ["--network", network]
+    if sysctls is None:
+        sysctls = container_net_sysctls() if _own_network_namespace(network) else {}
+    for key, value in sorted(sysctls.items()):
+        args += ["--sysctl", f"{key}={value}"]
     for spec in publish:
         args += ["-p", spec]
     args += [*extra, image, "/sbin/init"]

@@ -53,6 +53,21 @@ def test_systemd_run_args_publish_on_loopback_and_boot_init():
     assert args[-2:] == [testbed.IMAGE_REF, "/sbin/init"]
 
 
+def test_systemd_run_args_give_the_container_the_roles_network_sysctls():
+    args = testbed.systemd_run_args("c1")
+    given = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--sysctl")
+    role = testbed.container_net_sysctls()
+    assert role and {k: int(v) for k, v in given.items()} == role
+    assert role["net.ipv4.conf.all.rp_filter"] == 1
+    # Global keys cannot be set per network namespace.
+    assert not any(k.startswith("net.core.") for k in given)
+
+
+def test_systemd_run_args_set_no_sysctls_in_a_shared_network_namespace():
+    assert "--sysctl" not in testbed.systemd_run_args("c2", network="container:c1")
+    assert "--sysctl" not in testbed.systemd_run_args("c3", sysctls={})
+
+
 def test_build_image_is_skipped_when_the_version_matches():
     calls: list[list[str]] = []
 
