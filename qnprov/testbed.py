@@ -25,7 +25,7 @@ from qnprov import paths
 from qnprov.errors import ExternalError
 
 #: Bump when the image contents below change; old images are then rebuilt.
-IMAGE_VERSION = "3"
+IMAGE_VERSION = "4"
 IMAGE_NAME = "localhost/qnprov-debian"
 IMAGE_TAG = "bookworm"
 IMAGE_REF = f"{IMAGE_NAME}:{IMAGE_TAG}"
@@ -165,14 +165,16 @@ def image_version(ref: str = IMAGE_REF, *, run: Run = _run) -> str | None:
 
 
 def _apt_sources(mirror: str) -> str:
+    """/etc/apt/sources.list as Debian 12's installer writes it (one-line format).
+
+    A lab host should look like a freshly installed one: audit tools such as Lynis
+    3.0.8 (PKGS-7388) read only this format when they look for the security suite.
+    """
     security = re.sub(r"/debian$", "/debian-security", mirror)
     return (
-        "Types: deb\n"
-        f"URIs: {mirror}\nSuites: bookworm bookworm-updates\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
-        "Types: deb\n"
-        f"URIs: {security}\nSuites: bookworm-security\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        f"deb {mirror} bookworm main\n"
+        f"deb {mirror} bookworm-updates main\n"
+        f"deb {security} bookworm-security main\n"
     )
 
 
@@ -190,8 +192,8 @@ def build_image(*, force: bool = False, run: Run = _run, progress: Callable[[str
         progress(f"debootstrap bookworm from {mirror}")
         run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}",
              "bookworm", str(rootfs), mirror], timeout=1800)
-        (rootfs / "etc/apt/sources.list").write_text("")
-        (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(_apt_sources(mirror))
+        (rootfs / "etc/apt/sources.list").write_text(_apt_sources(mirror))
+        (rootfs / "etc/apt/sources.list.d/debian.sources").unlink(missing_ok=True)
         # Containers have no console to log in on; and a fixed machine-id would be
         # shared by every container, so let systemd create one at boot.
         (rootfs / "etc/machine-id").write_text("")

@@ -84,3 +84,13 @@ def test_missing_packages_reads_dpkg_status():
         return subprocess.CompletedProcess(cmd, 1, stdout="podman ii \nrunc un \n", stderr="")
 
     assert testbed.missing_packages(["podman", "runc", "debootstrap"], run=fake_run) == ["runc", "debootstrap"]
+
+
+def test_image_apt_sources_are_one_line_with_the_security_suite():
+    """As Debian 12's installer writes them, so audit tools find the security suite (Lynis PKGS-7388)."""
+    text = testbed._apt_sources("http://deb.debian.org/debian")
+    assert text.splitlines() == [
+        "deb http://deb.debian.org/debian bookworm main",
+        "deb http://deb.debian.org/debian bookworm-updates main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]
