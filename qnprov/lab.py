@@ -115,7 +115,7 @@ def ensure_secrets(config: LabConfig) -> list[str]:
     config.secrets_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state, 0o700)
     os.chmod(config.secrets_dir, 0o700)
-    wanted = [ADMIN_SECRET, "ldap_postfix", "ldap_dovecot", "ldap_qnprov"]
+    wanted = [ADMIN_SECRET, "ldap_postfix", "ldap_dovecot", "ldap_qnprov", "redis"]
     wanted += [f"account_{a.employee_id}" for a in config.accounts]
     created = []
     for name in wanted:

@@ -58,6 +58,8 @@ def _role_defaults(role: str) -> dict[str, Any]:
 
 
 RSPAMD = _role_defaults("rspamd")
+#: redis-cli with the password the role put in redis.conf (read on the host, never printed).
+REDIS_CLI = "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/redis.conf)\" redis-cli"
 OS = _role_defaults("os_hardening")
 SELECTOR = RSPAMD["rspamd_dkim_selector"]
 ALLOWED_TCP = sorted(OS["os_hardening_nftables_allowed_tcp_ports"])
@@ -162,8 +164,10 @@ def test_redis_is_reachable_only_through_its_group_socket(host: testinfra.host.H
                                                           domain: str) -> None:
     """RSPAMD-09: no TCP, protected mode, socket 0770 for the redis group, which _rspamd joins."""
     socket_path = RSPAMD["rspamd_redis_unixsocket"]
-    assert _ok(host, "redis-cli -s %s config get protected-mode", socket_path).split() == ["protected-mode", "yes"]
-    assert _ok(host, "redis-cli -s %s config get port", socket_path).split() == ["port", "0"]
+    # Without the password Redis answers nothing but NOAUTH.
+    assert "NOAUTH" in host.run("redis-cli -s %s ping", socket_path).stdout
+    assert _ok(host, f"{REDIS_CLI} -s %s config get protected-mode", socket_path).split() == ["protected-mode", "yes"]
+    assert _ok(host, f"{REDIS_CLI} -s %s config get port", socket_path).split() == ["port", "0"]
     sock = host.file(socket_path)
     assert sock.is_socket
     assert sock.mode == 0o770
@@ -173,7 +177,7 @@ def test_redis_is_reachable_only_through_its_group_socket(host: testinfra.host.H
     _scan(container, _message("sender@example.org", f"binhtt@{domain}", "history"), sender="sender@example.org",
           recipient=f"binhtt@{domain}", client_ip=OUTSIDE_CLIENT_IP)
     deadline = time.monotonic() + JOURNAL_DEADLINE
-    while not _ok(host, "redis-cli -s %s --scan --pattern %s", socket_path, "rs_history*").strip():
+    while not _ok(host, f"{REDIS_CLI} -s %s --scan --pattern %s", socket_path, "rs_history*").strip():
         assert time.monotonic() < deadline, "rspamd wrote no scan history to Redis"
         time.sleep(0.5)
 
