@@ -124,7 +124,13 @@ def test_slapd_stopped_mail_is_deferred_never_bounced_then_delivered(container, 
     finally:
         _exec(container, "systemctl", "start", "slapd")
     assert _wait_active(container, ("slapd",)) == {"slapd": "active"}
-    # The sending server retries, as any MTA does after a 4xx.
+    # The sending server retries, as any MTA does after a 4xx; Postfix's own first retry
+    # comes after minimal_backoff_time (300 s). smtpd caches an address resolution,
+    # failed ones included, per (sender, recipient) for the life of the process, so a
+    # retry within seconds, served by the same idle smtpd, would get 451 again. The
+    # retry comes once that smtpd has exited (max_idle without a connection).
+    max_idle = int(_exec(container, "postconf", "-h", "max_idle").stdout.strip().rstrip("s"))
+    time.sleep(max_idle + 10)
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
