@@ -181,7 +181,7 @@ def read_host_material(backend: str, domain: str, cert_path: str, *, sudo: bool 
 def main(argv: list[str] | None = None) -> int:
     """``python -m qnprov.controls.dns mta-sts-policy [--mode enforce|testing] MX...``.
 
-    Prints the MTA-STS policy file; roles/mta_sts publishes exactly this text, so
+    Prints ``{"policy": TEXT, "id": ID}``; roles/mta_sts publishes exactly TEXT, so
     the ``_mta-sts`` TXT id that ``qnprov dns records`` prints matches what is served.
     """
     import argparse

@@ -26,12 +26,12 @@ import pytest
 from labenv import require_env
 
 from qnprov import paths, testbed
+from qnprov.lab import SERVICES
 
 pytestmark = pytest.mark.lab
 
 TIMEOUT = 60.0
 LAB_WAIVERS = Path(__file__).with_name("lab-waivers.yml")
-SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nginx", "nftables", "fail2ban")
 
 
 def _exec(container: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,13 @@ def _milter_socket(postconf: dict[str, str]) -> str:
     raise AssertionError(f"smtpd_milters names no qnprov milter socket: {postconf.get('smtpd_milters')!r}")
 
 
+def _unit_command(host: Any, prop: str) -> tuple[str, list[str] | None]:
+    """``systemctl show -p ExecStart/ExecStartPre`` of the milter unit: the raw text and its argv, if any."""
+    text = run(host, f"systemctl show -p {prop} --value {MILTER_UNIT}")
+    found = re.search(r"argv\[\]=(?P<argv>[^;]+?) ;", text)
+    return text, shlex.split(found["argv"]) if found else None
+
+
 @pytest.fixture(scope="module")
 def policy_in_force(session_host: Any) -> dict[str, Any]:
     """The policy the running milter loaded: its own pre-start check, asked for JSON.
@@ -42,11 +49,9 @@ def policy_in_force(session_host: Any) -> dict[str, Any]:
     The unit's ExecStartPre is the exact check (bundle, overrides, agency map) the
     milter's start and every reload pass through, so its arguments name the live files.
     """
-    pre = run(session_host, f"systemctl show -p ExecStartPre --value {MILTER_UNIT}")
-    found = re.search(r"argv\[\]=(?P<argv>[^;]+?) ;", pre)
-    if not found:
+    pre, argv = _unit_command(session_host, "ExecStartPre")
+    if argv is None:
         raise ProbeError(f"{MILTER_UNIT} has no pre-start policy check: {pre.strip()[:300]}")
-    argv = shlex.split(found["argv"])
     if "--check-config" not in argv:
         raise ProbeError(f"{MILTER_UNIT}'s pre-start command is not the policy check: {argv}")
     output = run(session_host, " ".join(shlex.quote(a) for a in [*argv, "--json"]))
@@ -128,16 +133,15 @@ def test_forged_verdict_headers_are_dropped(session_host: Any, postconf: dict[st
 
 @pytest.mark.control("QN-POL-05")
 def test_audit_trail_is_private_chained_and_kept(session_host: Any) -> None:
-    start = run(session_host, f"systemctl show -p ExecStart --value {MILTER_UNIT}")
+    start, argv = _unit_command(session_host, "ExecStart")
     found = re.search(r"--audit-log\s+(\S+)", start)
     assert found, f"{MILTER_UNIT} writes no audit trail: {start.strip()[:300]}"
     directory = found[1]
     facts = file_facts(session_host, directory)
     assert facts["type"] == "directory", f"audit path {directory} is a {facts['type']}"
     assert facts["mode"] & 0o007 == 0, f"{directory} is readable by every local user (mode {facts['mode']:o})"
-    argv = re.search(r"argv\[\]=(?P<argv>[^;]+?) ;", start)
     assert argv, f"cannot read {MILTER_UNIT}'s command: {start.strip()[:300]}"
-    python = shlex.split(argv["argv"])[0]
+    python = argv[0]
     verified = session_host.run(f"{shlex.quote(python)} -m qnprov.policy.milter_cli audit verify "
                                 f"{shlex.quote(directory)}")
     assert verified.rc == 0, f"audit chain check failed: {(verified.stdout + verified.stderr).strip()[-400:]}"
