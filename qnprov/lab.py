@@ -134,12 +134,25 @@ def _podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.
 
 
 def container_state(name: str) -> str | None:
+    """The container's state, or None when there is none.
+
+    Podman's record can outlive the container's processes: when the machine's
+    processes are killed without podman being told (a sandbox that ends, a
+    host that loses power), ``podman inspect`` still says "running" while runc
+    refuses to exec in it. A "running" record is therefore confirmed with a
+    real exec, and reported as "stale" when that fails.
+    """
     proc = _podman("inspect", "--format", "{{.State.Status}}", name, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    state = proc.stdout.strip()
+    if state == "running" and _podman("exec", name, "true", check=False, timeout=30).returncode != 0:
+        return "stale"
+    return state
 
 
 def ensure_container(host: LabHost) -> bool:
-    """Start the host's container; reuse it only when it is running. True if created."""
+    """Start the host's container; reuse it only when it really runs. True if created."""
     state = container_state(host.container)
     if state == "running":
         return False

@@ -271,9 +271,18 @@ def systemd_run_args(name: str, *, image: str = IMAGE_REF, hostname: str | None 
     return args
 
 
-def remove_container(name: str, *, run: Run = _run) -> None:
-    """Remove a container whatever its state (stale ones are left by earlier runs)."""
-    run(["podman", "rm", "-f", "-t", "5", name], check=False)
+def remove_container(name: str, *, run: Run = _run, attempts: int = 3) -> None:
+    """Remove a container whatever its state (stale ones are left by earlier runs).
+
+    When conmon died with the container, the first ``podman rm -f`` times out
+    waiting for the exit file conmon would have written and fails; podman has
+    marked the container stopped by then, so a second attempt removes it.
+    """
+    for _ in range(attempts):
+        run(["podman", "rm", "-f", "-t", "5", name], check=False)
+        if run(["podman", "container", "exists", name], check=False).returncode != 0:
+            return
+    raise ExternalError(f"podman could not remove container {name} after {attempts} attempts")
 
 
 def wait_for_systemd(name: str, *, timeout: float = 90.0, run: Run = _run) -> str:
