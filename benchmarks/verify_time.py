@@ -1,0 +1,133 @@
+"""How long `qnprov verify` takes on the lab, against references measured in the same run.
+
+    .venv/bin/qnprov lab up          # the lab must be running
+    .venv/bin/python benchmarks/verify_time.py [--json]
+
+Issue 5's goals: verify on one lab host takes <= 60 s without testssl and Lynis,
+and <= 5 minutes with them. The tests check that verify is green; the times are
+measured here, not asserted in a test.
+
+References (same run, same lab, same machine):
+
+* without scanners: ``ansible -m setup`` against the lab host, the cost of
+  Ansible's own first look at a host. Ratio = verify / that.
+* with scanners: the scanners alone, run one after another as an operator
+  would by hand: testssl.sh on every TLS endpoint verify scans (the same
+  command line verify builds), then ``lynis audit system --quick`` inside the
+  host. Ratio = verify (with its 70 other checks) / the scanners alone.
+
+Loopback only: testssl is pointed at the lab's published ports with --ip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from qnprov import lab, paths
+from qnprov.controls import scanners
+from qnprov.controls.target import SERVICES
+
+REPO = paths.PROJECT_ROOT
+INVENTORY = REPO / "inventories" / "lab"
+WAIVERS = REPO / "tests" / "integration" / "lab-waivers.yml"
+GOALS = {"without_scanners": 60.0, "with_scanners": 300.0}
+
+
+def _timed(command: list[str], **kwargs: object) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.monotonic()
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    return time.monotonic() - started, proc
+
+
+def verify(*extra: str) -> tuple[float, dict[str, int]]:
+    elapsed, proc = _timed([sys.executable, "-m", "qnprov", "verify", "-i", str(INVENTORY), "--json",
+                            "--waivers", str(WAIVERS), *extra], cwd=REPO, timeout=900)
+    try:
+        summary = json.loads(proc.stdout)["summary"]
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"verify printed no report (exit {proc.returncode}): {proc.stderr[-800:]}") from exc
+    return elapsed, summary
+
+
+def ansible_setup() -> float:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    elapsed, proc = _timed([str(Path(sys.executable).with_name("ansible")), "-i", str(INVENTORY), "mail1",
+                            "-m", "ansible.builtin.setup"], cwd=REPO, env=env, timeout=300)
+    if proc.returncode != 0:
+        raise SystemExit(f"ansible -m setup failed: {proc.stdout[-800:]}{proc.stderr[-800:]}")
+    return elapsed
+
+
+def scanners_alone(config: lab.LabConfig) -> dict[str, float]:
+    host = config.hosts[0]
+    times: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="qnprov-bench-testssl-") as workdir:
+        for service, (container_port, starttls) in SERVICES.items():
+            published = {cp: hp for hp, cp in host.publish.values()}
+            if container_port not in published:
+                continue
+            if starttls is not None and starttls not in scanners.TESTSSL_STARTTLS:
+                continue  # verify does not scan it either (testssl has no ManageSieve)
+            command = scanners.testssl_command("127.0.0.1", published[container_port],
+                                               str(Path(workdir) / f"{service}.json"), starttls=starttls,
+                                               ca_file=str(config.ca_cert), server_name=host.hostname)
+            times[f"testssl {service}"], _ = _timed(command, timeout=600)
+    elapsed, proc = _timed(["podman", "exec", host.container, "lynis", "audit", "system", "--quick",
+                            "--no-colour"], timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"lynis failed in {host.container}: {proc.stderr[-400:]}")
+    times["lynis"] = elapsed
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    options = parser.parse_args()
+    config = lab.load_lab_config()
+    down = [h.container for h in config.hosts if lab.container_state(h.container) != "running"]
+    if down:
+        raise SystemExit(f"lab container(s) {down} not running: run `qnprov lab up` first")
+
+    setup_s = ansible_setup()
+    without_s, without_summary = verify("--no-scanners")
+    parts = scanners_alone(config)
+    with_s, with_summary = verify()
+    reference_s = sum(parts.values())
+    results = {
+        "cores": os.cpu_count(),
+        "without_scanners": {"seconds": round(without_s, 1), "summary": without_summary,
+                             "goal_seconds": GOALS["without_scanners"],
+                             "goal_met": without_s <= GOALS["without_scanners"],
+                             "reference": "ansible -m setup", "reference_seconds": round(setup_s, 1),
+                             "ratio": round(without_s / setup_s, 2)},
+        "with_scanners": {"seconds": round(with_s, 1), "summary": with_summary,
+                          "goal_seconds": GOALS["with_scanners"],
+                          "goal_met": with_s <= GOALS["with_scanners"],
+                          "reference": "testssl on each endpoint then lynis, one after another",
+                          "reference_seconds": round(reference_s, 1),
+                          "reference_parts": {k: round(v, 1) for k, v in parts.items()},
+                          "ratio": round(with_s / reference_s, 2)},
+    }
+    if options.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for label, row in results.items():
+            if not isinstance(row, dict):
+                print(f"{label}: {row}")
+                continue
+            print(f"verify {label.replace('_', ' ')}: {row['seconds']} s (goal <= {row['goal_seconds']:.0f} s, "
+                  f"{'met' if row['goal_met'] else 'NOT met'}); {row['summary']}")
+            print(f"  reference ({row['reference']}): {row['reference_seconds']} s; ratio {row['ratio']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
