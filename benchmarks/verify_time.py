@@ -33,6 +33,7 @@ from pathlib import Path
 from qnprov import lab, paths
 from qnprov.controls import scanners
 from qnprov.controls.target import SERVICES
+from qnprov.controls.verify import lab_config_targets
 
 REPO = paths.PROJECT_ROOT
 INVENTORY = REPO / "inventories" / "lab"
@@ -66,23 +67,21 @@ def ansible_setup() -> float:
 
 
 def scanners_alone(config: lab.LabConfig) -> dict[str, float]:
-    host = config.hosts[0]
+    """The scans verify runs on the first lab host (the same endpoints and command lines), one by one."""
+    target = lab_config_targets(config)[0]
+    container = config.hosts[0].container
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="qnprov-bench-testssl-") as workdir:
-        for service, (container_port, starttls) in SERVICES.items():
-            published = {cp: hp for hp, cp in host.publish.values()}
-            if container_port not in published:
-                continue
-            if starttls is not None and starttls not in scanners.TESTSSL_STARTTLS:
-                continue  # verify does not scan it either (testssl has no ManageSieve)
-            command = scanners.testssl_command("127.0.0.1", published[container_port],
-                                               str(Path(workdir) / f"{service}.json"), starttls=starttls,
-                                               ca_file=str(config.ca_cert), server_name=host.hostname)
+        for service in scanners.testssl_services(target.endpoints):
+            endpoint = target.endpoint(service)
+            command = scanners.testssl_command(endpoint.host, endpoint.port, str(Path(workdir) / f"{service}.json"),
+                                               starttls=SERVICES[service][1], ca_file=target.ca_file,
+                                               server_name=target.mail_hostname)
             times[f"testssl {service}"], _ = _timed(command, timeout=600)
-    elapsed, proc = _timed(["podman", "exec", host.container, "lynis", "audit", "system", "--quick",
+    elapsed, proc = _timed(["podman", "exec", container, "lynis", "audit", "system", "--quick",
                             "--no-colour"], timeout=600)
     if proc.returncode != 0:
-        raise SystemExit(f"lynis failed in {host.container}: {proc.stderr[-400:]}")
+        raise SystemExit(f"lynis failed in {container}: {proc.stderr[-400:]}")
     times["lynis"] = elapsed
     return times
 

@@ -31,7 +31,6 @@ from qnprov.errors import ConfigError, ExternalError
 
 LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
 SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nginx", "nftables", "fail2ban")
-ENDPOINTS = ("smtp", "submission", "submissions", "imaps", "imap", "ldap", "sieve")
 ADMIN_SECRET = "ldap_admin"  # noqa: S105 - the name of a secret file, not a secret
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from qnprov.controls.target import SERVICES
 
 #: testssl severities, weakest first.
 SEVERITIES = ("OK", "INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -53,6 +56,13 @@ class TestsslResult:
             "scan_problems": len(self.scan_problems),
             "warnings": len(self.warnings),
         }
+
+
+def testssl_services(endpoints: Iterable[str]) -> list[str]:
+    """The declared endpoints testssl.sh can scan: implicit TLS, or a STARTTLS it speaks."""
+    declared = set(endpoints)
+    return [service for service, (_, starttls) in SERVICES.items()
+            if service in declared and (starttls is None or starttls in TESTSSL_STARTTLS)]
 
 
 def testssl_command(host: str, port: int, json_file: str, *, starttls: str | None, ca_file: str | None,

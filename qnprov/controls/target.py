@@ -29,6 +29,11 @@ SERVICES: dict[str, tuple[int, str | None]] = {
     "https": (443, None),  # MTA-STS policy (roles/mta_sts)
 }
 
+#: Ports a mail host may expose (controls.md: firewall allowlist): ssh and the
+#: container ports above that face clients. The lab's other published ports
+#: (imap, ldaps) are declared exceptions (``VerifyTarget.extra_tcp_ports``).
+BASELINE_TCP_PORTS: frozenset[int] = frozenset({22, 25, 465, 587, 993, 4190, 443})
+
 #: Client-facing ports where the gate also forbids MEDIUM testssl findings.
 STRICT_TLS_SERVICES: frozenset[str] = frozenset({"submission", "submissions", "imaps"})
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from qnprov.controls.catalogue import Catalogue, load_catalogue
 from qnprov.controls.results import TestOutcome, VerifyReport, aggregate
-from qnprov.controls.target import SERVICES, Endpoint, VerifyTarget, parse_endpoint
+from qnprov.controls.target import BASELINE_TCP_PORTS, SERVICES, Endpoint, VerifyTarget, parse_endpoint
 from qnprov.controls.waivers import WaiverSet
 from qnprov.errors import ConfigError, ExternalError
 
@@ -75,13 +75,12 @@ def lab_target(name: str, container: str, hostname: str, publish: dict[str, tupl
                ldap_base_dn: str | None = None) -> VerifyTarget:
     endpoints: dict[str, Endpoint] = {}
     extra_ports: set[int] = set()
-    baseline = {25, 465, 587, 993, 4190, 22, 443}
     for raw_name, (host_port, container_port) in publish.items():
         service = _LAB_ENDPOINT_ALIASES.get(raw_name, raw_name)
         if service not in SERVICES:
             continue
         endpoints[service] = Endpoint(host="127.0.0.1", port=host_port)
-        if container_port not in baseline:
+        if container_port not in BASELINE_TCP_PORTS:
             # The lab publishes this port on purpose (to probe it): a declared exception.
             extra_ports.add(container_port)
     return VerifyTarget(name=name, backend=f"podman://{container}", lab=True, mail_hostname=hostname,

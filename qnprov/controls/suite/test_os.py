@@ -10,10 +10,8 @@ import pytest
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.suite.conftest import Facts, run
-from qnprov.controls.target import VerifyTarget
+from qnprov.controls.target import BASELINE_TCP_PORTS, VerifyTarget
 
-#: Ports a mail host may expose (controls.md: firewall allowlist).
-BASELINE_TCP_PORTS = frozenset({22, 25, 465, 587, 993, 4190, 443})
 REQUIRED_JAILS = frozenset({"sshd", "postfix", "postfix-sasl", "dovecot", "sieve"})
 
 # dev-sec ssh-baseline's modern algorithm sets.

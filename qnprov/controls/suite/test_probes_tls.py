@@ -106,15 +106,15 @@ def _fetch_mta_sts(target: VerifyTarget, domain: str) -> tuple[str, dict[str, st
     name = f"mta-sts.{domain}"
     request = (f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {name}\r\nUser-Agent: qnprov-verify\r\n"
                "Connection: close\r\n\r\n").encode()
-    chunks: list[bytes] = []
+    response = bytearray()
     with tls_connection(target, "https", probes.verifying_context(target.ca_file), name) as tls:
         tls.sendall(request)
-        while len(b"".join(chunks)) < 65536:
+        while len(response) < 65536:
             chunk = tls.recv(4096)
             if not chunk:
                 break
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+            response += chunk
+    head, _, body = bytes(response).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return lines[0], headers, body.decode("utf-8", errors="replace")

@@ -74,8 +74,7 @@ def _run_lynis(host: Any) -> dict[str, Any]:
 def scans(host: Any, target: VerifyTarget) -> Any:
     if shutil.which("testssl") is None:
         raise ProbeError("testssl (Debian package testssl.sh) is not installed on the verify machine")
-    services = [service for service in SERVICES if service in target.endpoints
-                and (SERVICES[service][1] is None or SERVICES[service][1] in scanners.TESTSSL_STARTTLS)]
+    services = scanners.testssl_services(target.endpoints)
     with tempfile.TemporaryDirectory(prefix="qnprov-testssl-") as workdir, \
             ThreadPoolExecutor(max_workers=1) as lynis_pool, \
             ThreadPoolExecutor(max_workers=PARALLEL_SCANS) as pool:
