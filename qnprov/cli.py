@@ -34,6 +34,12 @@ app.command("verify")(verify_command)
 
 InventoryOpt = Annotated[str, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
+LabInventoryOpt = Annotated[str | None, typer.Option(
+    "-i", "--inventory", help="Lab inventory name or path (default: $QNPROV_LAB_INVENTORY, else lab).")]
+
+
+def _lab_config(inventory: str | None) -> lab.LabConfig:
+    return lab.load_lab_config(paths.resolve_inventory(inventory) if inventory else None)
 
 
 @app.callback()
@@ -101,10 +107,11 @@ def _print_summary(config: lab.LabConfig, doc: dict[str, object], timings: dict[
 def lab_up(
     rebuild_image: Annotated[bool, typer.Option("--rebuild-image", help="Rebuild the base image.")] = False,
     skip_smoke: Annotated[bool, typer.Option("--skip-smoke", help="Do not run the smoke test.")] = False,
+    inventory: LabInventoryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build the image if needed, start the lab hosts, deploy, seed and smoke-test."""
-    config = lab.load_lab_config()
+    config = _lab_config(inventory)
     timings: dict[str, float] = {}
     started = time.monotonic()
     with console.status("preparing podman on this host"):
@@ -148,9 +155,9 @@ def lab_up(
 
 
 @lab_app.command("status")
-def lab_status(as_json: JsonOpt = False) -> None:
+def lab_status(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
     """Show the lab's endpoints, accounts and service states."""
-    config = lab.load_lab_config()
+    config = _lab_config(inventory)
     doc = lab.status(config)
     if as_json:
         print_json(doc)
@@ -169,9 +176,9 @@ def lab_status(as_json: JsonOpt = False) -> None:
 
 
 @lab_app.command("smoke")
-def lab_smoke(as_json: JsonOpt = False) -> None:
+def lab_smoke(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
     """Submit a message as one demo account and fetch it over IMAP as another."""
-    config = lab.load_lab_config()
+    config = _lab_config(inventory)
     result = lab.smoke(config)
     doc = {"ok": True, "sender": result.sender, "recipient": result.recipient,
            "submit_seconds": round(result.submit_seconds, 2),
@@ -185,9 +192,9 @@ def lab_smoke(as_json: JsonOpt = False) -> None:
 
 @lab_app.command("down")
 def lab_down(purge: Annotated[bool, typer.Option("--purge", help="Also delete secrets, CA and state.")] = False,
-             ) -> None:
+             inventory: LabInventoryOpt = None) -> None:
     """Remove the lab containers (and with --purge, its state)."""
-    config = lab.load_lab_config()
+    config = _lab_config(inventory)
     removed = lab.down(config, purge=purge)
     out.print(f"removed: {', '.join(removed) or 'nothing'}" + (f"; purged {config.state}" if purge else ""))
 

@@ -30,6 +30,9 @@ from qnprov import paths, testbed
 from qnprov.errors import ConfigError, ExternalError
 
 LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
+#: Names another lab inventory as the default of every lab command and of the
+#: integration suites (several labs side by side on one machine).
+LAB_INVENTORY_ENV = "QNPROV_LAB_INVENTORY"
 SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nginx", "nftables", "fail2ban")
 ADMIN_SECRET = "ldap_admin"  # noqa: S105 - the name of a secret file, not a secret
 
@@ -79,8 +82,15 @@ class LabConfig:
         return path.read_text().split()[0]
 
 
-def load_lab_config(inventory: Path = LAB_INVENTORY) -> LabConfig:
+def default_inventory() -> Path:
+    """``$QNPROV_LAB_INVENTORY`` (a name or a path), else ``inventories/lab``."""
+    chosen = os.environ.get(LAB_INVENTORY_ENV)
+    return paths.resolve_inventory(chosen) if chosen else LAB_INVENTORY
+
+
+def load_lab_config(inventory: Path | None = None) -> LabConfig:
     """Read the lab's hosts, ports and demo accounts from its inventory files."""
+    inventory = inventory or default_inventory()
     hosts_doc = yaml.safe_load((inventory / "hosts.yml").read_text()) or {}
     group_vars: dict[str, Any] = {}
     for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):

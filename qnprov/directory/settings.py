@@ -99,7 +99,7 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
         base_dn = variables.get("qnprov_ldap_base_dn")
         domain = variables.get("qnprov_domain")
         url = variables.get("qnprov_provisioning_ldap_url") or _reachable_service_uri(variables)
-        if inventory.name == "lab":
+        if _is_lab_inventory(inventory):
             status_file = _state_dir() / "lab.json"
             if not status_file.is_file():
                 raise ConfigError(f"{status_file} is missing: start the lab (qnprov lab up) or give --ldap-url")
@@ -130,6 +130,12 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
         domain = ".".join(part.split("=", 1)[1] for part in base_dn.split(",") if part.lower().startswith("dc="))
     return LdapSettings(url=url, base_dn=base_dn, bind_dn=bind_dn, bind_password=password,
                         ca_cert=ca_cert, domain=domain, tls_server_name=tls_name)
+
+
+def _is_lab_inventory(inventory: Path) -> bool:
+    """A lab inventory: qnprov creates its hosts (``qnprov_lab_container``) and writes lab.json."""
+    hosts = inventory / "hosts.yml"
+    return inventory.name == "lab" or (hosts.is_file() and "qnprov_lab_container" in hosts.read_text())
 
 
 def _lab_server_name(lab: dict[str, Any], domain: str | None) -> str | None:

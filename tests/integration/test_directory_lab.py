@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from qnprov import lab
 from qnprov.directory.cli import accounts_app
 
 pytestmark = pytest.mark.lab
@@ -60,7 +61,8 @@ def apply(tmp_path: Path, roster: str, *extra: str) -> dict[str, object]:
                                            encoding="utf-8")
     (tmp_path / "roster.csv").write_text("employee_id,agency,full_name,title,status\n" + roster, encoding="utf-8")
     # --partial: the lab's own demo accounts are not in this roster and must stay active.
-    result = runner.invoke(accounts_app, ["apply", "-i", "lab", "--agencies", str(tmp_path / "agencies.csv"),
+    inventory = str(lab.default_inventory())
+    result = runner.invoke(accounts_app, ["apply", "-i", inventory, "--agencies", str(tmp_path / "agencies.csv"),
                                           "--roster", str(tmp_path / "roster.csv"), "--partial", "--json", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

@@ -16,8 +16,9 @@ QNPROV = [sys.executable, "-m", "qnprov"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "QNPROV_LAB_INVENTORY"}  # the default lab
     return subprocess.run([*QNPROV, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, cwd=paths.PROJECT_ROOT)
+                          env={**base, **(env or {})}, cwd=paths.PROJECT_ROOT)
 
 
 def test_help_lists_the_commands():

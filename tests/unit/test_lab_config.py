@@ -9,7 +9,7 @@ from qnprov import lab
 
 
 def test_lab_config_comes_from_the_inventory(tmp_path: Path):
-    config = lab.load_lab_config()
+    config = lab.load_lab_config(lab.LAB_INVENTORY)
     assert [h.container for h in config.hosts] == ["qnprov-lab-mail1"]
     assert config.hosts[0].publish["submission"] == (10587, 587)
     assert config.base_dn == "dc=quangninh,dc=test"
@@ -45,3 +45,20 @@ def test_port_base_moves_every_endpoint(tmp_path: Path):
     assert moved.endpoints()["submission"] == "127.0.0.1:20587"
     assert moved.endpoints()["sieve"] == "127.0.0.1:24190"
     assert moved.hosts[0].container == "m1"
+
+
+def test_lab_inventory_env_names_another_lab(tmp_path: Path, monkeypatch):
+    """Several labs side by side: $QNPROV_LAB_INVENTORY is every lab command's default."""
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "lab-other"
+    shutil.copytree(lab.LAB_INVENTORY, copy)
+    hosts = yaml.safe_load((copy / "hosts.yml").read_text())
+    hosts["all"]["hosts"]["mail1"]["qnprov_lab_container"] = "qnprov-other-mail1"
+    (copy / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    monkeypatch.delenv(lab.LAB_INVENTORY_ENV, raising=False)
+    assert lab.default_inventory() == lab.LAB_INVENTORY
+    monkeypatch.setenv(lab.LAB_INVENTORY_ENV, str(copy))
+    assert [h.container for h in lab.load_lab_config().hosts] == ["qnprov-other-mail1"]
