@@ -82,62 +82,173 @@ class MarkingHit:
     evidence: str
 
 
+# Letter-spaced text: single letters separated by horizontal white space of any kind
+# (space, NBSP, thin/figure/ideographic spaces), as PDF stamps are set or extracted
+# ("T U Y Ệ T   M Ậ T"). Tabs stay cell separators.
+_LETTER = r"[^\W\d_][\u0300-\u036f]*"
+_GAP = r"[^\S\t\n\r\f\v]{1,8}"
+_SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_LETTER})(?:{_GAP}{_LETTER}){{1,60}}(?![^\W\d_])")
+_SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead[^\S\n]+t", re.IGNORECASE)
+_GAP_SPLIT = re.compile(r"[^\S\t\n\r\f\v]+")
+_CONJUNCTIONS = r"v\u00e0|ho\u1eb7c|or|and"
+
+
+def _collapse(text: str) -> str:
+    return _GAP_SPLIT.sub("", text).casefold()
+
+
 class MarkingMatcher:
     """Compiled matcher for one version of the markings data."""
 
     def __init__(self, data: MarkingData, *, declassified_is_marking: bool) -> None:
         self._stamps: dict[str, str] = {level.stamp: level.name for level in data.levels}
+        # Rank of each level, 0 the highest: a line naming several levels reports the highest.
+        self._rank: dict[str, int] = {level.name: index for index, level in enumerate(data.levels)}
+        self._levels = frozenset(level.name for level in data.levels)
         if declassified_is_marking:
             self._stamps[data.declassified_stamp] = data.declassified_stamp.capitalize()
+            self._rank[data.declassified_stamp.capitalize()] = len(data.levels)
         # "TỐI   MẬT" (justified or column-aligned) must stay one stamp before column splitting.
         multiword = sorted({stamp for stamp in self._stamps if " " in stamp}, key=len, reverse=True)
         self._join_stamps = re.compile(
             "|".join(r"\s+".join(re.escape(word) for word in stamp.split(" ")) for stamp in multiword) or "(?!)"
         )
+        # Letter-spaced forms, by their letters alone: "t ố i m ậ t" -> "TỐI MẬT" (a stamp in
+        # any case once spelled out letter by letter), "Đ ộ   m ậ t" -> "Độ mật" (a label).
+        self._spelled: dict[str, str] = {_collapse(label): label for label in data.metadata_labels}
+        self._spelled.update({_collapse(stamp): stamp for stamp in data.not_secrecy})
+        self._spelled.update({_collapse(stamp): stamp for stamp in self._stamps})
+        self._longest_spelled = max(len(key) for key in self._spelled)
         names = sorted((level.name for level in data.levels), key=len, reverse=True)
         letters = {level.envelope_letter: level.name for level in data.levels}
         self._letters = letters
-        labels = "|".join(re.escape(label) for label in data.metadata_labels)
+        labels = "|".join(re.escape(label).replace(r"\ ", r"\s+") for label in data.metadata_labels)
         values = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in names)
         if declassified_is_marking:
             values = re.escape(data.declassified_stamp.capitalize()).replace(r"\ ", r"\s+") + "|" + values
+        self._value = re.compile(rf"(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w)",
+                                 re.IGNORECASE)
+        value = rf"(?:{values})(?!\w)|(?-i:[{''.join(letters)}])(?!\w)"
         # "[Mật]" / "[Tối mật]": a bracketed level name is a marking in any letter case.
         self._bracket_tag = re.compile(rf"\[\s{{0,8}}({values})\s{{0,8}}\]", re.IGNORECASE)
+        # A label and its value, or a list of values ("Độ mật: Tối mật, Mật"): the highest counts.
         self._metadata = re.compile(
-            rf"(?<!\w)(?:{labels})\s{{0,16}}[:：=|\t-]?\s{{0,16}}(?:(?P<name>{values})(?!\w)|(?-i:(?P<letter>[{''.join(letters)}]))(?!\w))"
-            # "Các độ mật: Tuyệt mật, Tối mật và Mật" lists the levels (a legal text); it is no marking.
-            rf"(?!\s{{0,4}}(?:[,;/]|và(?!\w)|hoặc(?!\w)|or(?!\w)|and(?!\w))\s{{0,4}}(?:{values}|[{''.join(letters)}](?!\w)))",
+            rf"(?<!\w)(?:{labels})\s{{0,16}}[:：=|\t-]?\s{{0,16}}"
+            rf"(?P<values>(?:{value})(?:\s{{0,4}}(?:[,;/|&+–—-]|(?:{_CONJUNCTIONS})(?!\w))\s{{0,4}}(?:{value}))*)",
+            re.IGNORECASE,
+        )
+        # Every mention of a level name in any case, longest first ("TỐI MẬT" before "MẬT").
+        self._mentions = re.compile(rf"(?<!\w)(?:{values})(?!\w)", re.IGNORECASE)
+        cues = [re.escape(cue).replace(r"\ ", r"\s+") for cue in data.enumeration_cues]
+        self._cues = re.compile(rf"(?<!\w)(?:{'|'.join(cues)})(?!\w)" if cues else "(?!)", re.IGNORECASE)
+        # What is left of a line once every level, label, letter and separator is removed:
+        # nothing means the line is stamps alone ("TỐI MẬT | MẬT").
+        stamps_alt = "|".join(re.escape(stamp).replace(r"\ ", r"\s+") for stamp in self._stamps)
+        self._stamp_like_residue = re.compile(
+            rf"(?:{labels})|(?:{values}|{stamps_alt})(?!\w)|(?<!\w)(?:{_CONJUNCTIONS}|[{''.join(letters)}])(?!\w)",
             re.IGNORECASE,
         )
 
     def find(self, text: str, *, limit: int = 3) -> list[MarkingHit]:
         """Markings in already-normalised text (most documents have none: fast exit)."""
-        if not _QUICK.search(text):
+        if not _QUICK.search(text) and not _SPACED_QUICK.search(text):
             return []
         hits: list[MarkingHit] = []
         for line in text.splitlines():
             if not _QUICK.search(line):
-                continue
-            for match in self._metadata.finditer(line):
-                level = match.group("name")
-                if level is not None:
-                    level = _SPACES.sub(" ", level).capitalize()
-                else:
-                    level = self._letters[match.group("letter")]
-                hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
-            for match in self._bracket_tag.finditer(line):
-                level = _SPACES.sub(" ", match.group(1)).capitalize()
-                hits.append(MarkingHit(level, "tag", _excerpt(line, match.start(), match.end())))
-            if "M\u1eacT" in line:  # stamps are upper case: without "MẬT" there is no stamp segment
-                hits.extend(self._stamps_in(line))
+                if not _SPACED_QUICK.search(line):
+                    continue
+                line = self._despace(line)
+            elif _SPACED_QUICK.search(line):
+                line = self._despace(line)
+            hits.extend(self._line_hits(line))
             if len(hits) >= limit:
                 break
         return hits
 
+    def _despace(self, line: str) -> str:
+        """Letter-spaced runs written out as words: "T U Y Ệ T   M Ậ T" -> "TUYỆT MẬT".
+
+        A run made entirely of known forms (stamps, labels, other stamps such as KHẨN) is
+        rebuilt from them, each its own segment; any other run becomes its words, so
+        "B Ả O   M Ậ T" reads "BẢO MẬT", which is no stamp."""
+
+        def repl(match: re.Match[str]) -> str:
+            run = match.group(0)
+            phrases = self._spell(_collapse(run))
+            if phrases is not None:
+                return "  ".join(p.upper() if p in self._stamps or run.isupper() else p for p in phrases)
+            gaps = [len(gap) for gap in _GAP_SPLIT.findall(run)]
+            narrow = min(gaps)
+            if max(gaps) == narrow:
+                return run  # evenly spaced and no known form: leave it
+            words = re.split(rf"[^\S\t\n\r\f\v]{{{narrow + 1},}}", run)
+            return " ".join(_GAP_SPLIT.sub("", word) for word in words)
+
+        return _SPACED_RUN.sub(repl, line)
+
+    def _spell(self, letters: str) -> list[str] | None:
+        """Split spelled-out letters into known forms, or None (dynamic programming, short input)."""
+        best: list[list[str] | None] = [None] * (len(letters) + 1)
+        best[0] = []
+        for end in range(1, len(letters) + 1):
+            for start in range(max(0, end - self._longest_spelled), end):
+                head = best[start]
+                phrase = self._spelled.get(letters[start:end])
+                if head is not None and phrase is not None:
+                    best[end] = [*head, phrase]
+                    break
+        return best[-1]
+
+    def _line_hits(self, line: str) -> list[MarkingHit]:
+        hits: list[MarkingHit] = []
+        named: set[str] = set()
+        field = False
+        for match in self._metadata.finditer(line):
+            levels = []
+            for value in self._value.finditer(match.group("values")):
+                if value.group("name") is not None:
+                    levels.append(_SPACES.sub(" ", value.group("name")).capitalize())
+                else:
+                    levels.append(self._letters[value.group("letter")])
+            named.update(levels)
+            field = field or self._is_field(line[:match.start()])
+            level = min(levels, key=self._rank.__getitem__)
+            hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
+        for match in self._bracket_tag.finditer(line):
+            level = _SPACES.sub(" ", match.group(1)).capitalize()
+            named.add(level)
+            hits.append(MarkingHit(level, "tag", _excerpt(line, match.start(), match.end())))
+        if "M\u1eacT" in line:  # stamps are upper case: without "MẬT" there is no stamp segment
+            stamps = self._stamps_in(line)
+            named.update(hit.level for hit in stamps)
+            hits.extend(stamps)
+        if hits:
+            named.update(_SPACES.sub(" ", m.group(0)).capitalize() for m in self._mentions.finditer(line))
+            if len(named) > 1 and not field and self._is_enumeration(line, named):
+                return []
+            hits.sort(key=lambda hit: self._rank[hit.level])
+        return hits
+
+    @staticmethod
+    def _is_field(before: str) -> bool:
+        """A label at the start of a line or of a cell/column is a field, not prose."""
+        if not before.strip(" \u00a0-–—•*·>|;.()[]0123456789"):
+            return True
+        return re.search(r"(?:\t|\s{2,}|[|;])\s*$", before) is not None
+
+    def _is_enumeration(self, line: str, named: set[str]) -> bool:
+        """Explanatory prose naming every level ("Bí mật nhà nước gồm ba độ mật: Tuyệt mật,
+        Tối mật và Mật"), not a marked document. A line of stamps alone never is."""
+        if not self._levels <= named:
+            return False
+        residue = self._stamp_like_residue.sub(" ", line)
+        if not any(ch.isalpha() for ch in residue):
+            return False
+        return self._cues.search(line) is not None
 
     def _stamps_in(self, line: str) -> list[MarkingHit]:
-        """Stamp segments of one line; a line listing several levels is an enumeration
-        ("TUYỆT MẬT, TỐI MẬT, MẬT" on a training slide), not a stamp."""
+        """Stamp segments of one line."""
         hits = []
         joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
         for segment in _SEGMENT_SPLIT.split(joined):
@@ -147,8 +258,6 @@ class MarkingMatcher:
             level_name = self._stamps.get(candidate)
             if level_name is not None:
                 hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
-        if len({hit.level for hit in hits}) > 1:
-            return []
         return hits
 
 

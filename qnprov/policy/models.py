@@ -295,6 +295,9 @@ class MarkingData(_Strict):
     declassified_stamp: str
     metadata_labels: list[str] = Field(min_length=1)
     not_secrecy: list[str] = Field(default_factory=list)
+    #: Words that make a line naming every level an explanation ("các độ mật gồm ..."),
+    #: not a marking. Never applied to a metadata field or a line of stamps alone.
+    enumeration_cues: list[str] = Field(default_factory=list)
 
 
 class SubjectPatterns(_Strict):

@@ -73,12 +73,50 @@ NEGATIVES = [
     "Tiền mặt, tôi mất, mắt, mát",
     "A B C",
     "Phụ lục A",
-    # Legal and training texts that list the levels are not marked documents.
+    # Legal and training texts that explain the levels in prose are not marked documents.
     "Các độ mật: Tuyệt mật, Tối mật và Mật.",
-    "Độ mật: Tuyệt mật, Tối mật, Mật",
-    "Độ mật: A, B hoặc C",
-    "TUYỆT MẬT, TỐI MẬT, MẬT",
     "Ba mức: TUYỆT MẬT / TỐI MẬT / MẬT",
+    "Bí mật nhà nước được phân loại theo ba độ mật: Tuyệt mật, Tối mật và Mật.",
+    "Các mức độ mật gồm TUYỆT MẬT, TỐI MẬT và MẬT.",
+    "The levels are TUYỆT MẬT, TỐI MẬT and MẬT.",
+    # Letter-spaced words that merely contain "mật" are no stamp.
+    "B Ả O   M Ậ T",
+    "N G U Y Ễ N   V Ă N   M Ậ T",
+    "m ậ t   k h ẩ u",
+    "b í   m ậ t   n h à   n ư ớ c",
+    "M Ậ T K H Ẩ U",
+]
+
+# A marked document does not pass because a second level is written beside the first:
+# a stamp line or a metadata field naming several levels reports the highest.
+SEVERAL_LEVELS = [
+    ("TỐI MẬT | MẬT", "Tối mật"),
+    ("MẬT | TỐI MẬT", "Tối mật"),
+    ("Độ mật: Tối mật, Mật", "Tối mật"),
+    ("Độ mật: Mật, Tối mật", "Tối mật"),
+    ("Độ mật: Tuyệt mật, Tối mật, Mật", "Tuyệt mật"),  # a field, even when it lists all three
+    ("Độ mật: A, B hoặc C", "Tuyệt mật"),
+    ("TUYỆT MẬT, TỐI MẬT, MẬT", "Tuyệt mật"),  # stamps alone, even all three
+    ("Số: 12/BC-UBND\tTỐI MẬT\tMẬT", "Tối mật"),
+    ("[Mật][Tối mật] V/v kế hoạch", "Tối mật"),
+    ("Tên tài liệu: Báo cáo\tĐộ mật: Mật / Tối mật", "Tối mật"),
+    # Prose that names every level but has no explanatory word is no training text.
+    ("Theo Luật, tài liệu TUYỆT MẬT, TỐI MẬT, MẬT phải được quản lý", "Tối mật"),
+]
+
+# Stamps set or extracted letter by letter, with any kind of space, in any case.
+LETTER_SPACED = [
+    ("T U Y Ệ T   M Ậ T", "Tuyệt mật"),
+    ("M Ậ T", "Mật"),
+    ("T Ố I   M Ậ T", "Tối mật"),
+    ("T Ố I M Ậ T", "Tối mật"),  # evenly spaced
+    ("T\u00a0Ố\u00a0I\u2002\u2002M\u00a0Ậ\u00a0T", "Tối mật"),  # NBSP and en spaces
+    ("T\u2009U\u2009Y\u2009Ệ\u2009T\u3000M\u2009Ậ\u2009T", "Tuyệt mật"),  # thin and ideographic
+    ("t ố i   m ậ t", "Tối mật"),
+    ("Số: 12/BC-UBND        T Ố I   M Ậ T", "Tối mật"),
+    ("M Ậ T   K H Ẩ N", "Mật"),
+    ("Đ ộ   m ậ t :   T ố i   m ậ t", "Tối mật"),
+    ("T Ố I   M Ậ T  |  M Ậ T", "Tối mật"),
 ]
 
 
@@ -86,6 +124,19 @@ NEGATIVES = [
 def test_stamp_and_metadata_forms_match(text: str, level: str) -> None:
     hits = MATCHER.find(normalise_text(text))
     assert [hit.level for hit in hits][:1] == [level]
+
+
+@pytest.mark.parametrize(("text", "level"), SEVERAL_LEVELS)
+def test_several_levels_on_a_stamp_line_or_field_report_the_highest(text: str, level: str) -> None:
+    hits = MATCHER.find(normalise_text(text))
+    assert hits and hits[0].level == level, hits
+
+
+@pytest.mark.parametrize(("text", "level"), LETTER_SPACED)
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_letter_spaced_stamps_match(text: str, level: str, form: Literal["NFC", "NFD"]) -> None:
+    hits = MATCHER.find(normalise_text(unicodedata.normalize(form, text)))
+    assert hits and hits[0].level == level, hits
 
 
 @pytest.mark.parametrize("text", NEGATIVES)
