@@ -48,6 +48,8 @@ class PolicyData:
     registration_senders: dict[str, str]
     registration_subjects: tuple[re.Pattern[str], ...]
     province_hosts: tuple[ProvinceHost, ...]
+    #: The whole registration-intent file (body, welcome, negative patterns); None: subjects only.
+    registration_intent: SubjectPatterns | None = None
 
     @property
     def version(self) -> str:
@@ -169,6 +171,7 @@ def load_policy(bundle_path: Path | None = None, overrides_path: Path | None = N
         registration_senders=parse_domain_list(senders),
         registration_subjects=tuple(re.compile(p, re.IGNORECASE) for p in subjects.patterns),
         province_hosts=province_hosts,
+        registration_intent=subjects,
     )
 
 

@@ -6,7 +6,6 @@ overridden) action. A detector returns ``(location, evidence)`` pairs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
@@ -14,8 +13,8 @@ from email.utils import parseaddr
 
 from qnprov.policy.bundle import PolicyData
 from qnprov.policy.domains import domain_of, match_domain
-from qnprov.policy.extract import Extraction, decode_header_value
-from qnprov.policy.markings import MarkingMatcher, normalise_text
+from qnprov.policy.extract import Entity, Extraction, decode_header_value
+from qnprov.policy.markings import MarkingMatcher
 from qnprov.policy.models import (
     ClassifiedMarkingParams,
     Direction,
@@ -24,6 +23,7 @@ from qnprov.policy.models import (
     Rule,
     ServiceRegistrationParams,
 )
+from qnprov.policy.registration import find_registration
 from qnprov.policy.signatures import SignatureResult
 
 RawFinding = tuple[str, str]
@@ -42,6 +42,8 @@ class Context:
     extraction: Extraction
     signatures: list[SignatureResult] = field(default_factory=list)
     matchers: dict[bool, MarkingMatcher] = field(default_factory=dict)
+    #: The whole message (headers and raw body), for detectors that read bodies themselves.
+    entity: Entity | None = None
 
 
 Detector = Callable[[Context, Rule], list[RawFinding]]
@@ -193,41 +195,20 @@ def freemail_autoforward(ctx: Context, rule: Rule) -> list[RawFinding]:
 
 # -- 1.3(3) ----------------------------------------------------------------------------
 
-_DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([A-Za-z0-9.-]+)")
-
-
-def _dkim_domains(message: Message) -> list[str]:
-    domains = []
-    for value in message.get_all("DKIM-Signature") or []:
-        match = _DKIM_D.search(" ".join(str(value).split()))
-        if match:
-            domains.append(match.group(1).lower())
-    return domains
-
-
 def service_registration(ctx: Context, rule: Rule) -> list[RawFinding]:
+    """A sign-up, verification, OTP or welcome from an online service (qnprov/policy/registration.py).
+
+    The evidence names the account and classifies the service: "social network Facebook",
+    "e-commerce Tiki", ..., or "unknown service example.net (unknown, for review)"."""
     params = rule.typed_params()
     assert isinstance(params, ServiceRegistrationParams)
-    senders = ctx.policy.registration_senders
-    _, from_address = parseaddr(decode_header_value(ctx.message.get("From")))
-    candidates = [("envelope sender", domain_of(ctx.mail_from)), ("From", domain_of(from_address))]
-    candidates += [("DKIM d=", domain) for domain in _dkim_domains(ctx.message)]
-    subject = normalise_text(decode_header_value(ctx.message.get("Subject")))
-    subject_hit = next((p for p in ctx.policy.registration_subjects if p.search(subject)), None)
+    found = find_registration(ctx.policy, ctx.message, ctx.mail_from, ctx.entity,
+                              match_subject_without_sender=params.match_subject_without_sender)
+    if found is None:
+        return []
     accounts = ", ".join(r for r in ctx.rcpts if domain_of(r) in ctx.policy.local_domains) or ", ".join(ctx.rcpts)
-    for source, domain in candidates:
-        listed = match_domain(domain, senders) if domain else None
-        if listed:
-            why = f"{senders[listed]} ({source} {domain})"
-            if subject_hit:
-                why += f", subject {_short(subject, 80)!r}"
-            return [("envelope:rcpt", f"account {accounts}: registration/notification mail from {why}")]
-    if subject_hit and params.match_subject_without_sender:
-        sender_domain = domain_of(ctx.mail_from) or domain_of(from_address)
-        if sender_domain and match_domain(sender_domain, ctx.policy.province_domains) is None:
-            return [("subject", f"account {accounts}: registration subject {_short(subject, 80)!r} "
-                                f"from {sender_domain}")]
-    return []
+    what = "sign-up" if found.intent else "account notification"
+    return [("envelope:rcpt", f"account {accounts}: {what} at {found.describe()}")]
 
 
 DETECTORS: dict[str, Detector] = {

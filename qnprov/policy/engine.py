@@ -158,7 +158,7 @@ class PolicyEngine:
         else:
             extraction = extract(entity, limits)
         ctx = Context(self.policy, entity.headers, envelope.mail_from.strip().strip("<>"), envelope.rcpts, direction,
-                      envelope.authenticated_user, extraction, matchers=self._matchers)
+                      envelope.authenticated_user, extraction, matchers=self._matchers, entity=entity)
         if extraction.signed:
             ctx.signatures = self._verify_signatures(extraction, started)
         findings: list[Finding] = []

@@ -301,10 +301,17 @@ class MarkingData(_Strict):
 
 
 class SubjectPatterns(_Strict):
+    """Registration intent (1.3(3)); see the comments in registration-subjects.yaml."""
+
     version: str
     patterns: list[str]
+    body_patterns: list[str] = Field(default_factory=list)
+    welcome_patterns: list[str] = Field(default_factory=list)
+    account_words: list[str] = Field(default_factory=list)
+    not_signup_patterns: list[str] = Field(default_factory=list)
+    government_suffixes: list[str] = Field(default_factory=lambda: ["gov.vn"])
 
-    @field_validator("patterns")
+    @field_validator("patterns", "body_patterns", "welcome_patterns", "account_words", "not_signup_patterns")
     @classmethod
     def _compile(cls, values: list[str]) -> list[str]:
         for value in values:
