@@ -1,0 +1,146 @@
+"""The 1.3(1) and 1.3(3) detectors against the generated corpus, class by class.
+
+Each class of corpus_gen must get its own verdict: a sign-up is tagged with its service's
+category (or "unknown, for review"), a marked document is rejected naming its highest
+level, and nothing in a negative class is flagged by the rule under test.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+from corpus_gen import (
+    MARKING_NEGATIVE,
+    MARKING_POSITIVE,
+    OFFICIAL,
+    REGISTRATION_NEGATIVE,
+    REGISTRATION_POSITIVE,
+    Sample,
+    build_mail,
+    marking_corpus,
+    registration_corpus,
+)
+
+from qnprov.policy.engine import Decision, Envelope, PolicyEngine
+from qnprov.policy.registration import CATEGORIES, UNKNOWN
+
+ENGINE = PolicyEngine.load()
+RULE = {"1.3(1)": "classified-marking", "1.3(3)": "service-registration"}
+
+
+def _by_class(samples: list[Sample]) -> dict[str, list[Sample]]:
+    grouped: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        grouped[sample.cls].append(sample)
+    return grouped
+
+
+REGISTRATIONS = _by_class(registration_corpus())
+MARKINGS = _by_class(marking_corpus())
+
+
+def _findings(sample: Sample) -> tuple[Decision, list[str]]:
+    decision = ENGINE.evaluate(sample.raw, sample.envelope)
+    return decision, [f.evidence for f in decision.findings if f.rule == RULE[sample.clause]]
+
+
+def test_corpus_has_every_class_and_real_mime() -> None:
+    assert set(REGISTRATIONS) == set(REGISTRATION_POSITIVE) | set(REGISTRATION_NEGATIVE)
+    assert set(MARKINGS) == set(MARKING_POSITIVE) | set(MARKING_NEGATIVE)
+    raw = b"\n".join(s.raw for s in REGISTRATIONS["vn-ecommerce"] + REGISTRATIONS["global-ecommerce"])
+    for marker in (b"multipart/alternative", b"text/html", b"Content-Transfer-Encoding: base64",
+                   b"Content-Transfer-Encoding: quoted-printable", b"=?utf-8?", b"List-Unsubscribe"):
+        assert marker in raw, marker
+
+
+@pytest.mark.parametrize("cls", REGISTRATION_POSITIVE)
+def test_signups_are_tagged_with_their_category(cls: str) -> None:
+    for sample in REGISTRATIONS[cls]:
+        decision, evidence = _findings(sample)
+        assert decision.verdict == "tag", (sample.note, decision.findings)
+        assert len(evidence) == 1, sample.note
+        label = UNKNOWN if sample.expect == "unknown" else CATEGORIES[sample.expect]
+        assert f"account {OFFICIAL}: " in evidence[0]
+        assert label in evidence[0], (sample.note, evidence[0])
+        assert "service-registration (1.3(3))" in dict(decision.add_headers)["X-QN-Policy"]
+
+
+@pytest.mark.parametrize("cls", REGISTRATION_NEGATIVE)
+def test_non_signups_are_never_flagged(cls: str) -> None:
+    for sample in REGISTRATIONS[cls]:
+        decision, evidence = _findings(sample)
+        assert evidence == [], (sample.note, evidence)
+        assert decision.verdict in {"accept", "tag"}
+        assert all(f.clause != "1.3(3)" for f in decision.findings)
+
+
+@pytest.mark.parametrize("cls", MARKING_POSITIVE)
+def test_marked_documents_are_rejected_with_their_highest_level(cls: str) -> None:
+    for sample in MARKINGS[cls]:
+        decision, evidence = _findings(sample)
+        assert decision.verdict == "reject", (sample.note, decision.findings)
+        assert evidence and evidence[0].startswith(f"{sample.expect} ("), (sample.note, evidence)
+
+
+@pytest.mark.parametrize("cls", MARKING_NEGATIVE)
+def test_unmarked_documents_pass(cls: str) -> None:
+    for sample in MARKINGS[cls]:
+        decision, evidence = _findings(sample)
+        assert evidence == [], (sample.note, evidence)
+        assert decision.verdict == "accept", (sample.note, decision.findings)
+
+
+# -- single cases the classes rest on ---------------------------------------------------------
+
+
+def _evidence(raw: bytes, mail_from: str) -> list[str]:
+    decision = ENGINE.evaluate(raw, Envelope(mail_from, (OFFICIAL,)))
+    return [f.evidence for f in decision.findings if f.rule == "service-registration"]
+
+
+def test_gov_vn_sender_is_never_a_signup_even_with_an_otp() -> None:
+    raw = build_mail(("Cổng DVC", "no-reply@dichvucong.gov.vn"), "Mã xác thực tài khoản: 482913",
+                     "Mã OTP của bạn là 482913. Vui lòng xác nhận địa chỉ email của bạn.\n",
+                     headers={"List-Unsubscribe": "<mailto:u@dichvucong.gov.vn>"})
+    assert _evidence(raw, "bounce@dichvucong.gov.vn") == []
+    # The same mail from a look-alike, non-government domain is a sign-up for review.
+    lookalike = raw.replace(b"dichvucong.gov.vn", b"dichvucong-gov.vn")
+    [evidence] = _evidence(lookalike, "bounce@dichvucong-gov.vn")
+    assert "unknown service dichvucong-gov.vn (unknown, for review" in evidence
+
+
+def test_known_brand_without_signup_intent_is_not_flagged_but_its_signup_is() -> None:
+    press = build_mail(("Tiki PR", "pr@tiki.vn"), "Tiki công bố kết quả kinh doanh",
+                       "Người dùng có thể tạo tài khoản miễn phí.\n",
+                       headers={"List-Unsubscribe": "<mailto:u@tiki.vn>"})
+    assert _evidence(press, "pr@tiki.vn") == []
+    signup = build_mail(("Tiki", "no-reply@tiki.vn"), "Xác nhận email của bạn",
+                        "Vui lòng nhấn vào liên kết để xác nhận địa chỉ email của bạn.\n")
+    [evidence] = _evidence(signup, "no-reply@tiki.vn")
+    assert "e-commerce Tiki (envelope sender tiki.vn)" in evidence
+
+
+def test_body_intent_counts_only_from_automated_senders() -> None:
+    text = "Chào anh, anh vui lòng xác nhận địa chỉ email của bạn giúp em nhé.\n"
+    personal = build_mail(("Nguyễn Văn A", "nguyenvana@congty-abc.vn"), "Gửi anh tài liệu", text)
+    assert _evidence(personal, "nguyenvana@congty-abc.vn") == []
+    automated = build_mail(("ABC", "no-reply@congty-abc.vn"), "Thông báo từ ABC", text)
+    [evidence] = _evidence(automated, "no-reply@congty-abc.vn")
+    assert "body 'xác nhận địa chỉ email của bạn'" in evidence and "automated: sender" in evidence
+
+
+def test_notify_only_domain_shows_an_account_without_signup_words() -> None:
+    raw = build_mail(("Facebook", "notification@facebookmail.com"), "Bạn có 3 thông báo mới", "Xem trên Facebook.\n")
+    [evidence] = _evidence(raw, "notification@facebookmail.com")
+    assert evidence.startswith(f"account {OFFICIAL}: account notification at social network Facebook")
+
+
+def test_welcome_from_a_person_needs_an_account_word() -> None:
+    plain = build_mail(("Ban tổ chức", "btc@hoithao-abc.vn"), "Chào mừng bạn đến với Hội thảo",
+                       "Hẹn gặp lại tại hội trường.\n")
+    assert _evidence(plain, "btc@hoithao-abc.vn") == []
+    account = build_mail(("Diễn đàn ABC", "quantri.nguyen@dien-dan-abc.vn"), "Chào mừng bạn đến với Diễn đàn ABC",
+                         "Tên đăng nhập của bạn: qn_officer.\n")
+    [evidence] = _evidence(account, "quantri.nguyen@dien-dan-abc.vn")
+    assert "unknown service dien-dan-abc.vn" in evidence and "'Tên đăng nhập'" in evidence
