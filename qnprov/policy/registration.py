@@ -53,7 +53,10 @@ _DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([A-Za-z0-9.-]+)")
 _AUTOMATED_LOCAL = re.compile(
     r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|noreply|notifications?|notify|mailer|bounces?|"
     r"verify|verification|security|accounts?|register|registration|welcome|info|support|hello|team|"
-    r"community|forum|admin|system|auto|otp)(?:[-_.+].*)?$",
+    r"community|forum|admin|system|auto|otp|"
+    # Vietnamese role names: account, support, customer care, notice, verification, sign-up, no-reply.
+    r"tai[-_.]?khoan|ho[-_.]?tro|cskh|thong[-_.]?bao|xac[-_.]?thuc|xac[-_.]?nhan|dang[-_.]?ky|khong[-_.]?tra[-_.]?loi)"
+    r"(?:[-_.+].*)?$",
     re.IGNORECASE,
 )
 # Headers bulk and transactional senders add (RFC 2369, RFC 3834, RFC 2076, ESP markers).
@@ -268,7 +271,7 @@ def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated:
     strong = next((m for m in matches if not _first(compiled.welcome, m.group(0))), None)
     if strong is not None:
         return f"subject {_short(subject)!r}"
-    welcome = matches[0] if matches else None
+    welcome = matches[0] if matches else _first(compiled.welcome, subject)
     if welcome is not None and automated:
         return f"welcome subject {_short(subject)!r} from an automated sender"
     if not (automated or known) and welcome is None:
