@@ -309,9 +309,11 @@ class SubjectPatterns(_Strict):
     welcome_patterns: list[str] = Field(default_factory=list)
     account_words: list[str] = Field(default_factory=list)
     not_signup_patterns: list[str] = Field(default_factory=list)
+    not_signup_senders: list[str] = Field(default_factory=list)
     government_suffixes: list[str] = Field(default_factory=lambda: ["gov.vn"])
 
-    @field_validator("patterns", "body_patterns", "welcome_patterns", "account_words", "not_signup_patterns")
+    @field_validator("patterns", "body_patterns", "welcome_patterns", "account_words", "not_signup_patterns",
+                     "not_signup_senders")
     @classmethod
     def _compile(cls, values: list[str]) -> list[str]:
         for value in values:

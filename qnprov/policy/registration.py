@@ -121,6 +121,7 @@ class _Compiled:
     welcome: tuple[re.Pattern[str], ...] = ()
     account: tuple[re.Pattern[str], ...] = ()
     negative: tuple[re.Pattern[str], ...] = ()
+    negative_senders: tuple[re.Pattern[str], ...] = ()
     government: frozenset[str] = field(default_factory=lambda: frozenset({"gov.vn"}))
 
 
@@ -141,6 +142,7 @@ def _compile(policy: PolicyData) -> _Compiled:
     else:
         compiled = _Compiled(policy.registration_subjects, many(data.body_patterns), many(data.welcome_patterns),
                              many(data.account_words), many(data.not_signup_patterns),
+                             many(data.not_signup_senders),
                              frozenset(d.lower().strip(".") for d in data.government_suffixes))
     _COMPILED[id(policy)] = (policy, compiled)
     return compiled
@@ -251,6 +253,8 @@ def find_registration(policy: PolicyData, message: Message, mail_from: str, enti
     subject = normalise_text(decode_header_value(message.get("Subject")))
     if _first(compiled.negative, subject):
         return None  # a press release, newsletter issue or event attendance is no sign-up
+    if _first(compiled.negative_senders, from_address.rpartition("@")[0]):
+        return None  # a press or communications address
     automated = automation_signals(message, [mail_from, from_address])
     intent = _intent(compiled, subject, entity, bool(automated), service is not None)
     if intent:
