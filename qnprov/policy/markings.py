@@ -38,7 +38,7 @@ _QUICK = re.compile("m\u1eadt", re.IGNORECASE)
 # Segment boundaries inside a line: tabs/cell breaks, column gaps, brackets, box drawing,
 # and separators commonly put around a stamp in subjects ("[MẬT]", "TỐI MẬT - ...").
 _SEGMENT_SPLIT = re.compile(
-    r"\t|\s{2,}|[|\[\](){}<>«»\"“”‘’*_=~#:;/\\,]|\s[-–—]\s|^[-–—]|[-–—]$|[\u2500-\u257f\u25a0-\u25ff]"
+    r"\t|\s{2,}|[|\[\](){}<>«»\"“”‘’*_=~#:;/\\,&+]|\s[-–—]\s|^[-–—]|[-–—]$|[\u2500-\u257f\u25a0-\u25ff]"
 )
 _STRIP = " .!?-–—'\u00a0"
 _SPACES = re.compile(r"\s+")
@@ -113,6 +113,9 @@ class MarkingMatcher:
         self._join_stamps = re.compile(
             "|".join(r"\s+".join(re.escape(word) for word in stamp.split(" ")) for stamp in multiword) or "(?!)"
         )
+        ordered = "|".join(re.escape(stamp) for stamp in sorted(self._stamps, key=len, reverse=True))
+        self._stamp_one = re.compile(ordered)
+        self._stamp_run = re.compile(rf"(?:{ordered})(?: (?:{ordered}))+")
         # Letter-spaced forms, by their letters alone: "t ố i m ậ t" -> "TỐI MẬT" (a stamp in
         # any case once spelled out letter by letter), "Đ ộ   m ậ t" -> "Độ mật" (a label).
         self._spelled: dict[str, str] = {_collapse(label): label for label in data.metadata_labels}
@@ -258,6 +261,10 @@ class MarkingMatcher:
             level_name = self._stamps.get(candidate)
             if level_name is not None:
                 hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
+            elif self._stamp_run.fullmatch(candidate):
+                # Stamps side by side with no separator: "MẬT TỐI MẬT", "TỐI MẬT MẬT".
+                for stamp in self._stamp_one.findall(candidate):
+                    hits.append(MarkingHit(self._stamps[stamp], "stamp", _excerpt(line, *_span(line, candidate))))
         return hits
 
 

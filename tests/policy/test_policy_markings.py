@@ -79,6 +79,9 @@ NEGATIVES = [
     "Bí mật nhà nước được phân loại theo ba độ mật: Tuyệt mật, Tối mật và Mật.",
     "Các mức độ mật gồm TUYỆT MẬT, TỐI MẬT và MẬT.",
     "The levels are TUYỆT MẬT, TỐI MẬT and MẬT.",
+    "Các mức độ mật: TUYỆT MẬT | TỐI MẬT | MẬT",
+    "Độ mật của văn bản được phân loại gồm: Tuyệt mật, Tối mật, Mật",
+    "BẢO MẬT MẬT KHẨU",
     # Letter-spaced words that merely contain "mật" are no stamp.
     "B Ả O   M Ậ T",
     "N G U Y Ễ N   V Ă N   M Ậ T",
@@ -102,6 +105,13 @@ SEVERAL_LEVELS = [
     ("Tên tài liệu: Báo cáo\tĐộ mật: Mật / Tối mật", "Tối mật"),
     # Prose that names every level but has no explanatory word is no training text.
     ("Theo Luật, tài liệu TUYỆT MẬT, TỐI MẬT, MẬT phải được quản lý", "Tối mật"),
+    ("TỐI MẬT & MẬT", "Tối mật"),
+    ("MẬT TỐI MẬT", "Tối mật"),  # side by side, no separator
+    ("TỐI MẬT MẬT", "Tối mật"),
+    ("ĐỘ MẬT: TỐI MẬT | MẬT", "Tối mật"),
+    ("Độ mật\tTối mật, Mật", "Tối mật"),  # a table row: label cell, value cell
+    ("Độ mật: Tối mật hoặc Mật", "Tối mật"),
+    ("Độ mật: B, C", "Tối mật"),
 ]
 
 # Stamps set or extracted letter by letter, with any kind of space, in any case.
