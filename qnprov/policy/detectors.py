@@ -150,7 +150,8 @@ def classified_marking(ctx: Context, rule: Rule) -> list[RawFinding]:
         ctx.matchers[params.declassified_is_marking] = matcher
     findings: list[RawFinding] = []
     for segment in ctx.extraction.segments:
-        for hit in matcher.find(segment.text, limit=1):
+        # A few hits, so a higher level on a later line (MẬT, then TỐI MẬT) is the one reported.
+        for hit in matcher.find(segment.text, limit=3):
             findings.append((segment.location, f"{hit.level} ({hit.form}): {_short(hit.evidence)}"))
             break
     return findings

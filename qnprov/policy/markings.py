@@ -90,6 +90,8 @@ _GAP = r"[^\S\t\n\r\f\v]{1,8}"
 _SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_LETTER})(?:{_GAP}{_LETTER}){{1,60}}(?![^\W\d_])")
 _SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead[^\S\n]+t", re.IGNORECASE)
 _GAP_SPLIT = re.compile(r"[^\S\t\n\r\f\v]+")
+# A list item: an optional bullet or number, the item, optional closing punctuation.
+_LIST_ITEM = re.compile(r"\s*(?:[-–—•*·+>▪◦]|\d{1,2}[.)]|[a-cA-C][.)])?\s*(?P<item>[^\W\d_][^\n]{0,40}?)\s*[.;,]?\s*$")
 _CONJUNCTIONS = r"v\u00e0|ho\u1eb7c|or|and"
 
 
@@ -140,6 +142,8 @@ class MarkingMatcher:
             rf"(?P<values>(?:{value})(?:\s{{0,4}}(?:[,;/|&+–—-]|(?:{_CONJUNCTIONS})(?!\w))\s{{0,4}}(?:{value}))*)",
             re.IGNORECASE,
         )
+        self._level_words = {level.stamp.casefold(): level.name for level in data.levels}
+        self._level_words.update({level.name.casefold(): level.name for level in data.levels})
         # Every mention of a level name in any case, longest first ("TỐI MẬT" before "MẬT").
         self._mentions = re.compile(rf"(?<!\w)(?:{values})(?!\w)", re.IGNORECASE)
         cues = [re.escape(cue).replace(r"\ ", r"\s+") for cue in data.enumeration_cues]
@@ -157,17 +161,45 @@ class MarkingMatcher:
         if not _QUICK.search(text) and not _SPACED_QUICK.search(text):
             return []
         hits: list[MarkingHit] = []
-        for line in text.splitlines():
+        lines = text.splitlines()
+        for index, line in enumerate(lines):
             if not _QUICK.search(line):
                 if not _SPACED_QUICK.search(line):
                     continue
                 line = self._despace(line)
             elif _SPACED_QUICK.search(line):
                 line = self._despace(line)
-            hits.extend(self._line_hits(line))
+            line_hits = self._line_hits(line)
+            if line_hits and self._in_explained_list(lines, index):
+                continue
+            hits.extend(line_hits)
             if len(hits) >= limit:
                 break
+        hits.sort(key=lambda hit: self._rank[hit.level])  # the highest level first
         return hits
+
+    def _lone_level(self, line: str) -> str | None:
+        """The level a list item names and nothing else ("- TUYỆT MẬT", "2. Tối mật")."""
+        match = _LIST_ITEM.match(line)
+        return self._level_words.get(_SPACES.sub(" ", match.group("item")).casefold()) if match else None
+
+    def _in_explained_list(self, lines: list[str], index: int) -> bool:
+        """A bulleted list of every level, one per line, under an explanatory line
+        ("Bí mật nhà nước được phân loại theo ba độ mật:"): training text, not stamps.
+        Each level exactly once; a real document never carries three different stamps."""
+        if self._lone_level(lines[index]) is None:
+            return False
+        start = index
+        while start > 0 and self._lone_level(lines[start - 1]) is not None:
+            start -= 1
+        end = index
+        while end + 1 < len(lines) and self._lone_level(lines[end + 1]) is not None:
+            end += 1
+        named = [self._lone_level(line) for line in lines[start:end + 1]]
+        if len(named) != len(self._levels) or set(named) != self._levels:
+            return False
+        intro = next((line for line in reversed(lines[max(0, start - 3):start]) if line.strip()), "")
+        return self._cues.search(intro) is not None
 
     def _despace(self, line: str) -> str:
         """Letter-spaced runs written out as words: "T U Y Ệ T   M Ậ T" -> "TUYỆT MẬT".

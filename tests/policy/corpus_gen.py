@@ -478,6 +478,8 @@ def marking_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
         "Các độ mật: Tuyệt mật, Tối mật và Mật.",
         "Under the law, the levels are TUYỆT MẬT, TỐI MẬT and MẬT.",
         "Dấu chỉ độ mật bao gồm các mức TUYỆT MẬT, TỐI MẬT, MẬT, lần lượt in ký hiệu A, B, C trên phong bì.",
+        "Bí mật nhà nước được phân loại theo ba độ mật:\n- TUYỆT MẬT\n- TỐI MẬT\n- MẬT\nCon dấu màu đỏ, viền kép.",
+        "Các mức độ mật gồm:\n1. Tuyệt mật (ký hiệu A)\n2. Tối mật (ký hiệu B)\n3. Mật (ký hiệu C)",
     ]
     lookalike = [
         "HƯỚNG DẪN ĐỔI MẬT KHẨU\nĐề nghị đổi mật khẩu hộp thư trước ngày 30/11.",

@@ -149,6 +149,31 @@ def test_letter_spaced_stamps_match(text: str, level: str, form: Literal["NFC", 
     assert hits and hits[0].level == level, hits
 
 
+EXPLAINED_LISTS = [
+    "Bí mật nhà nước được phân loại theo ba độ mật:\n- TUYỆT MẬT\n- TỐI MẬT\n- MẬT\nCon dấu màu đỏ.",
+    "Các mức độ mật gồm:\n\n1. TUYỆT MẬT;\n2. TỐI MẬT;\n3. MẬT.",
+    "The levels are, highest first:\n• TUYỆT MẬT\n• TỐI MẬT\n• MẬT",
+]
+
+NOT_EXPLAINED = [
+    ("UBND TỈNH\nSố: 12/BC\nTỐI MẬT\nMẬT\nBáo cáo", "Tối mật"),  # two stamps, not a list of every level
+    ("Số: 12/BC\nTUYỆT MẬT\nTỐI MẬT\nMẬT", "Tuyệt mật"),  # no explanatory line above
+    ("Báo cáo gồm:\nTUYỆT MẬT\nTỐI MẬT\nMẬT\nTỐI MẬT", "Tuyệt mật"),  # a level twice: not a list of levels
+    ("MẬT\nBáo cáo\nTỐI MẬT", "Tối mật"),  # the higher level is reported even on a later line
+]
+
+
+@pytest.mark.parametrize("text", EXPLAINED_LISTS)
+def test_bulleted_list_of_every_level_under_an_explanation_is_training_text(text: str) -> None:
+    assert MATCHER.find(normalise_text(text)) == []
+
+
+@pytest.mark.parametrize(("text", "level"), NOT_EXPLAINED)
+def test_stamp_lines_that_are_no_explained_list_match(text: str, level: str) -> None:
+    hits = MATCHER.find(normalise_text(text))
+    assert hits and hits[0].level == level, hits
+
+
 @pytest.mark.parametrize("text", NEGATIVES)
 def test_ordinary_words_and_other_stamps_do_not_match(text: str) -> None:
     assert MATCHER.find(normalise_text(text)) == []
