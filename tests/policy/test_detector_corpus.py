@@ -144,3 +144,22 @@ def test_welcome_from_a_person_needs_an_account_word() -> None:
                          "Tên đăng nhập của bạn: qn_officer.\n")
     [evidence] = _evidence(account, "quantri.nguyen@dien-dan-abc.vn")
     assert "unknown service dien-dan-abc.vn" in evidence and "'Tên đăng nhập'" in evidence
+
+
+@pytest.mark.parametrize(("flagged", "sender", "subject", "body"), [
+    (True, ("VOZ", "noreply@voz.vn"), "Registration at VOZ Forums", "Thanks."),
+    (True, ("Tinh tế", "no-reply@tinhte.vn"), "Đăng ký thành viên Tinh tế", "Xin chào."),
+    (True, ("eBay", "ebay@ebay.com"), "Your eBay account is ready", "Welcome."),
+    (True, ("SVC", "no-reply@svc.example"), "Sign in to SVC", "Your sign-in code is 123456"),
+    (True, ("Grab", "no-reply@grab.com"), "Chào mừng bạn đến với Grab!", "Tài khoản của bạn đã sẵn sàng."),
+    (True, ("Be", "hotro@be.com.vn"), "Mã xác thực", "Mã OTP: 1234"),
+    (False, ("Zoom", "no-reply@zoom.us"), "Registration confirmed: Webinar on e-government", "See you."),
+    (False, ("VNPT", "hoinghi@vnpt.vn"), "Xác nhận đăng ký: Diễn đàn Chính quyền số 2027", "Hẹn gặp."),
+    (False, ("Tiki", "news@tiki.vn"), "Tiki: Tính năng xác thực tài khoản bằng VNeID", "Người dùng có thể xác thực."),
+    (False, ("Tiki", "pr@tiki.vn"), "Tiki ra mắt tính năng xác thực tài khoản", "Thông tin báo chí."),
+    (False, ("VnExpress", "no-reply@vnexpress.net"), "Welcome to VnExpress newsletter", "Thanks."),
+    (False, ("Vietcombank", "no-reply@vietcombank.com.vn"), "Biến động số dư tài khoản", "Tài khoản 0123 +1,000,000"),
+])
+def test_intent_edge_cases(flagged: bool, sender: tuple[str, str], subject: str, body: str) -> None:
+    evidence = _evidence(build_mail(sender, subject, body + "\n"), sender[1])
+    assert bool(evidence) is flagged, evidence
