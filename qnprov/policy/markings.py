@@ -92,6 +92,8 @@ _SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead[^\S\n]+t", re.IGNORECASE)
 _GAP_SPLIT = re.compile(r"[^\S\t\n\r\f\v]+")
 # A list item: an optional bullet or number, the item, optional closing punctuation.
 _LIST_ITEM = re.compile(r"\s*(?:[-–—•*·+>▪◦]|\d{1,2}[.)]|[a-cA-C][.)])?\s*(?P<item>[^\W\d_][^\n]{0,40}?)\s*[.;,]?\s*$")
+_MAX_SPELLED = 32  # letters of a letter-spaced run worth splitting into known forms
+_MAX_STAMP_RUN = 64  # characters of a segment of stamps side by side ("MẬT TỐI MẬT")
 _CONJUNCTIONS = r"v\u00e0|ho\u1eb7c|or|and"
 
 
@@ -210,7 +212,9 @@ class MarkingMatcher:
 
         def repl(match: re.Match[str]) -> str:
             run = match.group(0)
-            phrases = self._spell(_collapse(run))
+            letters = _collapse(run)
+            # Known forms are short ("ĐỘ MẬT TUYỆT MẬT" is 13 letters); a longer run is words.
+            phrases = self._spell(letters) if len(letters) <= _MAX_SPELLED else None
             if phrases is not None:
                 return "  ".join(p.upper() if p in self._stamps or run.isupper() else p for p in phrases)
             gaps = [len(gap) for gap in _GAP_SPLIT.findall(run)]
@@ -293,10 +297,11 @@ class MarkingMatcher:
             level_name = self._stamps.get(candidate)
             if level_name is not None:
                 hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
-            elif self._stamp_run.fullmatch(candidate):
+            elif len(candidate) <= _MAX_STAMP_RUN and self._stamp_run.fullmatch(candidate):
                 # Stamps side by side with no separator: "MẬT TỐI MẬT", "TỐI MẬT MẬT".
-                for stamp in self._stamp_one.findall(candidate):
-                    hits.append(MarkingHit(self._stamps[stamp], "stamp", _excerpt(line, *_span(line, candidate))))
+                evidence = _excerpt(line, *_span(line, candidate))
+                for level in dict.fromkeys(self._stamps[stamp] for stamp in self._stamp_one.findall(candidate)):
+                    hits.append(MarkingHit(level, "stamp", evidence))
         return hits
 
 
