@@ -231,3 +231,14 @@ def test_prefilter_sees_windows_1258_and_character_references() -> None:
     assert may_contain_marking(b"M\xc2\xf2T".decode("windows-1258"))
     assert may_contain_marking("M&#7852;T") and xml_may_contain_marking(b"M&#x1EAC;T")
     assert not may_contain_marking("Kính gửi các đơn vị, đề nghị báo cáo đúng hạn.")
+
+
+@pytest.mark.parametrize("flood", ["m ậ t " * 200_000, "TỐI MẬT " * 100_000, "T Ố I   M Ậ T | " * 50_000])
+def test_letter_spaced_and_stamp_run_floods_stay_linear(flood: str) -> None:
+    # ~1 MB on one line: the rebuild of letter-spaced runs and of stamps side by side must not
+    # go quadratic (an excerpt per stamp of an 800 KB segment once took minutes).
+    import time
+
+    started = time.process_time()
+    MATCHER.find(normalise_text(flood))
+    assert time.process_time() - started < 5.0
