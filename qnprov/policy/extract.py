@@ -19,11 +19,13 @@ import struct
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.message import Message
 from typing import Literal
 
+from qnprov.policy.archives import compression_of, inspect_compressed, inspect_tar, looks_like_tar
 from qnprov.policy.markings import may_contain_marking, normalise_text
 from qnprov.policy.models import Limits
 
@@ -102,6 +104,10 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _UNSUPPORTED_ARCHIVES = {
     b"Rar!\x1a\x07": "RAR archive",
     b"7z\xbc\xaf\x27\x1c": "7-Zip archive",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed data",
+    b"LZIP": "lzip-compressed data",
+    b"MSCF\x00\x00\x00\x00": "Microsoft Cabinet archive",
+    b"\x1f\x9d": "Unix compress (.Z) data",
 }
 _TEXT_TYPES = {"text/plain", "text/html", "text/xml", "application/xml", "text/csv", "text/enriched"}
 _SIGNATURE_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature"}
@@ -477,8 +483,10 @@ def inspect_file(name: str, data: bytes, location: str, depth: int, budget: Budg
         inspect_pdf(data, location, budget, out)
     elif head.startswith(_OLE_MAGIC):
         _inspect_ole(data, location, out)
-    elif head.startswith(b"\x1f\x8b"):
-        _inspect_gzip(name, data, location, depth, budget, out)
+    elif (compression := compression_of(head)) is not None:
+        inspect_compressed(compression, name, data, location, depth, budget, out, _recurse(budget, out))
+    elif looks_like_tar(data):
+        inspect_tar(data, location, depth, budget, out, _recurse(budget, out))
     elif any(head.startswith(magic) for magic in _UNSUPPORTED_ARCHIVES):
         kind = next(label for magic, label in _UNSUPPORTED_ARCHIVES.items() if head.startswith(magic))
         out.problems.append(Problem(location, "uninspectable", f"{kind} cannot be opened by the inspector"))
@@ -511,20 +519,11 @@ def _is_mostly_text(head: bytes) -> bool:
     return controls * 20 < len(head)
 
 
-def _inspect_gzip(name: str, data: bytes, location: str, depth: int, budget: Budget, out: Extraction) -> None:
-    limit = budget.limits.max_member_bytes
-    decompressor = zlib.decompressobj(wbits=31)
-    try:
-        inner = decompressor.decompress(data, limit + 1)
-    except zlib.error as exc:
-        out.problems.append(Problem(location, "uninspectable", f"corrupt gzip data ({exc})"))
-        return
-    if len(inner) > limit or len(inner) > budget.limits.max_expansion_ratio * max(len(data), 1):
-        out.problems.append(Problem(location, "uninspectable", "gzip expands beyond the limits"))
-        return
-    budget.spend(len(inner))
-    inner_name = name[:-3] if name.lower().endswith(".gz") else name + ".out"
-    inspect_file(inner_name, inner, f"{location}/{inner_name}", depth + 1, budget, out)
+def _recurse(budget: Budget, out: Extraction) -> Callable[[str, bytes, str, int], None]:
+    def inspect(name: str, data: bytes, location: str, depth: int) -> None:
+        inspect_file(name, data, location, depth, budget, out)
+
+    return inspect
 
 
 # -- zip family: OOXML, ODF, plain archives -------------------------------------------
