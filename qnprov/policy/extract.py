@@ -482,7 +482,7 @@ def inspect_file(name: str, data: bytes, location: str, depth: int, budget: Budg
 
         inspect_pdf(data, location, budget, out)
     elif head.startswith(_OLE_MAGIC):
-        _inspect_ole(data, location, out)
+        _inspect_ole(data, location, budget, out)
     elif (compression := compression_of(head)) is not None:
         inspect_compressed(compression, name, data, location, depth, budget, out, _recurse(budget, out))
     elif looks_like_tar(data):
@@ -493,7 +493,10 @@ def inspect_file(name: str, data: bytes, location: str, depth: int, budget: Budg
     elif _looks_like_message(head):
         _walk_message(split_entity(data), location + "/", depth, budget, out)
     elif head.startswith(b"{\\rtf"):
-        add_segment(out, location, rtf_to_text(data))
+        from qnprov.policy.legacy import legacy_font_readings
+
+        text = rtf_to_text(data)  # old RTF is often in .VnTime or VNI-Times fonts
+        add_segment(out, location, "\n".join([text, *legacy_font_readings(text)]))
     elif not _looks_binary(data) and _is_mostly_text(head):
         text = _decode_bytes(data, charset)
         looks_html = declared_type == "text/html" or name.lower().endswith((".htm", ".html")) or \
@@ -643,18 +646,41 @@ def _read_member(archive: zipfile.ZipFile, member: str, budget: Budget, *, limit
     return b"".join(chunks)
 
 
-# -- legacy formats, best effort ------------------------------------------------------
+# -- legacy formats ----------------------------------------------------------------------
 
 # UTF-16LE code units of Vietnamese text: Latin-1 (high byte 0), Latin Extended (01: đ ơ ư),
 # combining marks (03), Latin Extended Additional (1E: ạ ả ấ ... ỹ) and punctuation (20).
 _UTF16_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e\xa0-\xff]\x00|[\x00-\xff][\x01\x03\x1e\x20])+")
 
 
-def _inspect_ole(data: bytes, location: str, out: Extraction) -> None:
-    """Legacy .doc/.xls: Word stores Vietnamese text as UTF-16LE runs; read those.
+def _inspect_ole(data: bytes, location: str, budget: Budget, out: Extraction) -> None:
+    """Legacy Office (OLE compound file): encrypted -> uninspectable; Word 97-2003 through its
+    piece table, with TCVN3/VNI readings; other kinds (.xls, .ppt, .msg) as UTF-16 text runs."""
+    from qnprov.policy.legacy import (
+        CompoundFile,
+        CompoundFileError,
+        encryption_reason,
+        legacy_font_readings,
+        word_text,
+    )
 
-    TCVN3/VNI font-encoded documents are not decoded (see docs/policy.md).
-    """
+    limit = budget.limits.max_member_bytes
+    try:
+        cfb = CompoundFile(data)
+        streams = cfb.streams()
+        reason = encryption_reason(cfb, streams, limit)
+        if reason is not None:
+            out.problems.append(Problem(location, "uninspectable", reason))
+            return
+        if "WordDocument" in streams:
+            text = word_text(cfb, streams, limit)
+            budget.spend(len(text) * 2)
+            # The readings join the text in one segment: one finding per document.
+            add_segment(out, location, "\n".join([text, *legacy_font_readings(text)]))
+            return
+    except (CompoundFileError, struct.error) as exc:
+        # Held; the text runs that can still be seen are checked too (a marking rejects).
+        out.problems.append(Problem(location, "uninspectable", f"unreadable Office 97-2003 file ({exc})"))
     lines: list[str] = []
     for run in _UTF16_RUN.findall(data):
         if len(run) < 6:
