@@ -9,6 +9,10 @@ Reports the throughput ratio (with/without milter), msg/s per core, p50/p99 adde
 kept-open connection, so TCP connection set-up is not counted), and the peak RSS of the
 whole milter process tree (supervisor, front, evaluators) while a hostile corpus goes
 through. Needs root and the host's postfix binaries. Loopback only.
+
+Goals (issue 4), each printed beside its figure with "met" or "not met": throughput
+ratio >= 0.8; >= 300 messages per milter CPU-second (per core); added p99 latency
+<= 50 ms for messages up to 1 MB.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "policy"))  # the corpora the tests build
 
+sys.path.insert(0, str(REPO / "benchmarks"))
 import milter_corpus as corpus  # noqa: E402
 import policy_corpus as hostile  # noqa: E402
+from goals import Goal, print_goals  # noqa: E402
 
 from qnprov.policy.testpostfix import SMTP_SOURCE, postfix_with_milter  # noqa: E402
 
@@ -220,6 +226,14 @@ def run(messages: int, concurrency: int, workers: int, rounds: int, *, small: bo
     return results
 
 
+def goals_of(results: dict[str, object]) -> list[Goal]:
+    per_cpu = results.get("milter_msg_per_s_per_core")
+    return [Goal("throughput with milter / without", float(results["throughput_ratio"]), 0.8,  # type: ignore[arg-type]
+                 at_most=False),
+            Goal("messages per milter CPU-second", float(per_cpu or 0.0), 300.0, at_most=False),  # type: ignore[arg-type]
+            Goal("added p99 latency", float(results["added_latency_p99_ms"]), 50.0, "ms")]  # type: ignore[arg-type]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1500)
@@ -232,11 +246,13 @@ def main() -> int:
     options = parser.parse_args()
     results = run(options.messages, options.concurrency, options.workers, options.latency_rounds,
                   small=options.small, audit_fsync=options.audit_fsync)
+    goals = goals_of(results)
     if options.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({**results, "goals": [g.as_dict() for g in goals]}, indent=2))
     else:
         for key, value in results.items():
             print(f"{key}: {value}")
+        print_goals(goals)
     return 0
 
 

@@ -11,10 +11,17 @@ References (same run, same lab, same machine):
 
 * without scanners: ``ansible -m setup`` against the lab host, the cost of
   Ansible's own first look at a host. Ratio = verify / that.
-* with scanners: the scanners alone, run one after another as an operator
-  would by hand: testssl.sh on every TLS endpoint verify scans (the same
-  command line verify builds), then ``lynis audit system --quick`` inside the
-  host. Ratio = verify (with its 70 other checks) / the scanners alone.
+* with scanners: the slowest single scanner, the floor for a run that starts
+  its scanners in parallel. Each scan verify starts is timed alone, one after
+  another, so none competes with another for the cores: testssl.sh on every
+  TLS endpoint verify scans (the same command line verify builds), and
+  ``lynis audit system --quick`` inside the host. The reference is the longest
+  of these. Ratio = verify (its scans and its 70 other checks) / that scan;
+  1.0 would mean verify costs no more than its slowest scan. (The sum of the
+  scans, what an operator running them one after another by hand would wait,
+  is not the reference: it is the slowest way to run the same scans.)
+
+Each figure is printed beside its goal with "met" or "not met".
 
 Loopback only: testssl is pointed at the lab's published ports with --ip.
 """
@@ -29,6 +36,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from goals import Goal, print_goals
 
 from qnprov import lab, paths
 from qnprov.controls import scanners
@@ -66,8 +78,8 @@ def ansible_setup() -> float:
     return elapsed
 
 
-def scanners_alone(config: lab.LabConfig) -> dict[str, float]:
-    """The scans verify runs on the first lab host (the same endpoints and command lines), one by one."""
+def each_scanner_alone(config: lab.LabConfig) -> dict[str, float]:
+    """Seconds of each scan verify runs on the first lab host (same endpoints and command lines), each alone."""
     target = lab_config_targets(config)[0]
     container = config.hosts[0].container
     times: dict[str, float] = {}
@@ -86,6 +98,27 @@ def scanners_alone(config: lab.LabConfig) -> dict[str, float]:
     return times
 
 
+def summarise(setup_s: float, without_s: float, without_summary: dict[str, int], scans: dict[str, float],
+              with_s: float, with_summary: dict[str, int]) -> tuple[dict[str, Any], list[Goal]]:
+    """The figures, each run against its reference, and the goals beside them."""
+    slowest = max(scans, key=lambda name: scans[name])
+    results = {
+        "cores": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 1),
+        "without_scanners": {"seconds": round(without_s, 1), "summary": without_summary,
+                             "reference": "ansible -m setup", "reference_seconds": round(setup_s, 1),
+                             "ratio": round(without_s / setup_s, 2)},
+        "with_scanners": {"seconds": round(with_s, 1), "summary": with_summary,
+                          "reference": f"the slowest single scan, run alone ({slowest})",
+                          "reference_seconds": round(scans[slowest], 1),
+                          "each_scan_alone_seconds": {k: round(v, 1) for k, v in scans.items()},
+                          "ratio": round(with_s / scans[slowest], 2)},
+    }
+    goals = [Goal("verify without scanners", round(without_s, 1), GOALS["without_scanners"], "s"),
+             Goal("verify with scanners", round(with_s, 1), GOALS["with_scanners"], "s")]
+    return results, goals
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -97,34 +130,18 @@ def main() -> int:
 
     setup_s = ansible_setup()
     without_s, without_summary = verify("--no-scanners")
-    parts = scanners_alone(config)
+    scans = each_scanner_alone(config)
     with_s, with_summary = verify()
-    reference_s = sum(parts.values())
-    results = {
-        "cores": os.cpu_count(),
-        "without_scanners": {"seconds": round(without_s, 1), "summary": without_summary,
-                             "goal_seconds": GOALS["without_scanners"],
-                             "goal_met": without_s <= GOALS["without_scanners"],
-                             "reference": "ansible -m setup", "reference_seconds": round(setup_s, 1),
-                             "ratio": round(without_s / setup_s, 2)},
-        "with_scanners": {"seconds": round(with_s, 1), "summary": with_summary,
-                          "goal_seconds": GOALS["with_scanners"],
-                          "goal_met": with_s <= GOALS["with_scanners"],
-                          "reference": "testssl on each endpoint then lynis, one after another",
-                          "reference_seconds": round(reference_s, 1),
-                          "reference_parts": {k: round(v, 1) for k, v in parts.items()},
-                          "ratio": round(with_s / reference_s, 2)},
-    }
+    results, goals = summarise(setup_s, without_s, without_summary, scans, with_s, with_summary)
     if options.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for label, row in results.items():
-            if not isinstance(row, dict):
-                print(f"{label}: {row}")
-                continue
-            print(f"verify {label.replace('_', ' ')}: {row['seconds']} s (goal <= {row['goal_seconds']:.0f} s, "
-                  f"{'met' if row['goal_met'] else 'NOT met'}); {row['summary']}")
-            print(f"  reference ({row['reference']}): {row['reference_seconds']} s; ratio {row['ratio']}")
+        print(json.dumps({**results, "goals": [g.as_dict() for g in goals]}, indent=2))
+        return 0
+    print(f"cores {results['cores']}, load average {results['load_average']}")
+    for label in ("without_scanners", "with_scanners"):
+        row = results[label]
+        print(f"verify {label.replace('_', ' ')}: {row['seconds']} s; {row['summary']}")
+        print(f"  reference ({row['reference']}): {row['reference_seconds']} s; ratio {row['ratio']}")
+    print_goals(goals)
     return 0
 
 

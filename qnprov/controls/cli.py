@@ -16,9 +16,10 @@ from typing import Annotated
 
 import typer
 
-from qnprov.controls import dns as dnsmod
+from qnprov import dns as dnsmod
 from qnprov.controls import reports, traceability
 from qnprov.controls.catalogue import load_catalogue
+from qnprov.controls.dns import DKIM_DIR, read_host_material
 from qnprov.controls.target import VerifyTarget
 from qnprov.controls.verify import (
     DEFAULT_RESULTS_FILE,
@@ -191,7 +192,7 @@ def _dns_for(domains: list[str], inventory: str | None, dkim_file: Path | None, 
         mx_hosts = mx_hosts or tuple(t.mail_hostname for t in targets)
         for target in targets:
             def read(name: str, target: VerifyTarget = target) -> tuple[str | None, bytes | None]:
-                return dnsmod.read_host_material(target.backend, name, HOST_CERT_PATH, sudo=target.sudo)
+                return read_host_material(target.backend, name, HOST_CERT_PATH, sudo=target.sudo)
             readers.append(read)
     else:
         def read_files(name: str) -> tuple[str | None, bytes | None]:
@@ -211,7 +212,7 @@ def _dns_for(domains: list[str], inventory: str | None, dkim_file: Path | None, 
             raise ConfigError(f"cannot read key material: {exc}") from exc
         dkim_text = next((dkim for dkim, _ in material if dkim), None)
         if dkim_text is None:
-            raise ConfigError(f"no deployed DKIM key for {name} (expected {dnsmod.DKIM_DIR}/{name}.<selector>.txt)")
+            raise ConfigError(f"no deployed DKIM key for {name} (expected {DKIM_DIR}/{name}.<selector>.txt)")
         # One certificate per MX host, in the same order (a single --cert-file serves every --mx).
         certs = [cert for _, cert in material]
         digests = {}

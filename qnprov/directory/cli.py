@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from qnprov.directory import dns, ldapio, purge
+from qnprov import dns
+from qnprov.directory import ldapio, purge
 from qnprov.directory.inputs import DEFAULT_SOURCE_MAP
 from qnprov.directory.models import Agency, Plan, agency_entries
 from qnprov.directory.names import DEFAULT_ADDRESS_PATTERN
@@ -332,7 +333,7 @@ def agency_add(
                                              primary_domain=settings.domain) if mail_domain else [])
         if as_json:
             print(json.dumps({"agency": code, "entries_written": written,
-                              "dns": [{"name": r.name, "type": r.type, "value": r.value} for r in records]},
+                              "dns": [{"name": r.name.rstrip("."), "type": r.type, "value": r.value} for r in records]},
                              ensure_ascii=False))
             return
         out.print(f"Agency {code}: {written} entries written"
@@ -340,7 +341,7 @@ def agency_add(
         if records:
             out.print(f"Publish these records for {mail_domain} before moving mail to it:")
             for record in records:
-                out.print(f"  {record.zone_line()}    ; {record.why}")
+                out.print(f"  {record.zone_line()}    ; {record.purpose}")
 
 
 @agency_app.command("list")

@@ -19,11 +19,13 @@ import struct
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.message import Message
 from typing import Literal
 
+from qnprov.policy.archives import compression_of, inspect_compressed, inspect_tar, looks_like_tar
 from qnprov.policy.markings import may_contain_marking, normalise_text
 from qnprov.policy.models import Limits
 
@@ -102,6 +104,10 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _UNSUPPORTED_ARCHIVES = {
     b"Rar!\x1a\x07": "RAR archive",
     b"7z\xbc\xaf\x27\x1c": "7-Zip archive",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed data",
+    b"LZIP": "lzip-compressed data",
+    b"MSCF\x00\x00\x00\x00": "Microsoft Cabinet archive",
+    b"\x1f\x9d": "Unix compress (.Z) data",
 }
 _TEXT_TYPES = {"text/plain", "text/html", "text/xml", "application/xml", "text/csv", "text/enriched"}
 _SIGNATURE_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature"}
@@ -476,16 +482,21 @@ def inspect_file(name: str, data: bytes, location: str, depth: int, budget: Budg
 
         inspect_pdf(data, location, budget, out)
     elif head.startswith(_OLE_MAGIC):
-        _inspect_ole(data, location, out)
-    elif head.startswith(b"\x1f\x8b"):
-        _inspect_gzip(name, data, location, depth, budget, out)
+        _inspect_ole(data, location, budget, out)
+    elif (compression := compression_of(head)) is not None:
+        inspect_compressed(compression, name, data, location, depth, budget, out, _recurse(budget, out))
+    elif looks_like_tar(data):
+        inspect_tar(data, location, depth, budget, out, _recurse(budget, out))
     elif any(head.startswith(magic) for magic in _UNSUPPORTED_ARCHIVES):
         kind = next(label for magic, label in _UNSUPPORTED_ARCHIVES.items() if head.startswith(magic))
         out.problems.append(Problem(location, "uninspectable", f"{kind} cannot be opened by the inspector"))
     elif _looks_like_message(head):
         _walk_message(split_entity(data), location + "/", depth, budget, out)
     elif head.startswith(b"{\\rtf"):
-        add_segment(out, location, rtf_to_text(data))
+        from qnprov.policy.legacy import legacy_font_readings
+
+        text = rtf_to_text(data)  # old RTF is often in .VnTime or VNI-Times fonts
+        add_segment(out, location, "\n".join([text, *legacy_font_readings(text)]))
     elif not _looks_binary(data) and _is_mostly_text(head):
         text = _decode_bytes(data, charset)
         looks_html = declared_type == "text/html" or name.lower().endswith((".htm", ".html")) or \
@@ -511,20 +522,11 @@ def _is_mostly_text(head: bytes) -> bool:
     return controls * 20 < len(head)
 
 
-def _inspect_gzip(name: str, data: bytes, location: str, depth: int, budget: Budget, out: Extraction) -> None:
-    limit = budget.limits.max_member_bytes
-    decompressor = zlib.decompressobj(wbits=31)
-    try:
-        inner = decompressor.decompress(data, limit + 1)
-    except zlib.error as exc:
-        out.problems.append(Problem(location, "uninspectable", f"corrupt gzip data ({exc})"))
-        return
-    if len(inner) > limit or len(inner) > budget.limits.max_expansion_ratio * max(len(data), 1):
-        out.problems.append(Problem(location, "uninspectable", "gzip expands beyond the limits"))
-        return
-    budget.spend(len(inner))
-    inner_name = name[:-3] if name.lower().endswith(".gz") else name + ".out"
-    inspect_file(inner_name, inner, f"{location}/{inner_name}", depth + 1, budget, out)
+def _recurse(budget: Budget, out: Extraction) -> Callable[[str, bytes, str, int], None]:
+    def inspect(name: str, data: bytes, location: str, depth: int) -> None:
+        inspect_file(name, data, location, depth, budget, out)
+
+    return inspect
 
 
 # -- zip family: OOXML, ODF, plain archives -------------------------------------------
@@ -644,18 +646,41 @@ def _read_member(archive: zipfile.ZipFile, member: str, budget: Budget, *, limit
     return b"".join(chunks)
 
 
-# -- legacy formats, best effort ------------------------------------------------------
+# -- legacy formats ----------------------------------------------------------------------
 
 # UTF-16LE code units of Vietnamese text: Latin-1 (high byte 0), Latin Extended (01: đ ơ ư),
 # combining marks (03), Latin Extended Additional (1E: ạ ả ấ ... ỹ) and punctuation (20).
 _UTF16_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e\xa0-\xff]\x00|[\x00-\xff][\x01\x03\x1e\x20])+")
 
 
-def _inspect_ole(data: bytes, location: str, out: Extraction) -> None:
-    """Legacy .doc/.xls: Word stores Vietnamese text as UTF-16LE runs; read those.
+def _inspect_ole(data: bytes, location: str, budget: Budget, out: Extraction) -> None:
+    """Legacy Office (OLE compound file): encrypted -> uninspectable; Word 97-2003 through its
+    piece table, with TCVN3/VNI readings; other kinds (.xls, .ppt, .msg) as UTF-16 text runs."""
+    from qnprov.policy.legacy import (
+        CompoundFile,
+        CompoundFileError,
+        encryption_reason,
+        legacy_font_readings,
+        word_text,
+    )
 
-    TCVN3/VNI font-encoded documents are not decoded (see docs/policy.md).
-    """
+    limit = budget.limits.max_member_bytes
+    try:
+        cfb = CompoundFile(data)
+        streams = cfb.streams()
+        reason = encryption_reason(cfb, streams, limit)
+        if reason is not None:
+            out.problems.append(Problem(location, "uninspectable", reason))
+            return
+        if "WordDocument" in streams:
+            text = word_text(cfb, streams, limit)
+            budget.spend(len(text) * 2)
+            # The readings join the text in one segment: one finding per document.
+            add_segment(out, location, "\n".join([text, *legacy_font_readings(text)]))
+            return
+    except (CompoundFileError, struct.error) as exc:
+        # Held; the text runs that can still be seen are checked too (a marking rejects).
+        out.problems.append(Problem(location, "uninspectable", f"unreadable Office 97-2003 file ({exc})"))
     lines: list[str] = []
     for run in _UTF16_RUN.findall(data):
         if len(run) < 6:

@@ -24,7 +24,13 @@ ReadMember = Callable[[str], bytes]
 _WORD_PARTS = re.compile(r"^word/(document|header\d*|footer\d*|footnotes|endnotes|comments)\.xml$")
 _EXCEL_STRINGS = "xl/sharedStrings.xml"
 _EXCEL_SHEET = re.compile(r"^xl/worksheets/sheet\d+\.xml$")
-_EXCEL_EXTRA = re.compile(r"^xl/(drawings/drawing\d+|comments\d*)\.xml$")
+# Text outside the cells and slides: shapes and text boxes (DrawingML and legacy VML),
+# comments (legacy, openpyxl's "xl/comments/commentN.xml", threaded), chart titles and
+# labels, and SmartArt text.
+_OFFICE_EXTRA = re.compile(
+    r"^(?:xl|word|ppt)/(?:drawings/(?:drawing\d+\.xml|vmlDrawing\d+\.vml)|comments\d*\.xml|comments/[^/]+\.xml"
+    r"|threadedComments/[^/]+\.xml|charts/chart\d+\.xml|diagrams/data\d+\.xml)$"
+)
 _SLIDE_PARTS = re.compile(
     r"^ppt/(slides/slide|notesSlides/notesSlide|slideMasters/slideMaster|slideLayouts/slideLayout)\d+\.xml$"
 )
@@ -38,6 +44,10 @@ _BREAKS = {
     "si": "\n", "row": "\n", "c": "\t", "oddHeader": "\n", "oddFooter": "\n",
     "evenHeader": "\n", "evenFooter": "\n", "firstHeader": "\n", "firstFooter": "\n",
     "title": "\n", "subject": "\n", "description": "\n", "keywords": "\n", "property": "\n",
+    # comments (<text>), chart values (<c:v>), VML text boxes (<v:textbox><div>)
+    "text": "\n", "v": "\n", "textbox": "\n", "div": "\n", "author": "\n", "comment": "\n",
+    # a shape's anchor numbers (<xdr:from><xdr:col>1</xdr:col>...) end before its text body starts
+    "from": "\n", "to": "\n", "bodyPr": "\n",
 }
 _SELF_CONTAINED = {"tab", "br", "cr", "s", "line-break"}
 _CELLS = {"tc", "table-cell"}
@@ -47,7 +57,28 @@ _ATTR_NAME = re.compile(r'\b(?:meta:)?name="([^"]*)"')
 # Field codes and markup that carry no visible text; an unclosed block runs to the end.
 _INVISIBLE_BLOCKS = (("<w:instrText", "</w:instrText>"), ("<w:delInstrText", "</w:delInstrText>"),
                      ("<?", "?>"), ("<!--", "-->"), ("<!DOCTYPE", ">"))
-_EXCEL_HF_CODES = re.compile(r"&(?:[LCRPNDTZFA]|\"[^\"]*\"|\d+)")
+# Excel header/footer codes (ECMA-376 Part 1, 18.3.1.39): "&&" is a literal ampersand; &L &C &R
+# start the left/centre/right sections; &P &N &D &T &Z &F &A &G print a field (page,
+# pages, date, time, path, file, sheet, picture); the rest only format the text that
+# follows: &"font,style", &nn (size), &K + RRGGBB or theme colour "TTSNNN", &B &I &U &E &S
+# &X &Y &O &H. One left-to-right pass, so "&&K..." is "&" then the text "K...".
+_EXCEL_HF_CODES = re.compile(r'&(?:(&)|([LCR])|([PNDTZFAG])|"[^"]*"|\d+|K(?:[0-9A-Fa-f]{6}|\d\d[+-]\d{3})|[BIUESXYOH])')
+
+
+def excel_header_footer_text(value: str) -> str:
+    """The text Excel prints for a header/footer value: sections become tab-separated cells,
+    fields a space, formatting codes nothing ("&"Arial,Bold"&14&KFF0000TUYỆT MẬT" -> "TUYỆT MẬT")."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "&"
+        if match.group(2):
+            return "\t"
+        if match.group(3):
+            return " "
+        return ""
+
+    return _EXCEL_HF_CODES.sub(replace, value)
 
 
 Check = Callable[[], None]
@@ -246,7 +277,7 @@ def ooxml_segments(archive: object, names: set[str], read: ReadMember,
                 if styles is None:
                     styles = caps_styles(read("word/styles.xml")) if "word/styles.xml" in names else frozenset()
                 yield name, xml_to_text(_apply_caps(xml, styles), check)
-        elif _SLIDE_PARTS.match(name) or _EXCEL_EXTRA.match(name):
+        elif _SLIDE_PARTS.match(name) or _OFFICE_EXTRA.match(name):
             xml = read(name)
             if xml_may_contain_marking(xml):
                 yield name, xml_to_text(xml, check)
@@ -316,8 +347,8 @@ def _sheet_lines(xml: str, shared: list[str], check: Check) -> list[str]:
                 row = []
         elif name in _HEADER_FOOTER:
             if closing:
-                # &L/&C/&R section codes split a header into cells.
-                lines.append(_EXCEL_HF_CODES.sub("\t", html.unescape("".join(header or []))))
+                # &L/&C/&R section codes split a header into cells; formatting codes vanish.
+                lines.append(excel_header_footer_text(html.unescape("".join(header or []))))
                 header = None
             elif not self_closing:
                 header = []

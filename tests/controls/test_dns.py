@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from qnprov.controls import dns
+from qnprov import dns
 from qnprov.errors import InputError
 
 
@@ -127,3 +127,58 @@ def test_real_rspamadm_dkim_txt() -> None:
     der = base64.b64decode(key.public_key_b64)
     public = serialization.load_der_public_key(der)
     assert isinstance(public, rsa.RSAPublicKey) and public.key_size == 2048
+
+
+
+# The tag each kind of record starts with, and the owner-name labels qnprov gives them.
+RECORD_MARKERS = ("v=spf1", "v=DMARC1", "v=DKIM1", "v=STSv1", "v=TLSRPTv1", "._domainkey.", "_25._tcp.",
+                  "_dmarc.", "_smtp._tls.")
+
+
+def test_one_dns_record_builder_in_the_package() -> None:
+    """``DnsRecord`` is defined once, and every record string is written in ``qnprov/dns.py`` only."""
+    import ast
+    from pathlib import Path
+
+    import qnprov
+
+    package = Path(qnprov.__file__).parent
+    classes: list[str] = []
+    writers: dict[str, set[str]] = {marker: set() for marker in RECORD_MARKERS}
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package.parent).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name == "DnsRecord":
+                classes.append(relative)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for marker in RECORD_MARKERS:
+                    if marker in node.value:
+                        writers[marker].add(relative)
+    assert classes == ["qnprov/dns.py"]
+    assert writers == {marker: {"qnprov/dns.py"} for marker in RECORD_MARKERS}
+    assert dns.SPF_POLICY == "v=spf1 mx -all"
+
+
+def test_mta_sts_policy_command_serves_what_dns_announces() -> None:
+    """The command the mta_sts role runs prints the policy text and the id ``qnprov dns records`` publishes."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "qnprov.controls.dns", "mta-sts-policy", "--mode", "testing",
+                           "mx1.quangninh.test", "MX2.quangninh.test."], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed["policy"] == ("version: STSv1\r\nmode: testing\r\nmx: mx1.quangninh.test\r\n"
+                                 "mx: mx2.quangninh.test\r\nmax_age: 604800\r\n")
+    mail = dns.DomainMail("quangninh.test", ("mx1.quangninh.test", "mx2.quangninh.test"), None, {},
+                          "postmaster@quangninh.test", mta_sts_mode="testing")
+    announced = next(r.value for r in dns.build_records(mail) if r.name == "_mta-sts.quangninh.test.")
+    assert announced == f"v=STSv1; id={printed['id']}"
+    bad = subprocess.run([sys.executable, "-m", "qnprov.controls.dns", "mta-sts-policy", "not a host"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "is not a domain name" in bad.stderr and bad.stdout == ""

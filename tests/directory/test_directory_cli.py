@@ -115,6 +115,16 @@ def test_agency_add_with_domain_then_list(slapd: TestSlapd, password_file: Path)
     assert listed == [{"code": "STTTT", "name": "Sở Thông tin và Truyền thông", "parent": None,
                        "domain": "stttt.quangninh.test", "active": 0, "disabled": 0}]
 
+    # --json lists the same records, owner names without the trailing dot.
+    snv = run_json(agency_app, ["add", "SNV", "--name", "Sở Nội vụ", "--domain", "snv.quangninh.test", *conn,
+                                "--json"])
+    assert snv["dns"] == [
+        {"name": "snv.quangninh.test", "type": "MX", "value": "10 mail.quangninh.test."},
+        {"name": "snv.quangninh.test", "type": "TXT", "value": "v=spf1 mx -all"},
+        {"name": "mail._domainkey.snv.quangninh.test", "type": "CNAME", "value": "mail._domainkey.quangninh.test."},
+        {"name": "_dmarc.snv.quangninh.test", "type": "TXT",
+         "value": "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s; rua=mailto:dmarc@quangninh.test"}]
+
 
 def test_purge_removes_mailbox_then_entry(slapd: TestSlapd, password_file: Path, tmp_path: Path) -> None:
     conn = connection_args(slapd, password_file)

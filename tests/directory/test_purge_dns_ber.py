@@ -11,7 +11,8 @@ import pytest
 from ldap3.protocol.rfc4511 import LDAPMessage
 from pyasn1.codec.ber import decoder
 
-from qnprov.directory import ber, dns, purge
+from qnprov import dns
+from qnprov.directory import ber, purge
 from qnprov.directory.models import DirectoryAccount, DirectoryState
 from qnprov.directory.passwords import CredentialsWriter, generate_password, hash_passwords
 
@@ -56,10 +57,28 @@ def test_dns_records_for_an_agency_subdomain() -> None:
     records = dns.agency_domain_records("stttt.quangninh.test", mx_host="mail1.quangninh.test",
                                         report_address="dmarc@quangninh.test", primary_domain="quangninh.test")
     by_type = {(r.type, r.name): r.value for r in records}
-    assert by_type[("MX", "stttt.quangninh.test")] == "10 mail1.quangninh.test."
-    assert by_type[("TXT", "stttt.quangninh.test")] == "v=spf1 mx -all"
-    assert by_type[("CNAME", "mail._domainkey.stttt.quangninh.test")] == "mail._domainkey.quangninh.test."
-    assert "p=quarantine" in by_type[("TXT", "_dmarc.stttt.quangninh.test")]
+    assert by_type[("MX", "stttt.quangninh.test.")] == "10 mail1.quangninh.test."
+    assert by_type[("TXT", "stttt.quangninh.test.")] == "v=spf1 mx -all"
+    assert by_type[("CNAME", "mail._domainkey.stttt.quangninh.test.")] == "mail._domainkey.quangninh.test."
+    assert by_type[("TXT", "_dmarc.stttt.quangninh.test.")] == (
+        "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s; rua=mailto:dmarc@quangninh.test")
+    assert len(records) == 4
+    assert records[0].zone_line() == "stttt.quangninh.test. 3600 IN MX 10 mail1.quangninh.test."
+    assert records[1].zone_line() == 'stttt.quangninh.test. 3600 IN TXT "v=spf1 mx -all"'
+
+
+def test_agency_dkim_key_longer_than_255_octets_is_split_on_its_zone_line() -> None:
+    key = "A" * 400  # a 2048-bit RSA key's p= is about 400 base64 characters
+    records = dns.agency_domain_records("stttt.quangninh.test", mx_host="mail1.quangninh.test",
+                                        report_address="dmarc@quangninh.test", primary_domain="quangninh.test",
+                                        dkim_public_key=key)
+    dkim = next(r for r in records if r.name == "mail._domainkey.stttt.quangninh.test.")
+    assert dkim.type == "TXT" and dkim.value == f"v=DKIM1; k=rsa; p={key}"
+    line = dkim.zone_line()
+    assert line.startswith("mail._domainkey.stttt.quangninh.test. 3600 IN TXT ( ") and line.endswith(" )")
+    strings = line.split("TXT ( ", 1)[1].removesuffix(" )").split('" "')
+    assert [len(s.strip('"')) for s in strings] == [255, len(dkim.value) - 255]
+    assert "".join(s.strip('"') for s in strings) == dkim.value
 
 
 def _pyasn1(encoded: bytes) -> Any:

@@ -27,6 +27,7 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
+from labenv import date_header, send_from_outside
 from labenv import require_env as _env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "policy"))
@@ -122,10 +123,7 @@ def _submit(endpoints: dict[str, tuple[str, int]], tls: ssl.SSLContext, account:
 
 def _mx(endpoints: dict[str, tuple[str, int]], sender: str, rcpts: list[str], message: bytes) -> None:
     host, port = endpoints["smtp"]
-    # An outside MTA names itself; a bare-IP HELO scores HFILTER_HELO_BADIP in rspamd
-    # and pushes the message over the greylisting threshold.
-    with smtplib.SMTP(host, port, local_hostname="mx.example.org", timeout=SMTP_TIMEOUT) as client:
-        client.sendmail(sender, rcpts, message)
+    send_from_outside(host, port, sender, rcpts, message)
 
 
 def _fetch(endpoints: dict[str, tuple[str, int]], tls: ssl.SSLContext, account: Account, token: str) -> bytes:
@@ -154,7 +152,7 @@ def _message(sender: str, to: str, subject: str, *, attachment: tuple[str, str, 
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = token
-    message["Date"] = "Sun, 29 Nov 2026 20:00:00 +0700"
+    message["Date"] = date_header()
     # The token in the body too: rspamd's greylisting also keys on the body's digest.
     message.set_content(f"Kính gửi anh chị,\nNội dung kiểm thử {token}.\nTrân trọng./.\n")
     if attachment:
@@ -312,7 +310,7 @@ def test_signed_mail_arrives_byte_identical_with_signature_header(
         token = f"<{uuid.uuid4().hex}@policy-lab.test>"
         message = signing_fixtures.smime_signed(signer)
         message = message.replace(b"Message-ID: <signed@quangninh.gov.vn>",
-                                  f"Message-ID: {token}\r\nDate: Sun, 29 Nov 2026 20:00:00 +0700".encode())
+                                  f"Message-ID: {token}\r\nDate: {date_header()}".encode())
         message = message.replace(b"From: vanthu@quangninh.gov.vn", f"From: {sender.address}".encode())
         message = message.replace(b"To: chuyenvien@quangninh.gov.vn", f"To: {recipient.address}".encode())
     _submit(endpoints, tls, sender, [recipient.address], message)

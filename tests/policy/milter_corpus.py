@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.utils import format_datetime
 from pathlib import Path
 
 DOMAIN = "quangninh.test"
@@ -15,6 +17,11 @@ COLLEAGUE = f"lanhdao@{DOMAIN}"
 
 def overrides_yaml(*, extra: str = "") -> str:
     return f"local_domains: [{DOMAIN}]\n{extra}"
+
+
+def date_header() -> str:
+    """Now, in the province's zone: every message through a real stack carries the current date."""
+    return format_datetime(datetime.now(timezone(timedelta(hours=7))))
 
 
 def write_overrides(directory: Path, *, extra: str = "") -> Path:
@@ -30,7 +37,7 @@ def _base(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = f"<{abs(hash((sender, to, subject)))}@test.qnprov>"
-    message["Date"] = "Sun, 29 Nov 2026 20:00:00 +0700"
+    message["Date"] = date_header()
     message.set_content(body)
     return message
 

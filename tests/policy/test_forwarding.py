@@ -8,7 +8,7 @@ import shutil
 import smtplib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,14 +51,19 @@ def test_domain_list_comes_from_the_engine_list_plus_site_extras() -> None:
         ("a@quangninh.gov.vn", False),
     ],
 )
-def test_regexp_map_matches_with_postmap(tmp_path: Path, address: str, refused: bool) -> None:
+def test_regexp_map_matches_with_postmap(
+    tmp_path: Path, postfix_tool: Callable[..., subprocess.CompletedProcess[str]], address: str, refused: bool
+) -> None:
     table = tmp_path / "freemail.regexp"
     table.write_text(render_freemail_recipient_regexp(freemail_domains()), encoding="utf-8")
-    result = subprocess.run(["postmap", "-q", address, f"regexp:{table}"], capture_output=True, text=True,
-                            check=False)
-    assert (result.returncode == 0) is refused, result
+    result = postfix_tool("postmap", "-q", address, f"regexp:{table}")
+    assert result.stderr == "", result
     if refused:
+        assert result.returncode == 0, result
         assert result.stdout.startswith("550 5.7.1 ") and "1.3(2)" in result.stdout
+    else:
+        # No match: exit 1 and no output (a fatal error would also exit 1, but on stderr).
+        assert (result.returncode, result.stdout) == (1, ""), result
 
 
 def test_master_entry_and_dovecot_settings() -> None:

@@ -241,7 +241,7 @@ def test_signed_mail_byte_identical_with_signature_header(stack: Stack, kind: st
         built = EmailMessage()
         built["From"], built["To"], built["Subject"] = corpus.OFFICIAL, corpus.COLLEAGUE, "Quyết định ký số"
         built["Message-ID"] = "<signed-pdf@test.qnprov>"
-        built["Date"] = "Sun, 29 Nov 2026 20:00:00 +0700"
+        built["Date"] = corpus.date_header()
         built.set_content("Gửi quyết định đã ký số.\n")
         built.add_attachment(signing_fixtures.signed_pdf(stack.signer), maintype="application", subtype="pdf",
                              filename="quyetdinh.pdf")
@@ -250,7 +250,7 @@ def test_signed_mail_byte_identical_with_signature_header(stack: Stack, kind: st
         # With a Date header, so Postfix's cleanup has no missing header to add.
         message = signing_fixtures.smime_signed(stack.signer).replace(
             b"Message-ID: <signed@quangninh.gov.vn>",
-            b"Message-ID: <signed-smime@test.qnprov>\r\nDate: Sun, 29 Nov 2026 20:00:00 +0700")
+            f"Message-ID: <signed-smime@test.qnprov>\r\nDate: {corpus.date_header()}".encode())
     stack.send(message, corpus.OFFICIAL, [corpus.COLLEAGUE])
     delivered = stack.delivered(_message_id(message))
     content, added = _strip_added(delivered.content)

@@ -1,0 +1,79 @@
+"""The benchmarks' references and goal lines (the figures themselves are measured by the benchmarks, not here)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import ber_encoder  # noqa: E402
+import goals  # noqa: E402
+import verify_time  # noqa: E402
+
+
+def test_goal_lines_say_met_or_not_met() -> None:
+    assert goals.Goal("re-plan", 2.5, 3.0, "s").line() == "re-plan: 2.5 s (goal <= 3 s, met)"
+    assert goals.Goal("re-plan", 3.5, 3.0, "s").line() == "re-plan: 3.5 s (goal <= 3 s, not met)"
+    assert goals.Goal("ratio", 0.6, 0.8, at_most=False).line() == "ratio: 0.6 (goal >= 0.8, not met)"
+    assert goals.Goal("ratio", 0.8, 0.8, at_most=False).as_dict() == {
+        "what": "ratio", "figure": 0.8, "unit": "", "goal": ">= 0.8", "met": True}
+
+
+def test_every_benchmark_prints_its_goals() -> None:
+    scripts = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "goals.py")
+    assert {p.name for p in scripts} >= {"ber_encoder.py", "converge.py", "ldap_provision.py",
+                                         "milter_throughput.py", "policy_engine.py", "verify_time.py"}
+    for script in scripts:
+        calls = {node.func.id for node in ast.walk(ast.parse(script.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+        assert {"Goal", "print_goals"} <= calls, f"{script.name} does not print its goals"
+
+
+def test_verify_reference_is_the_slowest_single_scan() -> None:
+    scans = {"testssl smtp": 50.0, "testssl imaps": 80.0, "testssl submissions": 70.0, "lynis": 30.0}
+    results, checks = verify_time.summarise(2.0, 30.0, {"passed": 69}, scans, 120.0, {"passed": 70})
+    row = results["with_scanners"]
+    assert row["reference_seconds"] == 80.0 and "testssl imaps" in row["reference"]
+    assert row["ratio"] == 1.5  # not 120 / 230, the scans one after another
+    assert results["without_scanners"]["ratio"] == 15.0
+    assert [g.line() for g in checks] == ["verify without scanners: 30 s (goal <= 60 s, met)",
+                                          "verify with scanners: 120 s (goal <= 300 s, met)"]
+
+
+def test_ber_benchmark_encodes_the_same_bytes_as_ldap3() -> None:
+    requests = ber_encoder.workload(300, 10)
+    kinds = [kind for kind, _, _ in requests]
+    # 10 agencies x 5 entries, 300 accounts, 10 list member adds, 3 title changes (1%)
+    assert kinds.count("add") == 10 * 5 + 300 and kinds.count("modify") == 10 + 3
+    assert ber_encoder.encode_qnprov(requests) == ber_encoder.encode_ldap3(requests)
+    result = ber_encoder.run(300, 10, rounds=1)
+    assert result["identical_bytes"] and result["requests"] == len(requests)
+    (goal,) = result["goals"]
+    assert goal.target == 6.0 and not goal.at_most and goal.figure == result["ratio_ldap3_to_qnprov"] > 0
+
+
+def test_ber_benchmark_stops_when_the_encoders_disagree(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = ber_encoder.encode_qnprov
+    monkeypatch.setattr(ber_encoder, "encode_qnprov", lambda requests: [b"\x00" + b for b in real(requests)])
+    with pytest.raises(SystemExit, match="encode differently"):
+        ber_encoder.run(20, 2, rounds=1)
+
+
+def test_policy_engine_benchmark_names_its_references() -> None:
+    import policy_engine
+
+    assert "not* a floor" in (policy_engine.__doc__ or "")
+    result = policy_engine.run(60)
+    assert result["messages"] == 60 and sum(result["verdicts"].values()) == 60
+    parse, decode = (result["reference_stdlib_parse_msgs_per_cpu_second"],
+                     result["reference_stdlib_parse_decode_msgs_per_cpu_second"])
+    assert parse > 0 and decode > 0
+    assert result["ratio_engine_to_stdlib_parse_cpu"] == pytest.approx(
+        result["engine_msgs_per_cpu_second"] / parse, rel=0.05)
+    (goal,) = result["goals"]
+    assert goal.target == 300.0 and not goal.at_most and goal.figure == result["engine_msgs_per_cpu_second"]
