@@ -8,7 +8,8 @@ standard ``email`` package, by class (see that module). Every message goes throu
 
 Reference (same run, same corpus): the perfect classifier, which flags every positive
 and nothing else. So each figure is printed as a ratio to that reference (recall / 1.0)
-with the goal beside it and "met" or "not met":
+with the goal beside it and "met" or "not met" (``benchmarks/goals.py``); the exit
+status is 1 when a goal is not met:
 
 * 1.3(1): recall >= 0.95 and no false positive (the held-out goal of issue 9);
 * 1.3(3): recall 1.0 and no false positive;
@@ -27,20 +28,23 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "policy"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus_gen import Sample, marking_corpus, registration_corpus
+from goals import Goal, print_goals
 
 from qnprov.policy.engine import PolicyEngine
 
 RULES = {"1.3(1)": "classified-marking", "1.3(3)": "service-registration"}
-GOALS = {"1.3(1)": {"recall": 0.95, "false_positives": 0}, "1.3(3)": {"recall": 1.0, "false_positives": 0}}
+GOALS = {"1.3(1)": {"recall": 0.95, "false_positives": 0.0}, "1.3(3)": {"recall": 1.0, "false_positives": 0.0}}
 LABELS = {"social": "social network", "ecommerce": "e-commerce", "forum": "forum", "messaging": "messaging",
           "unknown": "unknown, for review"}
 
 
-def evaluate(engine: PolicyEngine, samples: list[Sample]) -> dict[str, object]:
+def evaluate(engine: PolicyEngine, samples: list[Sample]) -> dict[str, Any]:
     positives = negatives = detected = false_positives = classified = 0
     by_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # flagged, total
     misses: list[str] = []
@@ -79,51 +83,55 @@ def evaluate(engine: PolicyEngine, samples: list[Sample]) -> dict[str, object]:
     }
 
 
-def run(per_class: int, seed: int) -> dict[str, object]:
+def run(per_class: int, seed: int) -> dict[str, Any]:
     engine = PolicyEngine.load()
     started = time.perf_counter()
     corpora = {"1.3(1)": marking_corpus(seed, per_class), "1.3(3)": registration_corpus(seed, per_class)}
     built = time.perf_counter() - started
-    result: dict[str, object] = {"seed": seed, "per_class": per_class, "corpus_build_seconds": round(built, 2)}
+    result: dict[str, Any] = {"seed": seed, "per_class": per_class, "corpus_build_seconds": round(built, 2)}
+    goals: list[Goal] = []
     for clause, samples in corpora.items():
         started = time.perf_counter()
         figures = evaluate(engine, samples)
         figures["evaluate_seconds"] = round(time.perf_counter() - started, 2)
-        goal = GOALS[clause]
-        met = figures["recall"] >= goal["recall"] and figures["false_positives"] <= goal["false_positives"]  # type: ignore[operator]
-        figures["goal"] = f"recall >= {goal['recall']}, false positives <= {goal['false_positives']}"
-        figures["goal_status"] = "met" if met else "not met"
         result[clause] = figures
+        goal = GOALS[clause]
+        goals.append(Goal(f"{clause} recall (reference: perfect classifier = 1)", figures["recall"], goal["recall"],
+                          at_most=False))
+        goals.append(Goal(f"{clause} false positives", figures["false_positives"], goal["false_positives"]))
+    result["goals"] = goals
     return result
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.per_class, args.seed)
+    goals: list[Goal] = result.pop("goals")
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return
+        print(json.dumps({**result, "goals": [g.as_dict() for g in goals]}, indent=2, ensure_ascii=False))
+        return 0 if all(goal.met for goal in goals) else 1
     for key in ("seed", "per_class", "corpus_build_seconds"):
         print(f"{key:32} {result[key]}")
     for clause in GOALS:
         figures = result[clause]
-        assert isinstance(figures, dict)
         print(f"\n{clause} ({RULES[clause]})")
         print(f"  {'recall':30} {figures['recall']} ({figures['detected']}/{figures['positives']}); "
-              f"vs perfect classifier {figures['recall_vs_perfect_ratio']}; goal >= {GOALS[clause]['recall']}")
-        print(f"  {'false positives':30} {figures['false_positives']} of {figures['negatives']}; goal 0")
-        print(f"  {'goal':30} {figures['goal_status']}")
+              f"ratio to the perfect classifier {figures['recall_vs_perfect_ratio']}")
+        print(f"  {'false positives':30} {figures['false_positives']} of {figures['negatives']}")
         print(f"  {'correct level/category':30} {figures['correct_level_or_category']}")
         print(f"  {'evaluate seconds':30} {figures['evaluate_seconds']}")
         for cls, ratio in figures["flagged_by_class"].items():
             print(f"    flagged {cls:28} {ratio}")
         for line in figures["errors"]:
             print(f"    {line}")
+    print()
+    print_goals(goals)
+    return 0 if all(goal.met for goal in goals) else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -77,3 +77,18 @@ def test_policy_engine_benchmark_names_its_references() -> None:
         result["engine_msgs_per_cpu_second"] / parse, rel=0.05)
     (goal,) = result["goals"]
     assert goal.target == 300.0 and not goal.at_most and goal.figure == result["engine_msgs_per_cpu_second"]
+
+
+def test_detector_quality_benchmark_measures_both_clauses_against_the_goals() -> None:
+    import detector_quality
+
+    result = detector_quality.run(2, 13)
+    marking, registration = result["1.3(1)"], result["1.3(3)"]
+    assert (marking["positives"], marking["negatives"]) == (5 * 2, 3 * 2)
+    assert (registration["positives"], registration["negatives"]) == (7 * 2, 6 * 2)
+    assert marking["recall_vs_perfect_ratio"] == marking["recall"] == marking["detected"] / marking["positives"]
+    goals = {goal.what: goal for goal in result["goals"]}
+    recall = goals["1.3(3) recall (reference: perfect classifier = 1)"]
+    assert (recall.target, recall.at_most, recall.figure) == (1.0, False, registration["recall"])
+    assert goals["1.3(1) false positives"].figure == marking["false_positives"]
+    assert goals["1.3(1) recall (reference: perfect classifier = 1)"].target == 0.95
