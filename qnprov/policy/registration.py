@@ -270,11 +270,16 @@ def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated:
     """What shows a sign-up: a subject pattern, or body phrases from an automated sender.
 
     A welcome ("Welcome to X", "Chào mừng bạn đến với X") is weaker than a verification: it
-    counts from an automated sender, or when the subject or body ties it to an account."""
+    counts from an automated sender, or when the subject or body ties it to an account.
+    From a sender that looks like a person at an unlisted domain (a contractor writing
+    "Xác nhận tài khoản phần mềm"), a sign-up subject needs the body to agree."""
     matches = [m for m in (p.search(subject) for p in compiled.subject) if m]
     strong = next((m for m in matches if not _first(compiled.welcome, m.group(0))), None)
     if strong is not None:
-        return f"subject {_short(subject)!r}"
+        if automated or known:
+            return f"subject {_short(subject)!r}"
+        found = _first(compiled.body, body_text(entity))
+        return f"subject {_short(subject)!r} and body {_short(found.group(0))!r}" if found else ""
     welcome = matches[0] if matches else _first(compiled.welcome, subject)
     if welcome is not None and automated:
         return f"welcome subject {_short(subject)!r} from an automated sender"

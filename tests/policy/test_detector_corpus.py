@@ -163,3 +163,19 @@ def test_welcome_from_a_person_needs_an_account_word() -> None:
 def test_intent_edge_cases(flagged: bool, sender: tuple[str, str], subject: str, body: str) -> None:
     evidence = _evidence(build_mail(sender, subject, body + "\n"), sender[1])
     assert bool(evidence) is flagged, evidence
+
+
+@pytest.mark.parametrize(("flagged", "sender", "subject", "body"), [
+    # A person at an unlisted domain: the subject alone is not enough, the body must agree.
+    (False, ("Nguyễn Văn A", "nguyenvana@vnpt-qn.example"), "Xác nhận tài khoản phần mềm một cửa",
+     "Kính gửi anh, em gửi lại danh sách tài khoản đã tạo cho Sở."),
+    (True, ("Nguyễn Văn A", "nguyenvana@shop-abc.example"), "Xác nhận tài khoản",
+     "Vui lòng nhấn vào liên kết để xác nhận địa chỉ email của bạn."),
+    # Official correspondence and replies are never a sign-up.
+    (False, ("SVC", "no-reply@svc.example"), "V/v xác nhận tài khoản quản trị", "Kính gửi Sở."),
+    (False, ("SVC", "no-reply@svc.example"), "Re: Confirm your email", "Đã xác nhận, cảm ơn."),
+])
+def test_people_and_correspondence_need_more_than_a_subject(flagged: bool, sender: tuple[str, str], subject: str,
+                                                            body: str) -> None:
+    evidence = _evidence(build_mail(sender, subject, body + "\n"), sender[1])
+    assert bool(evidence) is flagged, evidence
