@@ -144,6 +144,8 @@ def _compile(policy: PolicyData) -> _Compiled:
                              many(data.account_words), many(data.not_signup_patterns),
                              many(data.not_signup_senders),
                              frozenset(d.lower().strip(".") for d in data.government_suffixes))
+    if len(_COMPILED) >= 8:  # engines reloaded over a long run: keep only recent policies
+        _COMPILED.clear()
     _COMPILED[id(policy)] = (policy, compiled)
     return compiled
 
@@ -251,11 +253,13 @@ def find_registration(policy: PolicyData, message: Message, mail_from: str, enti
     if not sender_domain:
         return None
     subject = normalise_text(decode_header_value(message.get("Subject")))
-    if _first(compiled.negative, subject):
-        return None  # a press release, newsletter issue or event attendance is no sign-up
-    if _first(compiled.negative_senders, from_address.rpartition("@")[0]):
-        return None  # a press or communications address
     automated = automation_signals(message, [mail_from, from_address])
+    if _first(compiled.negative, subject) or _first(compiled.negative_senders, from_address.rpartition("@")[0]):
+        # A press release, newsletter issue, event attendance, correspondence or a press
+        # address is no sign-up; a /notify domain still shows an account.
+        if service is not None and service.notify_only:
+            return Registration(service, sender_domain, source, "", automated)
+        return None
     intent = _intent(compiled, subject, entity, bool(automated), service is not None)
     if intent:
         if service is None and not match_subject_without_sender:
