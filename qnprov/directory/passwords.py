@@ -32,7 +32,7 @@ from typing import Literal, TextIO
 PasswordScheme = Literal["ssha", "argon2"]
 
 # What slapd uses for the password modify operation; the openldap role's defaults and
-# the test slapd carry the same values (tests/unit/test_password_storage_config.py).
+# the test slapd carry the same values (tests/directory/test_password_storage.py).
 SLAPD_PASSWORD_HASH = "{CRYPT}"
 # yescrypt, N=2^13, r=32: 32 MiB. 24 salt characters decode to exactly 18 bytes; slapd's
 # salt buffer is 32 bytes, so "$y$jAT$" plus 24 characters plus NUL fills it.

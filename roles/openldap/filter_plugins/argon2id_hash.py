@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Same values as qnprov.directory.passwords (tests/unit/test_password_storage_config.py).
+# Same values as qnprov.directory.passwords (tests/directory/test_password_storage.py).
 MEMORY_KIB = 19 * 1024
 TIME_COST = 2
 PARALLELISM = 1
