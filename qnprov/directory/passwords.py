@@ -33,7 +33,7 @@ PasswordScheme = Literal["ssha", "argon2"]
 
 # What slapd uses for the password modify operation; the openldap role's defaults and
 # the test slapd carry the same values (tests/directory/test_password_storage.py).
-SLAPD_PASSWORD_HASH = "{CRYPT}"
+SLAPD_PASSWORD_HASH = "{CRYPT}"  # noqa: S105 - a scheme name
 # yescrypt, N=2^13, r=32: 32 MiB. 24 salt characters decode to exactly 18 bytes; slapd's
 # salt buffer is 32 bytes, so "$y$jAT$" plus 24 characters plus NUL fills it.
 SLAPD_CRYPT_SALT_FORMAT = "$y$jAT$%.24s"
