@@ -10,6 +10,7 @@ olcPasswordCryptSaltFormat as the openldap role.
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 from pathlib import Path
 
@@ -141,3 +142,30 @@ def test_stored_password_rule(value: bytes, problem: str | None) -> None:
     else:
         assert found is not None and problem in found
         assert value.decode("latin-1") not in found
+
+
+def _cn_config(password_hash: str, salt_format: str | None) -> list[dict[str, list[str]]]:
+    global_entry: dict[str, list[str]] = {"dn": ["cn=config"]}
+    if salt_format is not None:
+        global_entry["olcpasswordcryptsaltformat"] = [salt_format]
+    return [global_entry, {"dn": ["olcDatabase={-1}frontend,cn=config"], "olcpasswordhash": [password_hash]}]
+
+
+@pytest.mark.parametrize(("password_hash", "salt_format", "problem"), [
+    ("{CRYPT}", "$y$jAT$%.24s", None),
+    ("{SSHA}", None, None),
+    ("{ARGON2}", None, "olcPasswordHash allows ['{ARGON2}']"),
+    ("{CRYPT}", None, "DES crypt"),
+    ("{CRYPT}", "$y$j9T$%.24s", "16384 KiB"),
+    ("{CRYPT}", "$6$%.16s", "not a yescrypt"),
+])
+def test_control_qn_ldap_08_judges_slapd_hashing(password_hash: str, salt_format: str | None,
+                                                 problem: str | None) -> None:
+    from qnprov.controls.suite import test_openldap as control
+
+    config = _cn_config(password_hash, salt_format)
+    if problem is None:
+        control.test_password_hash_scheme(config)
+    else:
+        with pytest.raises(AssertionError, match=re.escape(problem)):
+            control.test_password_hash_scheme(config)
