@@ -354,7 +354,7 @@ def _stored_passwords(lab: Lab, search_filter: str = "(userPassword=*)") -> dict
 
 
 def test_stored_passwords_are_clean_hashes(lab: Lab, accounts: list[DemoAccount]) -> None:
-    """Which entries carry which scheme (docs/ldap-schema.md, "Password storage"):
+    """Which entries carry which scheme (docs/ldap-schema.md, "Passwords"):
 
     * olcRootPW and the service accounts the role created: {ARGON2} argon2id, m=19456,t=2,p=1,
       computed on the controller (a service password the role later rotates goes through
