@@ -3,7 +3,7 @@
 Every path that sets a password must leave exactly a hash in userPassword: the
 initial password ``qnprov accounts apply --password-scheme argon2`` writes, an
 admin's password modify, and a person's own password modify (docs/ldap-schema.md,
-"Password storage"). The test slapd carries the same olcPasswordHash and
+"Passwords"). The test slapd carries the same olcPasswordHash and
 olcPasswordCryptSaltFormat as the openldap role.
 """
 
