@@ -4,8 +4,16 @@ Hash scheme trade-off (docs/directory.md): initial passwords are 120-bit random
 strings, so even a fast salted hash cannot be brute-forced; {SSHA} is the default and
 costs microseconds, which keeps a 20,000-account import as fast as ldapadd. {ARGON2}
 (memory-hard) is available with ``--password-scheme argon2`` and is computed in a
-process pool, about 20 ms per hash per core. Passwords a person chooses later are
-hashed by slapd itself (olcPasswordHash), not by qnprov.
+process pool, about 20 ms per hash per core: argon2id, 19 MiB, t=2, p=1.
+
+Passwords a person chooses later (LDAP password modify, by the person or by an admin)
+are hashed by slapd itself (olcPasswordHash). Debian 12's slapd (2.5.13) cannot do that
+with argon2: its argon2 module hard-codes argon2i and stores the encoded string's length
+as computed for argon2id *including* the C terminator, so every value it writes ends in
+a NUL and one uninitialised byte. slapd therefore hashes with {CRYPT} yescrypt
+(``SLAPD_PASSWORD_HASH``/``SLAPD_CRYPT_SALT_FORMAT``, 32 MiB, libxcrypt), and keeps the
+argon2 module loaded only to verify the {ARGON2} hashes qnprov writes.
+``stored_password_problem`` is the one rule for what may be stored (docs/ldap-schema.md).
 """
 
 from __future__ import annotations
@@ -22,6 +30,21 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 PasswordScheme = Literal["ssha", "argon2"]
+
+# What slapd uses for the password modify operation; the openldap role's defaults and
+# the test slapd carry the same values (tests/directory/test_password_storage.py).
+SLAPD_PASSWORD_HASH = "{CRYPT}"  # noqa: S105 - a scheme name
+# yescrypt, N=2^13, r=32: 32 MiB. 24 salt characters decode to exactly 18 bytes; slapd's
+# salt buffer is 32 bytes, so "$y$jAT$" plus 24 characters plus NUL fills it.
+SLAPD_CRYPT_SALT_FORMAT = "$y$jAT$%.24s"
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+MIN_MEMORY_KIB = 19 * 1024
+_ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ARGON2ID = re.compile(r"\{ARGON2\}\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{22,}")
+_YESCRYPT = re.compile(r"\{CRYPT\}\$y\$j([./0-9A-Za-z])([./0-9A-Za-z])\$[./0-9A-Za-z]{16,}\$[./0-9A-Za-z]{43}")
+_SSHA = re.compile(r"\{SSHA\}[A-Za-z0-9+/]{32,}={0,2}")
 _SAFE_FILE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # No look-alike characters (0/O, 1/l/I): people type these from a printed sheet.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -48,7 +71,8 @@ def _argon2_many(passwords: Sequence[str]) -> list[str]:
     from argon2 import PasswordHasher
 
     # RFC 9106 second recommended profile, lightened to 19 MiB (OWASP's minimum for argon2id).
-    hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+    hasher = PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
+                            parallelism=ARGON2_PARALLELISM)
     return ["{ARGON2}" + hasher.hash(p) for p in passwords]
 
 
@@ -63,6 +87,45 @@ def hash_passwords(passwords: Sequence[str], scheme: PasswordScheme = "ssha",
     chunks = [passwords[i:i + chunk] for i in range(0, len(passwords), chunk)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return [h for hashed in pool.map(_argon2_many, chunks) for h in hashed]
+
+
+def stored_password_problem(value: bytes | str) -> str | None:
+    """Why a stored userPassword/olcRootPW value is not acceptable, or None if it is.
+
+    Accepted, as exactly the hash and nothing after it (no NUL, no trailing byte):
+    ``{ARGON2}$argon2id$v=19$m>=19456,t>=2,p>=1$...`` (qnprov and the openldap role),
+    ``{CRYPT}$y$j..$`` yescrypt of at least 19 MiB (slapd's password modify), and
+    ``{SSHA}`` (only ``qnprov accounts apply``'s default for 120-bit random initial
+    passwords). The reason never contains the value itself.
+    """
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return f"not ASCII text ({len(value)} bytes; trailing bytes after the hash?)"
+    if not value.isprintable():
+        return "carries control characters (a NUL after the hash?)"
+    if value.upper().startswith("{ARGON2}"):
+        argon = _ARGON2ID.fullmatch(value)
+        if argon is None:
+            return "{ARGON2} but not a clean argon2id v19 hash (argon2i/argon2d, or junk)"
+        memory, time_cost, parallelism = (int(g) for g in argon.groups())
+        if memory < MIN_MEMORY_KIB or time_cost < 2 or parallelism < 1:
+            return f"argon2id parameters too weak: m={memory},t={time_cost},p={parallelism}"
+        return None
+    if value.upper().startswith("{CRYPT}"):
+        yes = _YESCRYPT.fullmatch(value)
+        if yes is None:
+            return "{CRYPT} but not a yescrypt ($y$) hash"
+        n_log2 = _ITOA64.index(yes.group(1)) + 1
+        block = _ITOA64.index(yes.group(2)) + 1
+        memory = 128 * block * (1 << n_log2) // 1024
+        if memory < MIN_MEMORY_KIB:
+            return f"yescrypt memory too small: {memory} KiB"
+        return None
+    if value.upper().startswith("{SSHA}"):
+        return None if _SSHA.fullmatch(value) else "{SSHA} but not a clean salted SHA-1 value"
+    return "cleartext or a scheme other than {ARGON2} argon2id, {CRYPT} yescrypt or {SSHA}"
 
 
 class CredentialsWriter:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import jinja2
 
+from qnprov.directory.passwords import SLAPD_CRYPT_SALT_FORMAT, SLAPD_PASSWORD_HASH
 from qnprov.errors import ExternalError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -193,6 +194,7 @@ olcLogLevel: none
 olcTLSCACertificateFile: {pki[0]}
 olcTLSCertificateFile: {pki[1]}
 olcTLSCertificateKeyFile: {pki[2]}
+olcPasswordCryptSaltFormat: {SLAPD_CRYPT_SALT_FORMAT}
 
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
@@ -213,6 +215,7 @@ objectClass: olcDatabaseConfig
 objectClass: olcFrontendConfig
 olcDatabase: {{-1}}frontend
 olcSizeLimit: 500
+olcPasswordHash: {SLAPD_PASSWORD_HASH}
 
 dn: olcDatabase={{0}}config,cn=config
 objectClass: olcDatabaseConfig

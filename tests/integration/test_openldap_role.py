@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 import testinfra
 
+from qnprov.directory.passwords import generate_password, hash_passwords, stored_password_problem
+
 pytestmark = pytest.mark.lab
 
 CA_FILE = "/etc/qnprov/tls/ca.pem"
@@ -37,6 +39,9 @@ STARTTLS_URI = "ldap://127.0.0.1"
 LDAPS_URI = "ldaps://127.0.0.1"
 # Make the client tools verify the server certificate against the lab CA only.
 TLS_ENV = {"LDAPTLS_CACERT": CA_FILE, "LDAPTLS_REQCERT": "demand"}
+# What qnprov and the role write, and what slapd's password modify writes.
+ARGON2ID_PREFIX = b"{ARGON2}$argon2id$v=19$m=19456,t=2,p=1$"
+YESCRYPT_PREFIX = b"{CRYPT}$y$jAT$"
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ def test_global_hardening_settings(lab: Lab) -> None:
     assert "olcRequires: authc" in database
     assert f"olcSuffix: {lab.base_dn}" in database
     root_pw_line = next(line for line in database.splitlines() if line.startswith("olcRootPW"))
-    assert _decode_ldif_value(root_pw_line).startswith("{ARGON2}")
+    assert _decode_ldif_value(root_pw_line).startswith("{ARGON2}$argon2id$")
 
 
 def test_anonymous_bind_is_refused(lab: Lab) -> None:
@@ -298,27 +303,132 @@ def test_demo_accounts_bind_with_their_passwords(lab: Lab, accounts: list[DemoAc
         assert result.stdout.strip() == f"dn:{account.dn}"
 
 
-def test_stored_passwords_are_argon2_hashes(lab: Lab, accounts: list[DemoAccount]) -> None:
-    dump = lab.host.check_output(
-        "slapcat -o ldif-wrap=no -F /etc/ldap/slapd.d -b %s -a %s", lab.base_dn, "(userPassword=*)"
+# Runs inside the container with python3-ldap (the role's own dependency): one LDAP
+# operation over StartTLS with the lab CA, its secrets read as JSON from stdin.
+_LDAP_STEP = r"""
+import json, sys
+import ldap, ldap.modlist
+step = json.load(sys.stdin)
+conn = ldap.initialize("ldap://127.0.0.1")
+conn.set_option(ldap.OPT_X_TLS_CACERTFILE, "/etc/qnprov/tls/ca.pem")
+conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+conn.start_tls_s()
+conn.simple_bind_s(step["bind_dn"], step["bind_pw"])
+if step["op"] == "add":
+    conn.add_s(step["dn"], ldap.modlist.addModlist(
+        {k: [v.encode() for v in vs] for k, vs in step["attributes"].items()}))
+elif step["op"] == "passwd":  # RFC 3062 password modify, what ldappasswd sends
+    conn.passwd_s(step["dn"], None, step["new"])
+elif step["op"] == "delete":
+    conn.delete_s(step["dn"])
+print("ok")
+"""
+
+
+def _ldap_step(lab: Lab, **step: object) -> None:
+    completed = subprocess.run(
+        ["podman", "exec", "-i", lab.container, "python3", "-c", _LDAP_STEP],
+        input=json.dumps(step), capture_output=True, text=True, timeout=60, check=False,
     )
-    by_dn: dict[str, str] = {}
+    # The step's arguments are not echoed: they hold passwords.
+    assert completed.returncode == 0 and completed.stdout.strip() == "ok", (
+        f"LDAP {step['op']} failed: {completed.stderr[-600:]}")
+
+
+def _stored_passwords(lab: Lab, search_filter: str = "(userPassword=*)") -> dict[str, bytes]:
+    """dn (lower case) -> the raw userPassword bytes, read with slapcat, nothing decoded as text."""
+    dump = lab.host.check_output(
+        "slapcat -o ldif-wrap=no -F /etc/ldap/slapd.d -b %s -a %s", lab.base_dn, search_filter
+    )
+    by_dn: dict[str, bytes] = {}
     dn = ""
     for line in dump.splitlines():
         if line.startswith("dn:"):
             dn = _decode_ldif_value(line).lower()
-        elif line.startswith("userPassword"):
-            by_dn[dn] = _decode_ldif_value(line)
-    # Three service accounts plus every demo account.
+        elif line.startswith("userPassword:"):
+            name_end = line.index(":")
+            rest = line[name_end + 1:]
+            by_dn[dn] = base64.b64decode(rest[1:].strip()) if rest.startswith(":") else rest.strip().encode()
+    return by_dn
+
+
+def test_stored_passwords_are_clean_hashes(lab: Lab, accounts: list[DemoAccount]) -> None:
+    """Which entries carry which scheme (docs/ldap-schema.md, "Passwords"):
+
+    * olcRootPW and the service accounts the role created: {ARGON2} argon2id, m=19456,t=2,p=1,
+      computed on the controller (a service password the role later rotates goes through
+      password modify, so {CRYPT} yescrypt is also allowed there);
+    * the demo accounts, whose passwords the role sets with password modify: {CRYPT} yescrypt;
+    * accounts from ``qnprov accounts apply``: {ARGON2} argon2id with --password-scheme argon2,
+      {SSHA} with the default for random initial passwords.
+
+    Every value is exactly the hash: no NUL or stray byte after it.
+    """
+    by_dn = _stored_passwords(lab)
     assert len(by_dn) >= 3 + len(accounts)
-    # The directory may also hold accounts provisioned by `qnprov accounts`
-    # ({SSHA} for random initial passwords); no scheme but these two, ever.
-    assert all(value.startswith(("{ARGON2}", "{SSHA}")) for value in by_dn.values()), (
-        "a userPassword is neither {ARGON2} nor {SSHA}")
-    role_managed = {d: v for d, v in by_dn.items() if ",ou=services," in d or d.startswith("uid=lab")}
-    assert len(role_managed) >= 3 + len(accounts)
-    assert all(v.startswith("{ARGON2}") for v in role_managed.values()), (
-        "a password the role set is not an {ARGON2} hash (openldap_password_hash)")
+    problems = {dn: problem for dn, value in by_dn.items() if (problem := stored_password_problem(value))}
+    assert not problems, f"userPassword values that are not one clean hash: {problems}"
+    services = {d: v for d, v in by_dn.items() if ",ou=services," in d}
+    assert len(services) == 3
+    assert all(v.startswith((ARGON2ID_PREFIX, YESCRYPT_PREFIX)) for v in services.values()), services.keys()
+    demo = {d: v for d, v in by_dn.items() if d in {a.dn.lower() for a in accounts}}
+    assert len(demo) == len(accounts)
+    assert all(v.startswith(YESCRYPT_PREFIX) for v in demo.values()), "a demo account's hash is not yescrypt"
+
+    database = lab.host.check_output(
+        "ldapsearch -Q -LLL -o ldif-wrap=no -Y EXTERNAL -H ldapi:/// -b 'olcDatabase={1}mdb,cn=config' "
+        "-s base olcRootPW"
+    )
+    root_pw = next(line for line in database.splitlines() if line.startswith("olcRootPW"))
+    assert root_pw.startswith("olcRootPW: "), "olcRootPW is base64 in LDIF: not clean text"
+    root_value = root_pw.removeprefix("olcRootPW: ").encode()
+    root_ok = root_value.startswith(ARGON2ID_PREFIX)  # the hash stays out of a failure report
+    assert root_ok, root_value[:len(ARGON2ID_PREFIX)]
+    problem = stored_password_problem(root_value)
+    assert problem is None, problem
+
+
+def test_every_password_path_stores_a_clean_hash(lab: Lab, accounts: list[DemoAccount]) -> None:
+    """An initial password as `qnprov accounts apply --password-scheme argon2` writes it, then an
+    admin's password modify (the rootDN, as `ldappasswd -D cn=admin,...`), then the person's own;
+    each value is read back byte for byte."""
+    admin_dn = f"cn=admin,{lab.base_dn}"
+    admin_password = _read_secret(Path(os.environ["QNPROV_STATE_DIR"]) / "secrets" / "ldap_admin")
+    uid = f"pwtest-{os.getpid()}"
+    dn = f"uid={uid},{accounts[0].dn.split(',', 1)[1]}"
+    initial, by_admin, by_self = (generate_password() for _ in range(3))
+    (initial_hash,) = hash_passwords([initial], "argon2")
+    _ldap_step(lab, op="add", bind_dn=lab.qnprov_dn, bind_pw=lab.qnprov_password, dn=dn, attributes={
+        "objectClass": ["inetOrgPerson", "qnMailAccount"], "uid": [uid], "cn": [uid], "sn": [uid],
+        "mail": [f"{uid}@invalid.test"], "qnAccountStatus": ["disabled"], "userPassword": [initial_hash]})
+    try:
+        stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
+        scheme_ok = stored.startswith(ARGON2ID_PREFIX)  # the hash stays out of a failure report
+        assert scheme_ok, stored[:len(ARGON2ID_PREFIX)]
+        problem = stored_password_problem(stored)
+        assert problem is None, problem
+
+        _ldap_step(lab, op="passwd", bind_dn=admin_dn, bind_pw=admin_password, dn=dn, new=by_admin)
+        stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
+        scheme_ok = stored.startswith(YESCRYPT_PREFIX)  # the hash stays out of a failure report
+        assert scheme_ok, stored[:len(YESCRYPT_PREFIX)]
+        problem = stored_password_problem(stored)
+        assert problem is None, problem
+
+        _ldap_step(lab, op="passwd", bind_dn=dn, bind_pw=by_admin, dn=dn, new=by_self)
+        stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
+        scheme_ok = stored.startswith(YESCRYPT_PREFIX)  # the hash stays out of a failure report
+        assert scheme_ok, stored[:len(YESCRYPT_PREFIX)]
+        problem = stored_password_problem(stored)
+        assert problem is None, problem
+
+        bound = run_with_secret(lab, ["ldapwhoami", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", dn], by_self)
+        assert bound.rc == 0 and bound.stdout.strip() == f"dn:{dn}", bound.stderr
+        refused = run_with_secret(lab, ["ldapwhoami", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", dn], by_admin)
+        assert refused.rc == 49, refused.stderr
+    finally:
+        _ldap_step(lab, op="delete", bind_dn=lab.qnprov_dn, bind_pw=lab.qnprov_password, dn=dn)
 
 
 def test_demo_accounts_are_on_their_distribution_list(lab: Lab, accounts: list[DemoAccount]) -> None:

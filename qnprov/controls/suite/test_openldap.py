@@ -10,9 +10,12 @@ import pytest
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.suite.conftest import run
+from qnprov.directory.passwords import stored_password_problem
 
 Config = list[dict[str, list[str]]]
-ALLOWED_HASHES = ("{ARGON2}", "{SSHA}")
+# What slapd may hash the password modify operation with. Not {ARGON2}: Debian 12's
+# argon2 module writes argon2i with a NUL and a stray byte after every hash.
+ALLOWED_SLAPD_HASHES = ("{CRYPT}", "{SSHA}")
 READ_LEVELS = {"read", "search", "compare", "manage", "write"}
 SERVICE_READERS = ("cn=postfix,ou=services", "cn=dovecot,ou=services")
 
@@ -128,27 +131,48 @@ def test_password_hash_scheme(cn_config: Config) -> None:
     # olcPasswordHash lives on the frontend database entry (or, older, on cn=config).
     schemes = [scheme for entry in cn_config for scheme in entry.get("olcpasswordhash", [])]
     assert schemes, "olcPasswordHash is not set (slapd would default to {SSHA} silently; make it explicit)"
-    bad = [s for s in schemes if s.upper() not in ALLOWED_HASHES]
-    assert not bad, f"olcPasswordHash allows {bad}"
+    bad = [s for s in schemes if s.upper() not in ALLOWED_SLAPD_HASHES]
+    assert not bad, f"olcPasswordHash allows {bad} (only {ALLOWED_SLAPD_HASHES})"
+    if schemes[0].upper() == "{CRYPT}":
+        # {CRYPT} is only as good as its salt format: without one it is 1970s DES.
+        formats = hoststate.global_config(cn_config).get("olcpasswordcryptsaltformat", [])
+        assert formats, "olcPasswordHash {CRYPT} without olcPasswordCryptSaltFormat is DES crypt"
+        # What slapd would store, with a salt and digest of the right shape.
+        sample = "{CRYPT}" + (formats[0] % ("a" * 32)) + "$" + "b" * 43
+        problem = stored_password_problem(sample)
+        assert problem is None, f"olcPasswordCryptSaltFormat {formats[0]!r}: {problem}"
 
 
 @pytest.mark.control("QN-LDAP-08")
 def test_passwords_hashed(host: Any, cn_config: Config, record_property: Any) -> None:
+    """Every userPassword and olcRootPW is exactly one acceptable hash, nothing after it.
+
+    {ARGON2} argon2id (m >= 19 MiB, t >= 2): written by qnprov and the openldap role.
+    {CRYPT} yescrypt (>= 19 MiB): written by slapd for a password modify (admin or self).
+    {SSHA}: only ``qnprov accounts apply``'s default for 120-bit random initial passwords.
+    """
     suffixes = _values(hoststate.data_databases(cn_config), "olcsuffix")
     if not suffixes:
         raise ProbeError("no data suffix in cn=config")
     offenders: list[str] = []
     hashed = 0
+    for database in hoststate.data_databases(cn_config):
+        for value in database.get("olcrootpw", []):
+            problem = stored_password_problem(value)
+            if problem:
+                offenders.append(f"olcRootPW of {database.get('dn', ['?'])[0]}: {problem}")
     for suffix in suffixes:
         if not re.fullmatch(r"[A-Za-z0-9=,.\-]+", suffix):
             raise ProbeError(f"unexpected suffix {suffix!r}")
         # slapcat reads the database directly, so the ACL that hides userPassword from
-        # everyone doesn't hide it from this check; values never leave this function.
+        # everyone doesn't hide it from this check; values never leave this function
+        # (the reasons name the fault, never the value).
         for entry in hoststate.parse_ldif(run(host, f"slapcat -b '{suffix}' -o ldif-wrap=no")):
             for value in entry.get("userpassword", []):
-                if value.upper().startswith(ALLOWED_HASHES):
+                problem = stored_password_problem(value)
+                if problem is None:
                     hashed += 1
                 else:
-                    offenders.append(entry.get("dn", ["?"])[0])
+                    offenders.append(f"{entry.get('dn', ['?'])[0]}: {problem}")
     record_property("hashed_passwords", hashed)
-    assert not offenders, f"entries with a cleartext or weakly hashed userPassword: {sorted(set(offenders))}"
+    assert not offenders, f"passwords stored badly: {sorted(set(offenders))}"
