@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import shlex
 from typing import Any
 
@@ -137,15 +138,27 @@ ROOT_KSK_TAG = "20326"
 UNBOUND_CONTROL = "unbound-control -c /etc/unbound/unbound.conf"
 
 
+def _loopback_only(network: str) -> bool:
+    net = ipaddress.ip_network(network, strict=False)
+    return net.network_address.is_loopback and net.broadcast_address.is_loopback
+
+
 @pytest.mark.control("QN-OS-10")
 def test_local_resolver_validates_dnssec_on_loopback_only(host: Any, facts: Facts) -> None:
     assert host.service("unbound").is_running, "unbound is not running"
+    # ss does not always name unbound's sockets: every DNS listener must be loopback.
     listeners = [lst for lst in hoststate.parse_ss_listeners(facts["ss udp"])
-                 + hoststate.parse_ss_listeners(facts["ss tcp"]) if lst.process == "unbound"]
-    assert any(lst.port == 53 and lst.address == "127.0.0.1" for lst in listeners), (
-        f"unbound does not answer on 127.0.0.1:53; its sockets: {listeners}")
+                 + hoststate.parse_ss_listeners(facts["ss tcp"]) if lst.port == 53]
+    assert any(lst.address == "127.0.0.1" for lst in listeners), (
+        f"nothing answers DNS on 127.0.0.1:53; port 53 sockets: {listeners}")
     exposed = sorted({f"{lst.address}:{lst.port}" for lst in listeners if not lst.loopback})
-    assert not exposed, f"unbound listens beyond loopback: {exposed}"
+    assert not exposed, f"DNS listens beyond loopback: {exposed}"
+    interfaces = run(host, f"{UNBOUND_CONTROL} get_option interface").split()
+    assert interfaces and all(ipaddress.ip_address(a.split("@")[0]).is_loopback for a in interfaces), (
+        f"unbound interfaces {interfaces}")
+    acl = [line.split() for line in run(host, f"{UNBOUND_CONTROL} get_option access-control").splitlines()]
+    open_to = [net for net, action in acl if action.startswith("allow") and not _loopback_only(net)]
+    assert not open_to, f"unbound recurses for {open_to}: an open resolver"
     modules = run(host, f"{UNBOUND_CONTROL} get_option module-config").split()
     assert modules[:1] == ["validator"], f"unbound module-config is {modules}: DNSSEC is not validated"
     permissive = run(host, f"{UNBOUND_CONTROL} get_option val-permissive-mode").strip()
