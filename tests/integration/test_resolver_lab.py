@@ -96,8 +96,20 @@ def test_outside_names_are_refused_without_a_query_leaving(container: str) -> No
     assert after["total.num.cachemiss"] == before["total.num.cachemiss"], (after, before)
     assert after["total.num.recursivereplies"] == before["total.num.recursivereplies"]
     for key in ("num.query.tcpout", "num.query.udpout"):
-        if key in before:
-            assert after[key] == before[key], f"{key}: {before[key]} -> {after[key]}"
+        assert after[key] == before[key], f"{key}: {before[key]} -> {after[key]}"
+
+
+def test_the_only_servers_unbound_asked_are_the_mirror_forwarders(container: str) -> None:
+    lab = yaml.safe_load((paths.PROJECT_ROOT / "inventories" / "lab" / "group_vars" / "all" / "main.yml").read_text())
+    forwarded = {f"{name.rstrip('.')}." for name in lab["resolver_offline_forward_zones"]}
+    upstream = set(_exec(container, "cat", "/etc/unbound/qnprov-upstream-nameservers").decode().split())
+    assert upstream, "no upstream nameservers recorded"
+    # The infrastructure cache holds every server unbound sent a query to in the last 15 minutes
+    # (infra-host-ttl), the lab's converge and the suites before this test included.
+    infra = _exec(container, "unbound-control", "-c", "/etc/unbound/unbound.conf", "dump_infra").decode()
+    contacted = {tuple(line.split()[:2]) for line in infra.splitlines() if line.strip()}
+    stray = sorted((ip, zone) for ip, zone in contacted if ip not in upstream or zone not in forwarded)
+    assert not stray, f"unbound queried servers outside the mirror's forward zones: {stray}"
 
 
 def test_the_lab_configuration_the_unit_tests_render_passes_unbound_checkconf(container: str) -> None:
