@@ -133,15 +133,29 @@ def test_the_lab_configuration_the_unit_tests_render_passes_unbound_checkconf(co
     assert deployed.strip() == "validator iterator"
 
 
-def test_outside_test_mail_gets_no_unresolved_name_symbols(container: str) -> None:
-    sender = f"sender-{uuid.uuid4().hex[:8]}@example.org"
+def _scan_from(container: str, domain: str, helo: str) -> dict[str, Any]:
+    sender = f"sender-{uuid.uuid4().hex[:8]}@{domain}"
     message = "\r\n".join([
         f"From: Outside Sender <{sender}>", "To: <binhtt@quangninh.test>", "Subject: resolver determinism",
-        f"Date: {format_datetime(datetime.now(UTC))}", f"Message-ID: {make_msgid(domain='example.org')}",
+        f"Date: {format_datetime(datetime.now(UTC))}", f"Message-ID: {make_msgid(domain=domain)}",
         "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "", "Kính gửi các đồng chí.", ""]).encode()
     reply: dict[str, Any] = json.loads(_exec(
         container, "rspamc", "-h", RSPAMD_NORMAL, "-j", "-F", sender, "-r", "binhtt@quangninh.test",
-        "-i", BRIDGE_GATEWAY, "--helo", "mx.example.org", "--hostname", "mx.example.org", data=message))
+        "-i", BRIDGE_GATEWAY, "--helo", helo, "--hostname", helo, data=message))
+    return reply
+
+
+def test_rspamd_asks_the_local_resolver_and_is_refused_for_unknown_names(container: str) -> None:
+    # The counter-case: a sender outside the lab data scores the NORES symbols, because
+    # unbound refused the lookups (not because some host DNS timed out).
+    reply = _scan_from(container, f"nowhere-{uuid.uuid4().hex[:6]}.com", "mx.nowhere.com")
+    symbols = reply["symbols"]
+    assert "HFILTER_FROMHOST_NORES_A_OR_MX" in symbols, sorted(symbols)
+    assert "query refused" in " ".join(symbols["DMARC_DNSFAIL"].get("options", [])), symbols.get("DMARC_DNSFAIL")
+
+
+def test_outside_test_mail_gets_no_unresolved_name_symbols(container: str) -> None:
+    reply = _scan_from(container, "example.org", "mx.example.org")
     symbols = set(reply["symbols"])
     unresolved = sorted(s for s in symbols if "NORES" in s or s in ("HFILTER_HELO_IP_A", "R_SPF_DNSFAIL"))
     assert not unresolved, f"symbols from unresolved names: {unresolved}; all: {sorted(symbols)}"
