@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import ipaddress
+import shlex
 from typing import Any
 
 import pytest
@@ -129,3 +131,53 @@ def test_listening_sockets_allowlist(facts: Facts, tcp_listeners: list[hoststate
     udp = hoststate.parse_ss_listeners(facts["ss udp"])
     udp_exposed = sorted({(lst.port, lst.process) for lst in udp if not lst.loopback})
     assert not udp_exposed, f"UDP services listening beyond loopback: {udp_exposed}"
+
+
+#: The root zone's key-signing key (KSK-2017), which every current root trust anchor holds.
+ROOT_KSK_TAG = "20326"
+UNBOUND_CONTROL = "unbound-control -c /etc/unbound/unbound.conf"
+
+
+def _loopback_only(network: str) -> bool:
+    net = ipaddress.ip_network(network, strict=False)
+    return net.network_address.is_loopback and net.broadcast_address.is_loopback
+
+
+@pytest.mark.control("QN-OS-10")
+def test_local_resolver_validates_dnssec_on_loopback_only(host: Any, facts: Facts) -> None:
+    assert host.service("unbound").is_running, "unbound is not running"
+    # ss does not always name unbound's sockets: every DNS listener must be loopback.
+    listeners = [lst for lst in hoststate.parse_ss_listeners(facts["ss udp"])
+                 + hoststate.parse_ss_listeners(facts["ss tcp"]) if lst.port == 53]
+    assert any(lst.address == "127.0.0.1" for lst in listeners), (
+        f"nothing answers DNS on 127.0.0.1:53; port 53 sockets: {listeners}")
+    exposed = sorted({f"{lst.address}:{lst.port}" for lst in listeners if not lst.loopback})
+    assert not exposed, f"DNS listens beyond loopback: {exposed}"
+    interfaces = run(host, f"{UNBOUND_CONTROL} get_option interface").split()
+    assert interfaces and all(ipaddress.ip_address(a.split("@")[0]).is_loopback for a in interfaces), (
+        f"unbound interfaces {interfaces}")
+    acl = [line.split() for line in run(host, f"{UNBOUND_CONTROL} get_option access-control").splitlines()]
+    open_to = [net for net, action in acl if action.startswith("allow") and not _loopback_only(net)]
+    assert not open_to, f"unbound recurses for {open_to}: an open resolver"
+    modules = run(host, f"{UNBOUND_CONTROL} get_option module-config").split()
+    assert modules[:1] == ["validator"], f"unbound module-config is {modules}: DNSSEC is not validated"
+    permissive = run(host, f"{UNBOUND_CONTROL} get_option val-permissive-mode").strip()
+    assert permissive == "no", f"val-permissive-mode is {permissive!r}: bogus answers would be served"
+    anchors = [run(host, f"{UNBOUND_CONTROL} get_option {option}").strip()
+               for option in ("auto-trust-anchor-file", "trust-anchor-file")]
+    files = [path.strip('"') for path in anchors if path]
+    assert files, "unbound has no root trust anchor file"
+    texts = [run(host, f"cat {shlex.quote(path)}") for path in files]
+    assert any(ROOT_KSK_TAG in text or "AwEAAaz/tAm8yTn4Mfeh" in text for text in texts), (
+        f"no root KSK ({ROOT_KSK_TAG}) in the trust anchor files {files}")
+
+
+@pytest.mark.control("QN-OS-10")
+def test_host_resolves_through_the_local_resolver(host: Any) -> None:
+    resolv = run(host, "cat /etc/resolv.conf")
+    nameservers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver ")]
+    assert nameservers, "/etc/resolv.conf names no nameserver"
+    remote = [ns for ns in nameservers if ns not in ("127.0.0.1", "::1")]
+    assert not remote, f"/etc/resolv.conf also names {remote}: lookups bypass the validating resolver"
+    options = {opt for line in resolv.splitlines() if line.startswith("options ") for opt in line.split()[1:]}
+    assert "trust-ad" in options, "resolv.conf lacks options trust-ad: glibc drops the AD bit DANE needs"
