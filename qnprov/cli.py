@@ -42,11 +42,17 @@ def _lab_config(inventory: str | None) -> lab.LabConfig:
     return lab.load_lab_config(paths.resolve_inventory(inventory) if inventory else None)
 
 
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         out.print(__version__)
         raise typer.Exit(0)
+
+
+# Eager, so `qnprov --version` answers before click asks for a command ("Missing command.").
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                                callback=_print_version)] = False) -> None:
+    """Deploy, provision, police and verify the province's official mail system."""
 
 
 def run_site(inventory: Path, *, check: bool = False, diff: bool = False, limit: str | None = None,

@@ -23,20 +23,30 @@ ROLE_SUITES = (
 )
 
 
+def missing_suites(root: Path | None = None) -> list[str]:
+    """The entries of ROLE_SUITES that are not files under the project root."""
+    base = root or paths.PROJECT_ROOT
+    return [suite for suite in ROLE_SUITES if not (base / suite).is_file()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", required=True, help="container name of the molecule host")
     parser.add_argument("--state", required=True, type=Path, help="QNPROV_STATE_DIR molecule used")
     parser.add_argument("--port-base", type=int, default=20000)
     args = parser.parse_args(argv)
+    missing = missing_suites()
+    if missing:
+        # A suite that is not there would otherwise be a verify step that checks less and
+        # still passes: fail, and name what is missing.
+        print(f"molecule verify: integration suite(s) missing under {paths.PROJECT_ROOT}: "
+              + ", ".join(missing), file=sys.stderr)
+        return 1
     base = lab.load_lab_config()
     config = lab.with_port_base(base, containers={h.name: args.host for h in base.hosts},
                                 port_base=args.port_base, state=args.state)
     env = {**os.environ, **lab.test_environment(config)}
-    suites = [s for s in ROLE_SUITES if (paths.PROJECT_ROOT / s).is_file()]
-    if not suites:
-        print("molecule verify: no integration suites found", file=sys.stderr)
-        return 1
+    suites = list(ROLE_SUITES)
     rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
                          cwd=paths.PROJECT_ROOT, env=env)
     # The same control suite `qnprov verify` runs, keyed by control ID. The external

@@ -58,7 +58,9 @@ class PlaybookResult:
         return self.rc != 0 or any(h.failed or h.unreachable for h in self.hosts.values())
 
     def as_json(self) -> dict[str, Any]:
-        return {"hosts": {name: stats.as_json() for name, stats in sorted(self.hosts.items())}, "rc": self.rc}
+        # changed_tasks names what changed, so a no-change run that changed something says what.
+        return {"hosts": {name: stats.as_json() for name, stats in sorted(self.hosts.items())}, "rc": self.rc,
+                "changed_tasks": [{"host": host, "task": task} for host, task in self.changed_tasks]}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,6 +48,23 @@ class Endpoint(BaseModel):
     @property
     def address(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+#: Local part of verify's own probe address (roles/postfix ``postfix_verify_probe_local_part``): a
+#: role-table alias in every hosted domain, never an LDAP account, so no roster import disables it.
+DEFAULT_PROBE_LOCAL_PART = "qnprov-verify-probe"
+
+
+def probe_recipient(variables: dict[str, Any], domain: str) -> str:
+    """``qnprov_verify_probe_recipient``, else the postfix role's probe address at ``domain``."""
+    explicit = variables.get("qnprov_verify_probe_recipient")
+    if explicit:
+        return str(explicit)
+    local_part = variables.get("postfix_verify_probe_local_part", DEFAULT_PROBE_LOCAL_PART)
+    if not local_part:
+        raise ConfigError("postfix_verify_probe_local_part is empty: set qnprov_verify_probe_recipient "
+                          "to an address the MX accepts")
+    return f"{local_part}@{domain}"
 
 
 class VerifyTarget(BaseModel):

@@ -22,7 +22,14 @@ from pydantic import ValidationError
 
 from qnprov.controls.catalogue import Catalogue, load_catalogue
 from qnprov.controls.results import TestOutcome, VerifyReport, aggregate
-from qnprov.controls.target import BASELINE_TCP_PORTS, SERVICES, Endpoint, VerifyTarget, parse_endpoint
+from qnprov.controls.target import (
+    BASELINE_TCP_PORTS,
+    SERVICES,
+    Endpoint,
+    VerifyTarget,
+    parse_endpoint,
+    probe_recipient,
+)
 from qnprov.controls.waivers import WaiverSet
 from qnprov.errors import ConfigError, ExternalError
 
@@ -65,7 +72,8 @@ def lab_config_targets(config: Any) -> list[VerifyTarget]:
     hosted = [str(d) for d in group_vars.get("qnprov_hosted_domains") or [config.domain]]
     return [lab_target(host.name, host.container, host.hostname, host.publish, domain=config.domain,
                        hosted_domains=hosted, ca_file=str(config.ca_cert),
-                       recipient=config.accounts[0].address if config.accounts else None,
+                       # Never a demo account: a roster import may disable those (issue 9).
+                       recipient=probe_recipient(group_vars, config.domain),
                        ldap_base_dn=config.base_dn)
             for host in config.hosts]
 
@@ -138,7 +146,7 @@ def remote_target(name: str, hostvars: dict[str, Any]) -> VerifyTarget:
         name=name, backend=backend, sudo=bool(user) and user != "root", mail_hostname=hostname, domain=domain,
         hosted_domains=[str(d) for d in hostvars.get("qnprov_hosted_domains") or [domain]],
         endpoints=endpoints, ca_file=hostvars.get("qnprov_verify_ca_file"),
-        probe_recipient=hostvars.get("qnprov_verify_probe_recipient"),
+        probe_recipient=probe_recipient(hostvars, domain),
         extra_tcp_ports=[int(p) for p in hostvars.get("qnprov_verify_extra_tcp_ports") or []],
         dkim_selector=hostvars.get("rspamd_dkim_selector"),
         ldap_base_dn=hostvars.get("qnprov_ldap_base_dn"),

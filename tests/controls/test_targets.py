@@ -26,7 +26,7 @@ def test_lab_inventory_gives_podman_target_with_loopback_endpoints(monkeypatch: 
     assert target.extra_tcp_ports == [143, 636]
     assert target.ca_file == str(lab.load_lab_config(ROOT / "inventories" / "lab").ca_cert)
     assert target.ca_file.startswith(str(tmp_path))
-    assert target.probe_recipient == "annv@quangninh.test"
+    assert target.probe_recipient == "qnprov-verify-probe@quangninh.test"
     assert build_targets(ROOT / "inventories" / "lab") == [target]
 
 

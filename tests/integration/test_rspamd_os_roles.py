@@ -447,8 +447,24 @@ def test_unattended_upgrades_take_security_updates_only(host: testinfra.host.Hos
                          _ok(host, "apt-config dump Unattended-Upgrade::Origins-Pattern"), re.MULTILINE)
     assert origins, "no origins configured"
     assert all("label=Debian-Security" in origin for origin in origins), origins
+
+
+def test_apt_timers_are_held_in_the_lab(host: testinfra.host.Host) -> None:
+    """The lab (and molecule, which uses its group_vars) holds the daily apt timers.
+
+    unattended-upgrades stays installed and configured (above) and runs in every deploy;
+    only the timers that would upgrade and restart services mid-test are held. Production
+    keeps them on (tests/unit/test_apt_timers.py checks the defaults).
+    """
+    lab_vars = yaml.safe_load((paths.INVENTORIES_DIR / "lab" / "group_vars" / "all" / "main.yml").read_text())
+    assert lab_vars["os_hardening_unattended_upgrades_timers_enabled"] is False
+    assert OS["os_hardening_unattended_upgrades_timers_enabled"] is True
     for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
-        assert host.service(timer).is_enabled, timer
+        enabled = host.run("systemctl is-enabled %s", timer).stdout.strip()
+        active = host.run("systemctl is-active %s", timer).stdout.strip()
+        assert (enabled, active) == ("disabled", "inactive"), (timer, enabled, active)
+    for service in ("apt-daily.service", "apt-daily-upgrade.service"):
+        assert host.run("systemctl is-active %s", service).stdout.strip() == "inactive", service
 
 
 def test_sysctl_file_records_every_setting(host: testinfra.host.Host) -> None:

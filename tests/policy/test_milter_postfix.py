@@ -257,7 +257,13 @@ def test_signed_mail_byte_identical_with_signature_header(stack: Stack, kind: st
     assert content == message
     signature = [h for h in added if h.lower().startswith(b"x-qn-signature:")]
     assert signature, added
-    assert b"valid" in signature[0].lower() or b"trusted" in signature[0].lower(), signature
+    # The exact verdict: "valid" (intact, chains to the stack's trust anchor). A substring test
+    # would also pass on "invalid" or "untrusted".
+    assert len(signature) == 1, signature
+    value = b" ".join(signature[0].split(b":", 1)[1].split())
+    params = [p.strip() for p in value.split(b";")]
+    assert params[0] == b"valid", signature
+    assert any(p.startswith(b"signer") for p in params[1:]), signature
 
 
 def test_sighup_reloads_bundle_without_dropping_the_connection(stack: Stack) -> None:

@@ -28,6 +28,17 @@ def test_help_lists_the_commands():
         assert command in proc.stdout
 
 
+def test_version_prints_the_package_version_and_exits_0():
+    from importlib.metadata import version
+
+    from qnprov import __version__
+
+    proc = run("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == version("qnprov") == __version__
+    assert "Missing command" not in proc.stderr
+
+
 def test_unknown_inventory_is_one_line_and_exit_2():
     proc = run("deploy", "-i", "no-such-inventory")
     assert proc.returncode == 2
