@@ -141,3 +141,37 @@ def test_the_tree_is_copied_and_the_container_is_taken_off_the_network(container
     testbed.isolate_network(container)
     assert _in(container, "ls", "/sys/class/net").stdout.split() == ["lo"]
     testbed.isolate_network(container)  # already isolated: nothing to disconnect, still only loopback
+
+
+GUARD = paths.PROJECT_ROOT / "scripts" / "pytest-guard.py"
+
+
+@pytest.mark.parametrize(("body", "rc", "verdict"), [
+    (None, 5, "FAILED: pytest collected no tests (exit 5)"),
+    ("import pytest\n\ndef test_a():\n    pytest.skip('nothing checked')\n", 1,
+     "FAILED: all 1 tests skipped, none ran"),
+    ("def test_a():\n    assert 1 + 1 == 2\n", 0, "passed"),
+])
+def test_make_tests_pytest_guard_fails_a_run_that_ran_nothing(tmp_path: Path, body: str | None, rc: int,
+                                                              verdict: str):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    if body is not None:
+        (suite / "test_probe.py").write_text(body)
+    proc = subprocess.run([sys.executable, str(GUARD), "-q", "-p", "no:cacheprovider", "-c", str(suite / "pytest.ini"),
+                           "--rootdir", str(suite), str(suite)], capture_output=True, text=True, cwd=tmp_path,
+                          check=False)
+    assert proc.returncode == rc
+    assert proc.stderr.strip().splitlines()[-1] == f"pytest-guard: {verdict}"
+
+
+def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
+    makefile = (paths.PROJECT_ROOT / "Makefile").read_text()
+    test_rule = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    prerequisites = test_rule.splitlines()[0].split()
+    assert prerequisites == ["bootstrap", "lint", "fresh-stage"]
+    recipe = [line.strip() for line in test_rule.splitlines()[1:]]
+    pytest_lines = [line for line in recipe if "pytest" in line]
+    assert pytest_lines and all("scripts/pytest-guard.py" in line for line in pytest_lines)
+    assert "scripts/fresh-stage.py" in makefile.split("\nfresh-stage:", 1)[1].split("\n\n", 1)[0]
