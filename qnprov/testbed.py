@@ -495,6 +495,9 @@ def run_fresh_stage(root: Path = paths.PROJECT_ROOT, *, image: str = IMAGE_REF, 
         _run(systemd_run_args(name, image=image), timeout=120)
         wait_for_systemd(name)
         copy_tree(name, root, files)
+        trusted = share_host_trust(name)
+        if trusted:
+            out(f"fresh stage: the container trusts the host's local CA certificates: {', '.join(trusted)}")
         setup_seconds = time.monotonic() - started
         isolated = False
         for result in results:
@@ -523,6 +526,34 @@ def run_fresh_stage(root: Path = paths.PROJECT_ROOT, *, image: str = IMAGE_REF, 
         else:
             remove_container(name)
     return results
+
+
+#: Certificates the machine's administrator added to the host's trust store.
+LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
+#: pip's site configuration in the container when the host has local CAs: trust the system
+#: bundle (pip otherwise trusts only its own copy of certifi's).
+FRESH_PIP_CONF = "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
+
+
+def share_host_trust(name: str, ca_dir: Path = LOCAL_CA_DIR) -> list[str]:
+    """Give the container the host's network trust, as podman gives it the host's resolv.conf.
+
+    Where outbound TLS passes through a gateway with its own CA (as on the machines CI
+    runs on), a fresh machine on that network has that CA installed by its administrator;
+    without it, bootstrap cannot reach PyPI. Only the certificates cross over, and pip is
+    told to use the system bundle. No pip index, wheel directory or constraint of the
+    host crosses over, so bootstrap still has to install, and build, everything itself.
+    Returns the certificates shared.
+    """
+    certs = sorted(str(p.relative_to(ca_dir)) for p in ca_dir.rglob("*.crt") if p.is_file()) \
+        if ca_dir.is_dir() else []
+    if not certs:
+        return []
+    target = "/" + str(ca_dir).lstrip("/")
+    copy_tree(name, ca_dir, certs, workdir=target)
+    _run(["podman", "exec", name, "update-ca-certificates"], timeout=120)
+    _run(["podman", "exec", "-i", name, "sh", "-c", "cat > /etc/pip.conf"], input=FRESH_PIP_CONF)
+    return certs
 
 
 def isolate_network(name: str) -> None:
