@@ -549,8 +549,7 @@ def share_host_trust(name: str, ca_dir: Path = LOCAL_CA_DIR) -> list[str]:
         if ca_dir.is_dir() else []
     if not certs:
         return []
-    target = "/" + str(ca_dir).lstrip("/")
-    copy_tree(name, ca_dir, certs, workdir=target)
+    copy_tree(name, ca_dir, certs, workdir=str(LOCAL_CA_DIR))
     _run(["podman", "exec", name, "update-ca-certificates"], timeout=120)
     _run(["podman", "exec", "-i", name, "sh", "-c", "cat > /etc/pip.conf"], input=FRESH_PIP_CONF)
     return certs

@@ -143,6 +143,51 @@ def test_the_tree_is_copied_and_the_container_is_taken_off_the_network(container
     testbed.isolate_network(container)  # already isolated: nothing to disconnect, still only loopback
 
 
+def _self_signed_ca(common_name: str) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_the_hosts_local_cas_are_trusted_in_the_container_and_nothing_else_of_pip(container: str, tmp_path: Path):
+    ca_dir = tmp_path / "ca-certificates"
+    (ca_dir / "corp").mkdir(parents=True)
+    pem = _self_signed_ca("qnprov fresh-stage test gateway CA")
+    (ca_dir / "corp" / "gateway.crt").write_bytes(pem)
+    (ca_dir / "README").write_text("not a certificate\n")
+    before = _in(container, "cat", "/etc/ssl/certs/ca-certificates.crt").stdout
+    assert pem.decode().strip() not in before
+    assert _in(container, "test", "-e", "/etc/pip.conf").returncode == 1
+
+    assert testbed.share_host_trust(container, ca_dir) == ["corp/gateway.crt"]
+    bundle = _in(container, "cat", "/etc/ssl/certs/ca-certificates.crt").stdout
+    assert pem.decode().strip() in bundle
+    assert _in(container, "cat", "/etc/pip.conf").stdout == "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
+    # openssl in the container now verifies a certificate that CA signed (itself, here).
+    target = str(ca_dir / "corp" / "gateway.crt")
+    verify = _in(container, "openssl", "verify", "-CAfile", "/etc/ssl/certs/ca-certificates.crt",
+                 target.replace(str(ca_dir), "/usr/local/share/ca-certificates"))
+    assert verify.returncode == 0 and verify.stdout.strip().endswith(": OK")
+
+
+def test_no_local_ca_means_nothing_is_changed(container: str, tmp_path: Path):
+    assert testbed.share_host_trust(container, tmp_path / "absent") == []
+    assert _in(container, "test", "-e", "/etc/pip.conf").returncode == 1
+
+
 GUARD = paths.PROJECT_ROOT / "scripts" / "pytest-guard.py"
 
 
