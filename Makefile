@@ -12,10 +12,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 lab: bootstrap
 	$(BIN)/qnprov lab up
 
-# Every pytest run goes through scripts/pytest-guard.py: a run that collected nothing
-# (exit 5) or skipped every test fails. The fresh-machine stage judges its runs the same way.
+# The fresh-machine stage runs every test directory that needs no container; the host
+# then runs the ones that do (CONTAINER_TEST_DIRS in qnprov/testbed.py), so each test
+# runs once. Every pytest run goes through scripts/pytest-guard.py: a run that collected
+# nothing (exit 5) or skipped every test fails; the fresh stage judges its runs the same way.
+CONTAINER_TEST_DIRS := tests/integration tests/testbed
 test: bootstrap lint fresh-stage
-	$(BIN)/python scripts/pytest-guard.py tests
+	$(BIN)/python scripts/pytest-guard.py $(CONTAINER_TEST_DIRS)
 	$(MAKE) molecule
 
 bootstrap:

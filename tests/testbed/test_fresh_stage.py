@@ -218,5 +218,10 @@ def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
     assert prerequisites == ["bootstrap", "lint", "fresh-stage"]
     recipe = [line.strip() for line in test_rule.splitlines()[1:]]
     pytest_lines = [line for line in recipe if "pytest" in line]
-    assert pytest_lines and all("scripts/pytest-guard.py" in line for line in pytest_lines)
+    assert pytest_lines == ["$(BIN)/python scripts/pytest-guard.py $(CONTAINER_TEST_DIRS)"]
+    # The host runs exactly the directories the fresh stage leaves out: every test runs once.
+    host_dirs = makefile.split("\nCONTAINER_TEST_DIRS :=", 1)[1].split("\n", 1)[0].split()
+    assert {d.removeprefix("tests/") for d in host_dirs} == testbed.CONTAINER_TEST_DIRS
+    fresh = testbed.fresh_test_dirs(testbed.tracked_files(paths.PROJECT_ROOT))
+    assert not set(host_dirs) & set(fresh)
     assert "scripts/fresh-stage.py" in makefile.split("\nfresh-stage:", 1)[1].split("\n\n", 1)[0]
