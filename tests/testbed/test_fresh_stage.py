@@ -225,3 +225,33 @@ def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
     fresh = testbed.fresh_test_dirs(testbed.tracked_files(paths.PROJECT_ROOT))
     assert not set(host_dirs) & set(fresh)
     assert "scripts/fresh-stage.py" in makefile.split("\nfresh-stage:", 1)[1].split("\n\n", 1)[0]
+
+
+def test_a_stage_stopped_with_sigterm_removes_its_container():
+    """make, CI or a developer may stop the stage mid-bootstrap; its container must not be left behind."""
+    import re
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(paths.PROJECT_ROOT / "scripts" / "fresh-stage.py")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=paths.PROJECT_ROOT)
+    assert proc.stdout is not None
+    name = None
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:
+            found = re.search(rf"container ({testbed.FRESH_PREFIX}[0-9a-f]{{8}})", line)
+            name = name or (found.group(1) if found else None)
+            if line.startswith("===== fresh stage: bootstrap:") or time.monotonic() > deadline:
+                break
+        assert name is not None
+        assert subprocess.run(["podman", "container", "exists", name], check=False).returncode == 0
+        time.sleep(3)  # bootstrap is running inside it now
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        assert subprocess.run(["podman", "container", "exists", name], check=False).returncode == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if name:
+            testbed.remove_container(name)
