@@ -90,6 +90,8 @@ def test_postfix_defaults_render_and_pass_postconf_without_warnings(tmp_path: Pa
     assert settings["milter_default_action"] == "tempfail"
     assert settings["smtpd_milters"] == "unix:/run/qnprov/milter.sock"
     assert settings["non_smtpd_milters"] == "unix:/run/qnprov/milter.sock"
+    # Issue 9 item 2: Dovecot 2.3's LMTP has no SMTPUTF8, so it is never offered (nor autodetected).
+    assert settings["smtputf8_enable"] == "no"
 
 
 def test_postfix_staged_set_passes_postfix_check(tmp_path: Path, postfix_tool: PostfixTool) -> None:
