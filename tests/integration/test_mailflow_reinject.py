@@ -22,10 +22,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import make_msgid
 
 import pytest
-from labenv import require_env
+from labenv import date_header, require_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.mailflow]
 
@@ -105,7 +105,7 @@ def _message(sender: str, recipient: str, subject: str) -> tuple[EmailMessage, s
     message["From"] = sender or "Mail Delivery System <MAILER-DAEMON@example.org>"
     message["To"] = recipient
     message["Subject"] = subject
-    message["Date"] = formatdate(localtime=True)
+    message["Date"] = date_header()
     message["Message-ID"] = token
     message.set_content(f"Kính gửi đồng chí,\nNội dung kiểm thử {token}.\n")
     return message, token
