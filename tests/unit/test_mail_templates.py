@@ -99,9 +99,9 @@ def test_postfix_defaults_render_and_pass_postconf_without_warnings(tmp_path: Pa
     for name in ("smtpd_recipient_restrictions", "mua_recipient_restrictions"):
         assert f"check_recipient_access {check}, reject_non_fqdn_recipient" in settings[name]
     table = settings["qnprov_non_ascii_address"]
-    refused = _postfix_tool("postmap", "-c", str(tmp_path), "-q", "nguyễn.văn.ạ@quangninh.test", table)
+    refused = postfix_tool("postmap", "-c", str(tmp_path), "-q", "nguyễn.văn.ạ@quangninh.test", table)
     assert refused.stdout.strip() == "553 5.6.7 Non-ASCII address: this server does not support SMTPUTF8"
-    ascii_ok = _postfix_tool("postmap", "-c", str(tmp_path), "-q", "nguyen.van.a@quangninh.test", table)
+    ascii_ok = postfix_tool("postmap", "-c", str(tmp_path), "-q", "nguyen.van.a@quangninh.test", table)
     assert (ascii_ok.returncode, ascii_ok.stdout, ascii_ok.stderr) == (1, "", "")
 
 
