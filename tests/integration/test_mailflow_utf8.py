@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import imaplib
 import json
+import re
 import smtplib
 import ssl
 import time
@@ -42,7 +43,8 @@ SUBJECT = "Giấy mời họp về công tác chuyển đổi số tỉnh Quản
 BODY = "Kính gửi các đồng chí,\nĐề nghị tham dự đúng giờ.\nTrân trọng./.\n"
 UTF8_LOCAL_PART = "nguyễn.văn.ạ"
 PORTS = ["smtp", "submission", "submissions"]
-REFUSED_ADDRESS = b"5.6.7 Non-ASCII address: this server does not support SMTPUTF8"
+REFUSED_ADDRESS = re.compile(rb"^5\.6\.7 <.*>: (Sender|Recipient) address rejected: "
+                             rb"Non-ASCII address: this server does not support SMTPUTF8$")
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +224,7 @@ def test_utf8_local_part_recipient_refused_at_rcpt(port: str, endpoints, tls, ac
         # with the SMTPUTF8 parameter the client would use if it were offered: refused at MAIL
         client.rset()
         mail_code, mail_reply = _raw_command(client, f"MAIL FROM:<{sender}> SMTPUTF8")
-    assert (code, reply) == (553, REFUSED_ADDRESS)
+    assert code == 553 and REFUSED_ADDRESS.match(reply), (code, reply)
     assert (mail_code, mail_reply) == (555, b"5.5.4 Unsupported option: SMTPUTF8")
 
 
@@ -234,4 +236,4 @@ def test_utf8_local_part_sender_refused(port: str, endpoints, tls, accounts) -> 
         code, reply = _raw_command(client, f"MAIL FROM:<{UTF8_LOCAL_PART}@{domain}>")
         if code == 250:  # smtpd_delay_reject: a sender refusal is given at RCPT
             code, reply = client.rcpt(accounts[1][0])
-    assert (code, reply) == (553, REFUSED_ADDRESS)
+    assert code == 553 and REFUSED_ADDRESS.match(reply), (code, reply)
