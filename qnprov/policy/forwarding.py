@@ -124,8 +124,10 @@ def ldap_forward_info_query(domains: Sequence[str]) -> str:
 def reinject_restrictions(regexp_path: str) -> str:
     """``smtpd_recipient_restrictions`` of the re-injection listener.
 
-    Null sender (vacation/MDN auto-replies) skips the free-mail check; the
-    listener is loopback-only, so everything else is permitted by mynetworks.
+    A null sender skips the free-mail check here: a vacation reply and a
+    redirected bounce both carry it, so the policy milter decides at end of DATA
+    (``MilterRuntime.null_sender_forward_guard``). The listener is loopback-only,
+    so everything else is permitted by mynetworks.
     """
     return (
         "check_sender_access inline:{ <>=permit_mynetworks }, "

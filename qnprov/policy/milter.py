@@ -644,19 +644,83 @@ class MilterRuntime:
 
     def forward_guard(self, envelope: Envelope, daemon_name: str | None, rcpt: str) -> Decision | None:
         """Clause 1.3(2) on the re-injection path: a non-null sender re-injected
-        towards a free mailbox is a forward (Sieve redirect, user rule)."""
+        towards a free mailbox is a forward (Sieve redirect, user rule).
+
+        A null sender is decided at end of message (:meth:`null_sender_forward_guard`):
+        a Sieve redirect of a bounce or an auto-reply keeps the null sender (RFC 5228
+        section 4.2), and so does a vacation reply; only the headers tell them apart.
+        """
         if daemon_name not in self.settings.reinject_daemons or not envelope.mail_from:
             return None
         if not is_freemail(rcpt):
             return None
+        return self._forward_refusal(envelope, f"forward to {rcpt} via {daemon_name}", "envelope")
+
+    def null_sender_forward_guard(
+        self, envelope: Envelope, daemon_name: str | None, headers: Sequence[tuple[str, bytes]],
+    ) -> Decision | None:
+        """Clause 1.3(2) for null-sender mail re-injected towards free mailboxes.
+
+        Only an auto-reply to the free-mail recipient itself goes out (a vacation reply,
+        or a Sieve reject, to a citizen who wrote from a free mailbox); a redirect of a
+        null-sender message, or a notification, is refused like any other forward.
+        """
+        if daemon_name not in self.settings.reinject_daemons or envelope.mail_from:
+            return None
+        freemail = [rcpt for rcpt in envelope.rcpts if is_freemail(rcpt)]
+        if not freemail:
+            return None
+        why = auto_reply_refusal(headers, freemail)
+        if why is None:
+            return None
+        return self._forward_refusal(
+            envelope, f"null-sender forward to {', '.join(freemail)} via {daemon_name}: {why}", "message")
+
+    def _forward_refusal(self, envelope: Envelope, evidence: str, location: str) -> Decision:
         text = (
             "Chuyen tiep thu cong vu sang hop thu mien phi bi cam (khoan 1.3(2))"
             " / Forwarding official mail to a free mailbox is forbidden (clause 1.3(2))"
         )
         return synthetic_decision(
-            "reject", rule="freemail-forward", clause="1.3(2)", evidence=f"forward to {rcpt} via {daemon_name}",
-            envelope=envelope, evaluator=self.evaluator, reply=("550", "5.7.1", text), location="envelope",
+            "reject", rule="freemail-forward", clause="1.3(2)", evidence=evidence,
+            envelope=envelope, evaluator=self.evaluator, reply=("550", "5.7.1", text), location=location,
         )
+
+
+#: Pigeonhole prepends this to every message its ``redirect`` action sends.
+SIEVE_REDIRECT_HEADER = "x-sieve-redirected-from"
+
+
+def _header_addresses(values: Sequence[bytes]) -> set[str]:
+    from email.utils import getaddresses
+
+    text = [value.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ") for value in values]
+    return {addr.strip().lower().rstrip(".") for _, addr in getaddresses(text) if addr.strip()}
+
+
+def auto_reply_refusal(headers: Sequence[tuple[str, bytes]], recipients: Sequence[str]) -> str | None:
+    """Why a null-sender message to ``recipients`` is not an auto-reply to them (None: it is one).
+
+    An auto-reply (RFC 3834) says ``Auto-Submitted: auto-replied``, is addressed to the
+    person it answers (the ``To`` header names every envelope recipient) and was not
+    redirected: Pigeonhole adds ``X-Sieve-Redirected-From`` to every redirect, on top of
+    whatever the original message carried, so a forged ``Auto-Submitted`` in a
+    redirected message does not make it a reply.
+    """
+    names = [name.lower() for name, _ in headers]
+    if SIEVE_REDIRECT_HEADER in names:
+        return "Sieve redirect"
+    auto = [value for name, value in headers if name.lower() == "auto-submitted"]
+    if len(auto) != 1:
+        return "not an auto-reply (Auto-Submitted missing or repeated)"
+    keyword = auto[0].decode("ascii", "replace").split(";")[0].split("(")[0].strip().lower()
+    if keyword != "auto-replied":
+        return f"not an auto-reply (Auto-Submitted: {keyword or 'empty'})"
+    addressed = _header_addresses([value for name, value in headers if name.lower() == "to"])
+    missing = [rcpt for rcpt in recipients if rcpt.lower().rstrip(".") not in addressed]
+    if missing:
+        return f"the reply is not addressed to {', '.join(missing)}"
+    return None
 
 
 def _address(raw: str) -> str:
@@ -767,6 +831,18 @@ class PolicyMilter(Milter.Base):
 
     def eom(self) -> int:
         envelope = self._envelope(self.getsymval("{i}"))
+        refused = None
+        if self.daemon_name in self.runtime.settings.reinject_daemons:
+            # Headers beyond max_body are not kept, so an oversize message is judged on
+            # what was kept; a redirect header sits at the top and is always among them.
+            refused = self.runtime.null_sender_forward_guard(envelope, self.daemon_name, self.headers)
+        if refused is not None:
+            self.chunks = []
+            try:
+                self.runtime.record(refused, envelope, self.message_id)
+            except OSError:
+                refused = self.runtime.error_decision(envelope, "audit log unwritable")
+            return self._finish(refused)
         if self.oversize:
             decision = self.runtime.oversize_decision(envelope, self.size)
         else:

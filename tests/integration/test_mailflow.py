@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import json
+import re
 import smtplib
 import socket
 import ssl
@@ -35,11 +36,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import BinaryIO
 
+import mailloss
 import pytest
 import testinfra
 from labenv import require_env as _require_env
 
-pytestmark = pytest.mark.lab
+# mailflow: the conftest's no-silent-loss check runs after every test here.
+pytestmark = [pytest.mark.lab, pytest.mark.mailflow]
 
 # postscreen holds a new client for up to postscreen_greet_wait (6 s) before
 # the real greeting, so SMTP timeouts must be well above that.
@@ -435,3 +438,45 @@ def test_dovecot_restarts_cleanly(
     endpoint = endpoints["imaps"]
     with imaplib.IMAP4_SSL(endpoint.host, endpoint.port, ssl_context=tls_context, timeout=SMTP_TIMEOUT) as imap:
         assert imap.login(accounts[0].address, accounts[0].password)[0] == "OK"
+
+
+# --- the no-silent-loss check itself -----------------------------------------------
+
+@pytest.mark.undeliverable_bounce
+def test_no_silent_loss_check_sees_a_lost_bounce_and_mail_stuck_without_reason(
+        mail_host: testinfra.host.Host, accounts: list[Account]) -> None:
+    """The conftest's check is not vacuous: it reports both kinds of silent loss."""
+    container = _require_env("QNPROV_TEST_HOST")
+    before = {str(e["queue_id"]) for e in mailloss.mail_queue(container)}
+    cursor = mailloss.journal_cursor(container)
+    nobody = f"nobody-{uuid.uuid4().hex[:12]}@{_hosted_domain(accounts)}"
+    # A null-sender message (a bounce) to an address that does not exist: it bounces,
+    # and that bounce has nobody to go to.
+    lost = mail_host.run(f"printf 'Subject: lost bounce\\n\\nx\\n' | /usr/sbin/sendmail -i -f '' {nobody}")
+    assert lost.rc == 0, lost.stderr
+    deadline = time.monotonic() + DELIVERY_DEADLINE
+    while True:
+        log = mailloss.mail_log_after(container, cursor)
+        if re.search(rf"to=<{re.escape(nobody)}>.*status=bounced", log):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no bounce of {nobody} in the log: {log[-2000:]}")
+        time.sleep(1)
+    queue = mailloss.mail_queue(container)
+    problems = mailloss.silent_losses(queue, before, log, None, False)
+    assert any(p.startswith("undeliverable bounce") and nobody in p for p in problems), problems
+    assert mailloss.silent_losses(queue, before, log, None, True) == []
+    # Queue entries in postqueue -j's shape: a held one nobody logged a reason for, a
+    # deferred one with Postfix's reason (reported unless the test declared it).
+    stuck = [
+        {"queue_name": "hold", "queue_id": "5C0FFEE001", "sender": "a@b", "recipients": [{"address": "c@d"}]},
+        {"queue_name": "deferred", "queue_id": "5C0FFEE002", "sender": "a@b",
+         "recipients": [{"address": "c@d", "delay_reason": "connect to x[1.2.3.4]:25: Connection refused"}]},
+    ]
+    assert mailloss.silent_losses(stuck, set(), "", None, False) == [
+        "5C0FFEE001 in the hold queue with no reason (sender <a@b>)",
+        "5C0FFEE002 left in the deferred queue: ['connect to x[1.2.3.4]:25: Connection refused']",
+    ]
+    held_log = "postfix/cleanup[1]: 5C0FFEE001: milter-hold: END-OF-MESSAGE from x: qnprov 1.3(1) marking"
+    assert mailloss.silent_losses(stuck, set(), held_log, r"1\.3\(1\)|Connection refused", False) == []
+    assert mailloss.silent_losses(stuck, {"5C0FFEE001", "5C0FFEE002"}, "", None, False) == []

@@ -161,13 +161,58 @@ def test_reinjected_forward_to_freemail_refused_per_recipient(runtime: MilterRun
     assert (record["rule"], record["clause"], record["recipients"]) == (
         "freemail-forward", "1.3(2)", ["someone@gmail.com"])
     # A vacation auto-reply (null sender) to a citizen's Gmail is not a forward.
-    rc, ctx = _feed(runtime, corpus.clean_internal(), "", "citizen@gmail.com", daemon="reinject")
+    rc, ctx = _feed(runtime, _vacation_reply("citizen@gmail.com"), "", "citizen@gmail.com", daemon="reinject")
     assert rc == Milter.CONTINUE
     # The same recipient through the ordinary listener is outbound mail, logged not refused.
     rc, ctx = _feed(runtime, corpus.clean_internal(), corpus.OFFICIAL, "citizen@gmail.com",
                     auth=corpus.OFFICIAL)
     assert rc == Milter.CONTINUE
     assert _audit(runtime)[-1]["findings"][0]["rule"] == "freemail-outbound"
+
+
+def _vacation_reply(to: str, *, redirected_from: str | None = None, auto_submitted: str | None = None) -> bytes:
+    """What Pigeonhole's vacation action sends (cmd-vacation.c), optionally as a redirect would carry it."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    reply = EmailMessage()
+    if redirected_from:
+        reply["X-Sieve-Redirected-From"] = redirected_from
+    reply["X-Sieve"] = "Pigeonhole Sieve 0.5.19 (4eae2f79)"
+    reply["Message-ID"] = f"<dovecot-sieve-vacation.{abs(hash((to, redirected_from)))}@quangninh.test>"
+    reply["From"] = corpus.OFFICIAL
+    reply["To"] = f"Nguoi dan <{to}>"
+    reply["Subject"] = "Tự động trả lời: Đang nghỉ phép"
+    reply["In-Reply-To"] = "<hoi.thu.tuc@gmail.com>"
+    reply["Auto-Submitted"] = auto_submitted or "auto-replied (vacation)"
+    reply["Precedence"] = "bulk"
+    reply.set_content("Tôi đang nghỉ phép đến thứ Hai.\n")
+    return reply.as_bytes(policy=SMTP)
+
+
+@pytest.mark.parametrize(("message", "why"), [
+    (corpus.clean_internal(), "Auto-Submitted missing"),
+    (_vacation_reply("citizen@gmail.com", redirected_from=corpus.OFFICIAL), "Sieve redirect"),
+    (_vacation_reply("citizen@gmail.com", auto_submitted="auto-notified"), "Auto-Submitted: auto-notified"),
+    (_vacation_reply("someone.else@gmail.com"), "not addressed to citizen@gmail.com"),
+])
+def test_reinjected_null_sender_to_freemail_refused_unless_an_auto_reply_to_it(
+        runtime: MilterRuntime, message: bytes, why: str) -> None:
+    """Issue 9 item 3: a redirect keeps the null sender (RFC 5228 4.2); only a reply to the citizen leaves."""
+    rc, ctx = _feed(runtime, message, "", "citizen@gmail.com", daemon="reinject")
+    assert rc == Milter.REJECT
+    assert ctx._reply[:2] == ("550", "5.7.1") and "1.3(2)" in " ".join(ctx._reply[2:])
+    [record] = _audit(runtime)
+    assert (record["rule"], record["clause"], record["recipients"]) == (
+        "freemail-forward", "1.3(2)", ["citizen@gmail.com"])
+    assert why in record["findings"][0]["evidence"]
+
+
+def test_reinjected_null_sender_to_a_hosted_or_government_mailbox_is_not_judged_as_forward(
+        runtime: MilterRuntime) -> None:
+    rc, _ = _feed(runtime, corpus.clean_internal(), "", corpus.COLLEAGUE, "vanthu@hanoi.gov.vn", daemon="reinject")
+    assert rc == Milter.CONTINUE
+    assert _audit(runtime)[-1]["verdict"] == "accept"
 
 
 def test_engine_failure_uses_configured_failure_mode(tmp_path: Path) -> None:

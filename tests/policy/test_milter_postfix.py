@@ -217,9 +217,16 @@ def test_sieve_redirect_to_gmail_refused_on_reinjection_listener(stack: Stack) -
     log = stack.postfix.log_text()
     assert re.search(r"postfix/reinject/smtpd\[\d+\]: NOQUEUE: reject: RCPT .*canbo\.rieng@Gmail\.com.*1\.3\(2\)", log)
     # A vacation auto-reply (null sender) to a citizen is not a forward and goes out.
-    reply = message.replace(b"Message-ID: <", b"Message-ID: <vacation.", 1)
+    reply = message.replace(b"Message-ID: <", b"Auto-Submitted: auto-replied (vacation)\r\nMessage-ID: <vacation.", 1)
+    reply = re.sub(rb"(?m)^To: .*$", b"To: nguoidan@gmail.com", reply, count=1)
     stack.send(reply, "", ["nguoidan@gmail.com"], port=stack.reinject_port)
     assert stack.delivered(_message_id(reply)).rcpts == ["nguoidan@gmail.com"]
+    # A Sieve redirect of a null-sender message keeps the null sender (RFC 5228 4.2): refused at DATA.
+    redirected = b"X-Sieve-Redirected-From: " + corpus.OFFICIAL.encode() + b"\r\n" + reply.replace(
+        b"Message-ID: <vacation.", b"Message-ID: <redirect.", 1)
+    with pytest.raises(smtplib.SMTPDataError) as data_refused:
+        stack.send(redirected, "", ["nguoidan@gmail.com"], port=stack.reinject_port)
+    assert data_refused.value.smtp_code == 550 and b"1.3(2)" in data_refused.value.smtp_error
 
 
 def test_milter_guard_refuses_and_audits_when_postfix_map_is_absent(stack: Stack) -> None:

@@ -90,6 +90,19 @@ def test_postfix_defaults_render_and_pass_postconf_without_warnings(tmp_path: Pa
     assert settings["milter_default_action"] == "tempfail"
     assert settings["smtpd_milters"] == "unix:/run/qnprov/milter.sock"
     assert settings["non_smtpd_milters"] == "unix:/run/qnprov/milter.sock"
+    # Issue 9 item 2: Dovecot 2.3's LMTP has no SMTPUTF8, so it is never offered (nor autodetected),
+    # and 8-bit envelope addresses are refused on port 25 and on submission, sender and recipient.
+    assert settings["smtputf8_enable"] == "no"
+    check = "$qnprov_non_ascii_address"
+    assert settings["smtpd_sender_restrictions"].startswith(f"check_sender_access {check},")
+    assert settings["mua_sender_restrictions"].startswith(f"check_sender_access {check},")
+    for name in ("smtpd_recipient_restrictions", "mua_recipient_restrictions"):
+        assert f"check_recipient_access {check}, reject_non_fqdn_recipient" in settings[name]
+    table = settings["qnprov_non_ascii_address"]
+    refused = postfix_tool("postmap", "-c", str(tmp_path), "-q", "nguyễn.văn.ạ@quangninh.test", table)
+    assert refused.stdout.strip() == "553 5.6.7 Non-ASCII address: this server does not support SMTPUTF8"
+    ascii_ok = postfix_tool("postmap", "-c", str(tmp_path), "-q", "nguyen.van.a@quangninh.test", table)
+    assert (ascii_ok.returncode, ascii_ok.stdout, ascii_ok.stderr) == (1, "", "")
 
 
 def test_postfix_staged_set_passes_postfix_check(tmp_path: Path, postfix_tool: PostfixTool) -> None:
