@@ -214,8 +214,12 @@ def test_sieve_redirect_to_gmail_refused_on_reinjection_listener(stack: Stack) -
         stack.send(message, corpus.OFFICIAL, ["canbo.rieng@Gmail.com."], port=stack.reinject_port)
     code, text = refused.value.recipients["canbo.rieng@Gmail.com."]
     assert code == 550 and b"5.7.1" in text and b"1.3(2)" in text, (code, text)
-    log = stack.postfix.log_text()
-    assert re.search(r"postfix/reinject/smtpd\[\d+\]: NOQUEUE: reject: RCPT .*canbo\.rieng@Gmail\.com.*1\.3\(2\)", log)
+    # postlogd writes the log asynchronously: wait (bounded) for the reject line.
+    reject = re.compile(r"postfix/reinject/smtpd\[\d+\]: NOQUEUE: reject: RCPT .*canbo\.rieng@Gmail\.com.*1\.3\(2\)")
+    deadline = time.monotonic() + 30
+    while not reject.search(log := stack.postfix.log_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert reject.search(log), log[-2000:]
     # A vacation auto-reply (null sender) to a citizen is not a forward and goes out.
     reply = message.replace(b"Message-ID: <", b"Auto-Submitted: auto-replied (vacation)\r\nMessage-ID: <vacation.", 1)
     reply = re.sub(rb"(?m)^To: .*$", b"To: nguoidan@gmail.com", reply, count=1)
