@@ -160,6 +160,20 @@ def container_state(name: str) -> str | None:
     return state
 
 
+def container_run_args(host: LabHost) -> list[str]:
+    """``podman run`` for a lab host.
+
+    ``--dns=none``: podman would otherwise own /etc/resolv.conf and rewrite it with the
+    machine's nameservers on every start, undoing the resolver role (a restarted host
+    would bypass its validating resolver). With it, the file is the image's own (the
+    build machine's nameservers, which the first converge needs for apt) and the role's
+    version survives restarts, as on a real host.
+    """
+    publish = [f"127.0.0.1:{hp}:{cp}" for hp, cp in host.publish.values()]
+    return testbed.systemd_run_args(host.container, hostname=host.hostname, publish=publish,
+                                    extra=["--dns=none"])
+
+
 def ensure_container(host: LabHost) -> bool:
     """Start the host's container; reuse it only when it really runs. True if created."""
     state = container_state(host.container)
@@ -167,8 +181,7 @@ def ensure_container(host: LabHost) -> bool:
         return False
     if state is not None:
         testbed.remove_container(host.container)
-    publish = [f"127.0.0.1:{hp}:{cp}" for hp, cp in host.publish.values()]
-    testbed._run(testbed.systemd_run_args(host.container, hostname=host.hostname, publish=publish), timeout=120)
+    testbed._run(container_run_args(host), timeout=120)
     testbed.wait_for_systemd(host.container)
     return True
 

@@ -62,3 +62,11 @@ def test_lab_inventory_env_names_another_lab(tmp_path: Path, monkeypatch):
     assert lab.default_inventory() == lab.LAB_INVENTORY
     monkeypatch.setenv(lab.LAB_INVENTORY_ENV, str(copy))
     assert [h.container for h in lab.load_lab_config().hosts] == ["qnprov-other-mail1"]
+
+
+def test_lab_containers_keep_their_own_resolv_conf():
+    """The resolver role's /etc/resolv.conf must survive a restart: podman must not own the file."""
+    host = lab.load_lab_config(lab.LAB_INVENTORY).hosts[0]
+    args = lab.container_run_args(host)
+    assert "--dns=none" in args and args.index("--dns=none") < args.index("/sbin/init")
+    assert f"--name={host.container}" in args or args[args.index("--name") + 1] == host.container
