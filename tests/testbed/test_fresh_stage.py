@@ -57,9 +57,14 @@ def test_pytest_collecting_nothing_fails_the_step(tmp_path: Path):
     assert testbed.step_verdict(step, rc, counts) == "FAILED: pytest collected no tests (exit 5)"
 
 
+# Inputs for the guard's own tests: throwaway suites, written to tmp_path, whose tests skip
+# (one by a mark, one at run time) so that the guard has an all-skipped run to refuse.
+SKIP_BY_MARK = "@pytest.mark.skipif(True, reason='guard input')\ndef test_a():\n    pass\n"
+SKIP_AT_RUN_TIME = "def test_b():\n    pytest.importorskip('qnprov_guard_input_absent')\n"
+
+
 def test_pytest_where_every_test_skips_fails_the_step(tmp_path: Path):
-    step, rc, counts = _pytest_step(tmp_path, "import pytest\n\n@pytest.mark.skip(reason='x')\ndef test_a():\n"
-                                              "    pass\n\ndef test_b():\n    pytest.skip('y')\n")
+    step, rc, counts = _pytest_step(tmp_path, f"import pytest\n\n{SKIP_BY_MARK}\n{SKIP_AT_RUN_TIME}")
     assert rc == 0
     assert counts == testbed.JunitCounts(tests=2, failures=0, errors=0, skipped=2)
     assert testbed.step_verdict(step, rc, counts) == "FAILED: all 2 tests skipped, none ran"
@@ -68,7 +73,7 @@ def test_pytest_where_every_test_skips_fails_the_step(tmp_path: Path):
 def test_pytest_results_are_counted_and_judged(tmp_path: Path):
     step, rc, counts = _pytest_step(tmp_path, "import pytest\n\ndef test_ok():\n    assert 1\n\n"
                                               "def test_bad():\n    assert 0\n\n"
-                                              "def test_skip():\n    pytest.skip('z')\n")
+                                              f"{SKIP_AT_RUN_TIME}")
     assert rc == 1
     assert counts == testbed.JunitCounts(tests=3, failures=1, errors=0, skipped=1)
     assert (counts.passed, counts.ran) == (1, 2)
@@ -193,7 +198,7 @@ GUARD = paths.PROJECT_ROOT / "scripts" / "pytest-guard.py"
 
 @pytest.mark.parametrize(("body", "rc", "verdict"), [
     (None, 5, "FAILED: pytest collected no tests (exit 5)"),
-    ("import pytest\n\ndef test_a():\n    pytest.skip('nothing checked')\n", 1,
+    (f"import pytest\n\n{SKIP_AT_RUN_TIME}", 1,
      "FAILED: all 1 tests skipped, none ran"),
     ("def test_a():\n    assert 1 + 1 == 2\n", 0, "passed"),
 ])
