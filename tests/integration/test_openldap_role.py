@@ -389,6 +389,15 @@ def test_stored_passwords_are_clean_hashes(lab: Lab, accounts: list[DemoAccount]
     assert problem is None, problem
 
 
+def _assert_clean_hash(lab: Lab, uid: str, dn: str, prefix: str) -> None:
+    """The entry's stored userPassword has the scheme ``prefix`` and nothing after the hash."""
+    stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
+    scheme_ok = stored.startswith(prefix)  # the hash stays out of a failure report
+    assert scheme_ok, stored[:len(prefix)]
+    problem = stored_password_problem(stored)
+    assert problem is None, problem
+
+
 def test_every_password_path_stores_a_clean_hash(lab: Lab, accounts: list[DemoAccount]) -> None:
     """An initial password as `qnprov accounts apply --password-scheme argon2` writes it, then an
     admin's password modify (the rootDN, as `ldappasswd -D cn=admin,...`), then the person's own;
@@ -403,25 +412,13 @@ def test_every_password_path_stores_a_clean_hash(lab: Lab, accounts: list[DemoAc
         "objectClass": ["inetOrgPerson", "qnMailAccount"], "uid": [uid], "cn": [uid], "sn": [uid],
         "mail": [f"{uid}@invalid.test"], "qnAccountStatus": ["disabled"], "userPassword": [initial_hash]})
     try:
-        stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
-        scheme_ok = stored.startswith(ARGON2ID_PREFIX)  # the hash stays out of a failure report
-        assert scheme_ok, stored[:len(ARGON2ID_PREFIX)]
-        problem = stored_password_problem(stored)
-        assert problem is None, problem
+        _assert_clean_hash(lab, uid, dn, ARGON2ID_PREFIX)
 
         _ldap_step(lab, op="passwd", bind_dn=admin_dn, bind_pw=admin_password, dn=dn, new=by_admin)
-        stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
-        scheme_ok = stored.startswith(YESCRYPT_PREFIX)  # the hash stays out of a failure report
-        assert scheme_ok, stored[:len(YESCRYPT_PREFIX)]
-        problem = stored_password_problem(stored)
-        assert problem is None, problem
+        _assert_clean_hash(lab, uid, dn, YESCRYPT_PREFIX)
 
         _ldap_step(lab, op="passwd", bind_dn=dn, bind_pw=by_admin, dn=dn, new=by_self)
-        stored = _stored_passwords(lab, f"(uid={uid})")[dn.lower()]
-        scheme_ok = stored.startswith(YESCRYPT_PREFIX)  # the hash stays out of a failure report
-        assert scheme_ok, stored[:len(YESCRYPT_PREFIX)]
-        problem = stored_password_problem(stored)
-        assert problem is None, problem
+        _assert_clean_hash(lab, uid, dn, YESCRYPT_PREFIX)
 
         bound = run_with_secret(lab, ["ldapwhoami", "-x", "-H", STARTTLS_URI, "-ZZ", "-D", dn], by_self)
         assert bound.rc == 0 and bound.stdout.strip() == f"dn:{dn}", bound.stderr
