@@ -81,7 +81,25 @@ def test_every_password_path_stores_a_clean_hash(slapd: TestSlapd, writer: Conne
     problem = stored_password_problem(stored)
     assert problem is None, problem
 
-    assert Connection(server, dn, "Self-chosen pw 2").bind()
+    # ... and with the old password in the request too (`ldappasswd -a OLD`, what mail
+    # clients' and webmail's password plugins send): slapd checks it against the entry.
+    assert person.rebind(dn, "Self-chosen pw 2")
+    assert person.extend.standard.modify_password(dn, old_password="Self-chosen pw 2",
+                                                  new_password="Self-chosen pw 3")
+    stored = _stored(slapd, dn)
+    scheme_ok = stored.startswith(b"{CRYPT}$y$jAT$")  # the hash stays out of a failure report
+    assert scheme_ok, stored[:len(b"{CRYPT}$y$jAT$")]
+    problem = stored_password_problem(stored)
+    assert problem is None, problem
+    # A wrong old password is refused, and the password stays as it was.
+    wrong = Connection(server, dn, "Self-chosen pw 3", auto_bind=True)
+    assert not wrong.extend.standard.modify_password(dn, old_password="not the password",
+                                                     new_password="Self-chosen pw 4")
+    assert wrong.result["description"] == "unwillingToPerform", wrong.result
+    assert _stored(slapd, dn) == stored
+
+    assert Connection(server, dn, "Self-chosen pw 3").bind()
+    assert not Connection(server, dn, "Self-chosen pw 2").bind()
     assert not Connection(server, dn, "Admin-set pw 1").bind()
     assert not Connection(server, dn, initial).bind()
 
