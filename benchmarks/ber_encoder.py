@@ -48,10 +48,10 @@ from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
 from ldap3.utils.asn1 import encode
 
 from qnprov.directory import ber, planner
-from qnprov_testing import synthetic
 from qnprov.directory.models import DirectoryState
 from qnprov.directory.passwords import hash_passwords
 from qnprov.directory.planner import Desired, PlanOptions
+from qnprov_testing import synthetic
 
 DOMAIN = "quangninh.test"
 BASE_DN = "dc=quangninh,dc=test"

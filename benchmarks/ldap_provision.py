@@ -41,9 +41,9 @@ from qnprov.directory.models import Account, Entry, Plan
 from qnprov.directory.passwords import hash_passwords
 from qnprov.directory.planner import Desired, PlanOptions
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
+from qnprov.policy.domains import is_freemail
 from qnprov_testing import synthetic
 from qnprov_testing.slapd import TestSlapd, running_test_slapd
-from qnprov.policy.domains import is_freemail
 
 DOMAIN = "quangninh.test"
 NOW = "20261129000000Z"

@@ -18,9 +18,9 @@ import pytest
 from ldap3 import BASE, Connection, Server
 
 from qnprov.directory import ldapio
-from qnprov_testing import synthetic
 from qnprov.directory.passwords import CredentialsWriter, stored_password_problem
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
+from qnprov_testing import synthetic
 from qnprov_testing.slapd import TestSlapd
 
 pytestmark = pytest.mark.slapd

@@ -16,13 +16,13 @@ from ldap3.core.exceptions import LDAPInvalidCredentialsResult
 from ldap3.utils.conv import escape_filter_chars
 
 from qnprov.directory import ldapio
-from qnprov_testing import synthetic
 from qnprov.directory.models import Account, Agency
 from qnprov.directory.passwords import CredentialsWriter
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
-from qnprov_testing.slapd import TestSlapd
 from qnprov.directory.wire import Operation
 from qnprov.errors import ExternalError
+from qnprov_testing import synthetic
+from qnprov_testing.slapd import TestSlapd
 
 pytestmark = pytest.mark.slapd
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from qnprov_testing.slapd import TestSlapd, running_test_slapd
 from qnprov.errors import ConfigError
 from qnprov.policy.domains import FREEMAIL_DOMAINS
 from qnprov.policy.forwarding import (
@@ -26,6 +25,7 @@ from qnprov.policy.forwarding import (
     render_freemail_recipient_regexp,
 )
 from qnprov_testing.postfix import PostfixInstance, SmtpSink, make_workdir
+from qnprov_testing.slapd import TestSlapd, running_test_slapd
 
 BASE = "dc=quangninh,dc=test"
 
