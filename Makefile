@@ -25,8 +25,8 @@ bootstrap:
 	./scripts/bootstrap.sh
 
 lint:
-	$(BIN)/ruff check qnprov tests benchmarks scripts
-	$(BIN)/mypy qnprov
+	$(BIN)/ruff check qnprov qnprov_testing tests benchmarks scripts
+	$(BIN)/mypy qnprov qnprov_testing
 	$(BIN)/yamllint -s roles playbooks inventories molecule .yamllint .ansible-lint
 	$(BIN)/ansible-lint --profile production roles playbooks
 

@@ -6,7 +6,7 @@ Why it exists: ``qnprov/directory/ber.py`` replaces ldap3's request encoding for
 operations because "ldap3's encoder is too slow". This measures that claim.
 
 Workload: the requests a first ``qnprov accounts apply`` sends for a synthetic roster
-(``qnprov.directory.synthetic``, as benchmarks/ldap_provision.py uses): the agency
+(``qnprov_testing.synthetic``, as benchmarks/ldap_provision.py uses): the agency
 containers and lists, every account add with a real password hash, the ``-all`` list
 member adds, and a 1% change (a title replaced on every hundredth account).
 
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # qnprov_testing, from the source tree
 
 from goals import Goal, print_goals
 from ldap3.operation.add import add_operation
@@ -46,10 +47,11 @@ from ldap3.operation.modify import modify_operation
 from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
 from ldap3.utils.asn1 import encode
 
-from qnprov.directory import ber, planner, synthetic
+from qnprov.directory import ber, planner
 from qnprov.directory.models import DirectoryState
 from qnprov.directory.passwords import hash_passwords
 from qnprov.directory.planner import Desired, PlanOptions
+from qnprov_testing import synthetic
 
 DOMAIN = "quangninh.test"
 BASE_DN = "dc=quangninh,dc=test"

@@ -1,6 +1,6 @@
 """Benchmark: provisioning 20,000 accounts in 300 agencies against a real slapd.
 
-Each measurement gets a fresh slapd (qnprov.directory.testslapd: the project's schema,
+Each measurement gets a fresh slapd (qnprov_testing.slapd: the project's schema,
 ACLs and base DIT, mdb with fsync off, the same for both tools):
 
 1. ``ldapadd -f`` of an LDIF holding exactly the entries qnprov would write (agency
@@ -31,17 +31,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # qnprov_testing, from the source tree
 
 from goals import Goal, print_goals
 from ldap3 import Connection
 
-from qnprov.directory import inputs, ldapio, planner, synthetic
+from qnprov.directory import inputs, ldapio, planner
 from qnprov.directory.models import Account, Entry, Plan
 from qnprov.directory.passwords import hash_passwords
 from qnprov.directory.planner import Desired, PlanOptions
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
-from qnprov.directory.testslapd import TestSlapd, running_test_slapd
 from qnprov.policy.domains import is_freemail
+from qnprov_testing import synthetic
+from qnprov_testing.slapd import TestSlapd, running_test_slapd
 
 DOMAIN = "quangninh.test"
 NOW = "20261129000000Z"

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/milter_throughput.py [--messages 1500] [--concurrency 20] [--workers 2] [--json]
 
-Same mixed corpus twice through a private Postfix on loopback (qnprov.policy.testpostfix):
+Same mixed corpus twice through a private Postfix on loopback (qnprov_testing.postfix):
 ``smtp-source`` → Postfix (+/- ``qnprov milter`` on a unix socket) → ``smtp-sink``.
 Reports the throughput ratio (with/without milter), msg/s per core, p50/p99 added latency
 (end-of-DATA reply time measured by a Python client, one message per transaction on a
@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "policy"))  # the corpora the tests build
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))  # qnprov_testing, from the source tree
 import milter_corpus as corpus  # noqa: E402
 import policy_corpus as hostile  # noqa: E402
 from goals import Goal, print_goals  # noqa: E402
 
-from qnprov.policy.testpostfix import SMTP_SOURCE, postfix_with_milter  # noqa: E402
+from qnprov_testing.postfix import SMTP_SOURCE, postfix_with_milter  # noqa: E402
 
 
 def mixed_corpus() -> dict[str, bytes]:

@@ -1,7 +1,7 @@
 """Command line for controls: ``qnprov verify``, ``qnprov report traceability``, ``qnprov dns records``.
 
-The lead's root CLI mounts ``verify_command`` as a command and ``report_app`` and
-``dns_app`` as sub-apps. Every user mistake ends as one line on stderr and a
+The root CLI (``qnprov/cli.py``) mounts ``verify_command`` as a command and ``report_app``
+and ``dns_app`` as sub-apps. Every user mistake ends as one line on stderr and a
 non-zero exit (QnprovError.exit_code); verify exits 1 on any fail or error.
 """
 

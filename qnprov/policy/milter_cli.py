@@ -1,6 +1,6 @@
 """Thin CLI over the SMTP-time parts: ``qnprov milter``, ``qnprov quarantine``, ``qnprov audit``.
 
-The lead mounts these in ``qnprov/cli.py``: ``app.command("milter")(milter_command)``,
+The root CLI (``qnprov/cli.py``) mounts them: ``app.command("milter")(milter_command)``,
 ``app.add_typer(quarantine_app, name="quarantine")``, ``app.add_typer(audit_app, name="audit")``.
 """
 

@@ -88,13 +88,14 @@ def _no_check() -> None:
     return None
 
 
-def _lex(text: str, check: Check) -> Iterator[re.Match[str]]:
-    """The lexer, calling ``check`` (the inspection clock) every 65,536 tokens: a single huge
-    part must not run past the wall-clock budget unnoticed."""
+def _lex(text: str, check: Check) -> Iterator[tuple[str | None, re.Match[str]]]:
+    """The lexer: ``(content, match)`` per token, where ``content`` is the text between tags
+    (None for a tag or a stray '<'). It calls ``check`` (the inspection clock) every 65,536
+    tokens: a single huge part must not run past the wall-clock budget unnoticed."""
     for count, match in enumerate(_LEX.finditer(text)):
         if not count & 0xFFFF:
             check()
-        yield match
+        yield match.group(5), match
 
 
 def remove_blocks(text: str, start: str, end: str) -> str:
@@ -126,8 +127,7 @@ def xml_to_text(xml: bytes, check: Check = _no_check) -> str:
     text = _strip_invisible(xml.decode("utf-8", errors="replace"))
     out: list[str] = []
     open_cells = 0
-    for match in _lex(text, check):
-        content = match.group(5)
+    for content, match in _lex(text, check):
         if content is not None:
             out.append(content)
             continue
@@ -247,8 +247,7 @@ def named_properties_to_text(xml: bytes, element: str, check: Check = _no_check)
     lines: list[str] = []
     current: str | None = None
     value: list[str] = []
-    for match in _lex(text, check):
-        content = match.group(5)
+    for content, match in _lex(text, check):
         if content is not None:
             if current is not None:
                 value.append(content)
@@ -292,8 +291,7 @@ def ooxml_segments(archive: object, names: set[str], read: ReadMember,
 def _shared_strings(xml: str, check: Check) -> list[str]:
     strings: list[str] = []
     current: list[str] | None = None
-    for match in _lex(xml, check):
-        content = match.group(5)
+    for content, match in _lex(xml, check):
         if content is not None:
             if current is not None:
                 current.append(content)
@@ -320,8 +318,7 @@ def _sheet_lines(xml: str, shared: list[str], check: Check) -> list[str]:
     cell_text: list[str] = []
     capture = False  # inside <v> or <t>
     header: list[str] | None = None
-    for match in _lex(xml, check):
-        content = match.group(5)
+    for content, match in _lex(xml, check):
         if content is not None:
             if header is not None:
                 header.append(content)

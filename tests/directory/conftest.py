@@ -9,7 +9,7 @@ import pytest
 from ldap3 import Connection
 
 from qnprov.directory import ldapio
-from qnprov.directory.testslapd import TestSlapd, running_test_slapd
+from qnprov_testing.slapd import TestSlapd, running_test_slapd
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qnprov.directory import synthetic
 from qnprov.directory.cli import accounts_app, agency_app
-from qnprov.directory.testslapd import TestSlapd
+from qnprov_testing import synthetic
+from qnprov_testing.slapd import TestSlapd
 
 pytestmark = pytest.mark.slapd
 runner = CliRunner()

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from ldap3 import BASE, Connection, Server
 
-from qnprov.directory import ldapio, synthetic
+from qnprov.directory import ldapio
 from qnprov.directory.passwords import CredentialsWriter, stored_password_problem
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
-from qnprov.directory.testslapd import TestSlapd
+from qnprov_testing import synthetic
+from qnprov_testing.slapd import TestSlapd
 
 pytestmark = pytest.mark.slapd
 

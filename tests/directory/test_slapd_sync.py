@@ -15,13 +15,14 @@ from ldap3 import BASE, Connection, Server
 from ldap3.core.exceptions import LDAPInvalidCredentialsResult
 from ldap3.utils.conv import escape_filter_chars
 
-from qnprov.directory import ldapio, synthetic
+from qnprov.directory import ldapio
 from qnprov.directory.models import Account, Agency
 from qnprov.directory.passwords import CredentialsWriter
 from qnprov.directory.sync import SyncRequest, make_plan, refusal
-from qnprov.directory.testslapd import TestSlapd
 from qnprov.directory.wire import Operation
 from qnprov.errors import ExternalError
+from qnprov_testing import synthetic
+from qnprov_testing.slapd import TestSlapd
 
 pytestmark = pytest.mark.slapd
 
@@ -256,7 +257,7 @@ def test_upstream_directory_as_the_roster_source(slapd: TestSlapd, writer: Conne
 
 @pytest.mark.parametrize("scheme", ["ldaps", "starttls"])
 def test_pipelined_apply_over_verified_tls(slapd: TestSlapd, tmp_path: Path, scheme: str) -> None:
-    from qnprov.directory.testslapd import TLS_SERVER_NAME
+    from qnprov_testing.slapd import TLS_SERVER_NAME
 
     url = slapd.ldaps_url if scheme == "ldaps" else slapd.url
     tls = ldapio.LdapSettings(url=url, base_dn=slapd.base_dn, bind_dn=slapd.writer_dn,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from qnprov.directory.testslapd import TestSlapd, running_test_slapd
 from qnprov.errors import ConfigError
 from qnprov.policy.domains import FREEMAIL_DOMAINS
 from qnprov.policy.forwarding import (
@@ -25,7 +24,8 @@ from qnprov.policy.forwarding import (
     reinject_master_entry,
     render_freemail_recipient_regexp,
 )
-from qnprov.policy.testpostfix import PostfixInstance, SmtpSink, make_workdir
+from qnprov_testing.postfix import PostfixInstance, SmtpSink, make_workdir
+from qnprov_testing.slapd import TestSlapd, running_test_slapd
 
 BASE = "dc=quangninh,dc=test"
 

@@ -29,7 +29,7 @@ from qnprov.policy.forwarding import (
     render_freemail_recipient_regexp,
 )
 from qnprov.policy.milter_cli import quarantine_app
-from qnprov.policy.testpostfix import (
+from qnprov_testing.postfix import (
     MilterProcess,
     PostfixInstance,
     SinkMessage,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qnprov import molecule_verify, paths
+from qnprov import paths
+from qnprov_testing import molecule_verify
 
 
 def test_every_listed_suite_exists_in_the_project():

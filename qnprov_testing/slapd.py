@@ -28,11 +28,11 @@ from pathlib import Path
 
 import jinja2
 
+from qnprov import paths
 from qnprov.directory.passwords import SLAPD_CRYPT_SALT_FORMAT, SLAPD_PASSWORD_HASH
 from qnprov.errors import ExternalError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES_DIR = REPO_ROOT / "templates" / "openldap"
+TEMPLATES_DIR = paths.TEMPLATES_DIR / "openldap"
 SYSTEM_SCHEMA_DIR = Path("/etc/ldap/schema")
 SLAPD = Path("/usr/sbin/slapd")
 SLAPADD = Path("/usr/sbin/slapadd")
