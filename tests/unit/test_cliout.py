@@ -110,3 +110,24 @@ def test_lab_commands_live_in_their_own_module() -> None:
     assert {c.name for c in lab_cli.lab_app.registered_commands} == {"up", "status", "smoke", "down"}
     assert "lab_app" not in {n.targets[0].id for n in ast.parse((PACKAGE / "cli.py").read_text()).body  # type: ignore[attr-defined]
                              if isinstance(n, ast.Assign)}
+
+
+@pytest.mark.parametrize(("task_file", "sample_args", "key"), [
+    ("roles/mta_sts/tasks/config.yml", ["--mode", "testing", "--max-age", "86400", "mx1.example.test"], "policy"),
+    ("roles/postfix/tasks/config.yml", ["extra.example"], "recipient_regexp"),
+])
+def test_the_roles_controller_commands_exist(task_file: str, sample_args: list[str], key: str) -> None:
+    """The literal words after ``'-m', 'qnprov'`` in a role's argv are a command that prints JSON."""
+    import re
+
+    from qnprov.cli import app
+
+    text = (paths.PROJECT_ROOT / task_file).read_text(encoding="utf-8")
+    argv = re.search(r"\[ansible_playbook_python, '-m', 'qnprov', ((?:'[a-z-]+', )*'[a-z-]+')", text)
+    assert argv, f"{task_file} no longer runs python -m qnprov"
+    words = re.findall(r"'([a-z-]+)'", argv.group(1))
+    if "--mode" in words:  # the role passes its own mode and max-age after the command words
+        words = words[:words.index("--mode")]
+    result = CliRunner().invoke(app, [*words, *sample_args])
+    assert result.exit_code == 0, result.stderr
+    assert key in json.loads(result.stdout)
