@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qnprov import __version__, cliout, paths, testbed
-from qnprov.cliout import err, out, print_json
+from qnprov.cliout import JsonOpt, err, out, print_json
 from qnprov.controls.cli import dns_app, report_app, verify_command
 from qnprov.directory.cli import accounts_app, agency_app
 from qnprov.lab_cli import lab_app
@@ -30,7 +30,6 @@ app.command("milter")(milter_command)
 app.command("verify")(verify_command)
 
 InventoryOpt = Annotated[str, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
 
 
 def _print_version(value: bool) -> None:

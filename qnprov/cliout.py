@@ -19,7 +19,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,6 +33,9 @@ EXIT_INTERRUPTED = 130
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: The ``--json`` option of every command that can print one document for machines.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
 
 #: Builds the ``--json`` document a command prints for an error instead of the line, or None.
 JsonOnError = Callable[[QnprovError], Any]

@@ -13,12 +13,11 @@ import typer
 from rich.table import Table
 
 from qnprov import cliout, lab, paths, testbed
-from qnprov.cliout import err, out, print_json
+from qnprov.cliout import JsonOpt, err, out, print_json
 from qnprov.ui import host_table, report_failures, run_site
 
 lab_app = typer.Typer(help="The local lab: the production roles on systemd containers.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
 LabInventoryOpt = Annotated[str | None, typer.Option(
     "-i", "--inventory", help="Lab inventory name or path (default: $QNPROV_LAB_INVENTORY, else lab).")]
 
