@@ -100,3 +100,26 @@ def test_problems_are_one_config_error_naming_the_inventory(tmp_path: Path, inv:
     with pytest.raises(ConfigError, match=r"inventory .*inv: variables of mx2.example.test: ") as caught:
         inventory.load(inv).host_vars("mx2.example.test")
     assert "\n" not in str(caught.value)
+
+
+def test_lab_config_reads_hosts_under_children_and_vars_from_host_and_group_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab inventory laid out like a production one: the lab reads it as Ansible does."""
+    from qnprov import lab
+
+    monkeypatch.setenv("QNPROV_STATE_DIR", str(tmp_path / "state"))
+    root = tmp_path / "lab-dev"
+    _write(root / "hosts.yml", {"all": {"children": {"mta": {"hosts": {"mail9": None}}}}})
+    _write(root / "host_vars" / "mail9.yml", {"qnprov_lab_container": "qnprov-dev-mail9",
+                                              "qnprov_lab_publish": {"smtp": [20025, 25]}})
+    _write(root / "group_vars" / "all.yml", {
+        "qnprov_domain": "dev.test", "qnprov_ldap_base_dn": "dc=dev,dc=test",
+        "openldap_accounts": [{"employee_id": "D1", "mail": "a@dev.test", "password": "{{ lookup('x') }}"}]})
+    config = lab.load_lab_config(root)
+    assert [(h.name, h.container, h.hostname, h.publish) for h in config.hosts] == [
+        ("mail9", "qnprov-dev-mail9", "mail9", {"smtp": (20025, 25)})]
+    assert (config.domain, config.base_dn) == ("dev.test", "dc=dev,dc=test")
+    assert [(a.employee_id, a.address) for a in config.accounts] == [("D1", "a@dev.test")]
+    (root / "group_vars" / "all.yml").write_text("qnprov_domain: dev.test\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="does not set qnprov_ldap_base_dn"):
+        lab.load_lab_config(root)
