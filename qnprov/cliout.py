@@ -23,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from qnprov.errors import QnprovError
 
@@ -61,7 +62,8 @@ def report_error(exc: BaseException) -> None:
     if isinstance(exc, KeyboardInterrupt):
         err.print("[red]interrupted[/red]")
     else:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        # The message is text, never markup: "[/x]" or "[bold]" in a value prints as it is.
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
 
 
 @contextlib.contextmanager

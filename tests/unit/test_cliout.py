@@ -72,6 +72,8 @@ def test_user_errors_keeps_the_command_signature_and_maps_errors() -> None:
     bad = runner.invoke(_app(ConfigError("inventory x not found")), [])
     assert bad.exit_code == 2 and bad.stdout == ""
     assert bad.stderr.strip() == "error: inventory x not found"
+    brackets = runner.invoke(_app(InputError("line 3: [/bold] is not a [b]name")), [])
+    assert brackets.exit_code == 2 and brackets.stderr.strip() == "error: line 3: [/bold] is not a [b]name"
     failed = runner.invoke(_app(ExternalError("podman is gone")), [])
     assert failed.exit_code == 1 and "podman is gone" in failed.stderr
     as_json = runner.invoke(_app(InputError("3 invalid rows"), json_doc=True), [])
