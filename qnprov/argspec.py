@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from qnprov import inventory as inventory_mod
 from qnprov import paths
 from qnprov.errors import ConfigError
 
@@ -56,19 +57,6 @@ def playbook_roles(playbook: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _is_deferred(value: Any) -> bool:
-    """Values Ansible resolves later (templates, vault) cannot be type-checked now."""
-    if type(value).__name__ in {"AnsibleVaultEncryptedUnicode", "EncryptedString"}:
-        return True
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_is_deferred(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_is_deferred(v) for v in value)
-    return False
-
-
 def check_variables(host: str, role: str, spec: Mapping[str, Any], hostvars: Mapping[str, Any],
                     prefixes: Iterable[str]) -> list[VariableProblem]:
     """Problems with one host's variables for one role (pure apart from Ansible's validator)."""
@@ -91,9 +79,9 @@ def check_variables(host: str, role: str, spec: Mapping[str, Any], hostvars: Map
         option.pop("default", None)  # defaults live in defaults/main.yml
         if name in hostvars:
             option["required"] = False
-            if _is_deferred(hostvars[name]):
+            if inventory_mod.is_deferred(hostvars[name]):
                 continue
-            params[name] = _plain(hostvars[name])
+            params[name] = inventory_mod.plain(hostvars[name])
         checked_spec[name] = _strip_descriptions(option)
     result = ArgumentSpecValidator(checked_spec).validate(params)
     for error in result.errors:
@@ -112,61 +100,15 @@ def _strip_descriptions(option: dict[str, Any]) -> dict[str, Any]:
     return option
 
 
-def _plain(value: Any) -> Any:
-    """Strip Ansible's tagged types so the validator sees plain Python data."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return value
-
-
-def inventory_hostvars(inventory: Path, extra_vars_files: Iterable[Path] = ()) -> dict[str, dict[str, Any]]:
-    """Each host's variables as Ansible merges them from the inventory (no play vars)."""
-    from ansible import context
-    from ansible.inventory.manager import InventoryManager
-    from ansible.module_utils.common.collections import ImmutableDict
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
-
-    context.CLIARGS = ImmutableDict(extra_vars=tuple(f"@{p}" for p in extra_vars_files))
-    loader = DataLoader()
-    manager = InventoryManager(loader=loader, sources=[str(inventory)])
-    variables = VariableManager(loader=loader, inventory=manager)
-    result: dict[str, dict[str, Any]] = {}
-    for host in manager.get_hosts():
-        merged = variables.get_vars(host=host, include_hostvars=False)
-        result[host.name] = dict(merged)
-    return result
-
-
-def hosts_for_pattern(inventory: Path, pattern: str) -> list[str]:
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-
-    manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
-    return [h.name for h in manager.get_hosts(pattern=pattern)]
-
-
 def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *, limit: str | None = None,
                        extra_vars_files: Iterable[Path] = (), roles_dir: Path | None = None) -> list[VariableProblem]:
     """Every variable problem of every host the playbook would touch."""
-    if not inventory.exists():
-        raise ConfigError(f"inventory {inventory} not found")
-    hostvars = inventory_hostvars(inventory, extra_vars_files)
-    limited = set(hosts_for_pattern(inventory, limit)) if limit else None
+    parsed = inventory_mod.load(inventory, extra_vars_files=extra_vars_files)
+    limited = set(parsed.hosts_matching(limit)) if limit else None
     all_roles = sorted({r for _, roles in playbook_roles(playbook) for r in roles})
     problems: list[VariableProblem] = []
     for pattern, roles in playbook_roles(playbook):
-        for host in hosts_for_pattern(inventory, pattern):
+        for host in parsed.hosts_matching(pattern):
             if limited is not None and host not in limited:
                 continue
             for role in roles:
@@ -174,7 +116,7 @@ def validate_inventory(inventory: Path, playbook: Path = paths.SITE_PLAYBOOK, *,
                 # A role's prefix is its name; unknown names with that prefix are typos,
                 # unless another role of the play owns them (e.g. qnprov_milter_*).
                 others = [r for r in all_roles if r != role and r.startswith(role)]
-                vars_for_role = {k: v for k, v in hostvars[host].items()
+                vars_for_role = {k: v for k, v in parsed.host_vars(host).items()
                                  if not any(k.startswith(o + "_") for o in others)}
                 problems += check_variables(host, role, spec, vars_for_role, prefixes=[f"{role}_"])
     return problems

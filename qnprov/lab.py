@@ -24,8 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from qnprov import inventory as inventory_mod
 from qnprov import paths, testbed
 from qnprov.errors import ConfigError, ExternalError
 
@@ -89,23 +88,23 @@ def default_inventory() -> Path:
 
 
 def load_lab_config(inventory: Path | None = None) -> LabConfig:
-    """Read the lab's hosts, ports and demo accounts from its inventory files."""
+    """Read the lab's hosts, ports and demo accounts from its inventory."""
     inventory = inventory or default_inventory()
-    hosts_doc = yaml.safe_load((inventory / "hosts.yml").read_text()) or {}
-    group_vars: dict[str, Any] = {}
-    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
-        group_vars.update(yaml.safe_load(path.read_text()) or {})
+    parsed = inventory_mod.load(inventory)
     hosts = []
-    for name, hv in ((hosts_doc.get("all") or {}).get("hosts") or {}).items():
-        hv = hv or {}
-        if "qnprov_lab_container" not in hv:
-            continue
+    for name in parsed.lab_hosts:
+        hv = parsed.literal_vars(name)
         publish = {k: (int(v[0]), int(v[1])) for k, v in (hv.get("qnprov_lab_publish") or {}).items()}
         hosts.append(LabHost(name, hv["qnprov_lab_container"], hv.get("qnprov_lab_hostname", name), publish))
     if not hosts:
         raise ConfigError(f"{inventory}: no host has qnprov_lab_container; not a lab inventory")
+    group_vars = parsed.literal_group_vars("all")
+    missing = [name for name in ("qnprov_domain", "qnprov_ldap_base_dn") if name not in group_vars]
+    if missing:
+        raise ConfigError(f"{inventory}: the all group does not set {', '.join(missing)}")
+    # Each account's password is a lookup (templated): read the two literal fields only.
     accounts = tuple(DemoAccount(str(a["employee_id"]), str(a["mail"]))
-                     for a in group_vars.get("openldap_accounts", []) or [])
+                     for a in parsed.group_vars("all").get("openldap_accounts", []) or [])
     return LabConfig(inventory, tuple(hosts), str(group_vars["qnprov_domain"]),
                      str(group_vars["qnprov_ldap_base_dn"]), accounts)
 

@@ -1,29 +1,19 @@
-"""Terminal output shared by the CLI commands: progress for playbooks, host tables."""
+"""Site playbook runs for the CLI: validation, progress and host tables (printed through :mod:`qnprov.cliout`)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from qnprov import argspec, paths, runner
+from qnprov.cliout import err
 from qnprov.runner import HostStats, PlaybookResult, ProgressEvent
-
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
-
-
-def print_json(data: Any) -> None:
-    """Machine output goes to stdout alone, one document, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
-    sys.stdout.flush()
 
 
 def host_table(hosts: dict[str, HostStats], title: str = "Hosts") -> Table:
@@ -55,7 +45,7 @@ class PlaybookProgress:
         self.progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("{task.fields[current]}", style="dim"),
-            console=console, transient=False, disable=not enabled,
+            console=err, transient=False, disable=not enabled,
         )
         self.task_id = self.progress.add_task(label, total=total, current="")
         self.hosts: dict[str, HostStats] = {}
@@ -88,7 +78,7 @@ class PlaybookProgress:
         if not self.enabled:
             yield self
             return
-        with Live(self._render(), console=console, refresh_per_second=8, transient=True) as live:
+        with Live(self._render(), console=err, refresh_per_second=8, transient=True) as live:
             self.live = live
             yield self
         self.live = None
@@ -101,4 +91,20 @@ class PlaybookProgress:
 
 def report_failures(result: PlaybookResult) -> None:
     for failure in result.failures[:20]:
-        console.print(f"[red]FAILED[/red] {failure.host}: {failure.task}: {failure.message}")
+        err.print(f"[red]FAILED[/red] {failure.host}: {failure.task}: {failure.message}")
+
+
+def run_site(inventory: Path, *, check: bool = False, diff: bool = False, limit: str | None = None,
+             tags: str | None = None, show_progress: bool = True, label: str = "deploy",
+             vault_password_file: Path | None = None) -> runner.PlaybookResult:
+    """Validate the inventory against the roles' specs, then run the site playbook."""
+    argspec.require_valid_inventory(inventory, paths.SITE_PLAYBOOK, limit=limit)
+    estimate = paths.state_dir().parent / f"tasks-{inventory.name}.count"
+    progress = PlaybookProgress(label, estimate_file=estimate, enabled=show_progress)
+    with progress.running():
+        result = runner.run_playbook(paths.SITE_PLAYBOOK, inventory=inventory, check=check, diff=diff,
+                                     limit=limit, tags=tags, on_event=progress,
+                                     vault_password_file=vault_password_file)
+    if not check:
+        progress.finish(result)
+    return result

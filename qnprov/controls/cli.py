@@ -1,22 +1,23 @@
-"""Command line for controls: ``qnprov verify``, ``qnprov report traceability``, ``qnprov dns records``.
+"""Command line for controls: ``qnprov verify``, ``qnprov report traceability``,
+``qnprov dns records`` and ``qnprov dns mta-sts-policy``.
 
-The root CLI (``qnprov/cli.py``) mounts ``verify_command`` as a command and ``report_app``
-and ``dns_app`` as sub-apps. Every user mistake ends as one line on stderr and a
-non-zero exit (QnprovError.exit_code); verify exits 1 on any fail or error.
+The root CLI mounts ``verify_command`` as a command and ``report_app`` and
+``dns_app`` as sub-apps. Every user mistake ends as one line on stderr and its
+exit code (:mod:`qnprov.cliout`); verify exits 1 on any fail or error.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import enum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
+from rich.table import Table
 
 from qnprov import dns as dnsmod
+from qnprov.cliout import finish, out, print_json, user_errors
 from qnprov.controls import reports, traceability
 from qnprov.controls.catalogue import load_catalogue
 from qnprov.controls.dns import DKIM_DIR, read_host_material
@@ -29,7 +30,8 @@ from qnprov.controls.verify import (
     write_results_file,
 )
 from qnprov.controls.waivers import WaiverSet, load_waivers
-from qnprov.errors import ConfigError, QnprovError
+from qnprov.dns import MTA_STS_MAX_AGE
+from qnprov.errors import ConfigError
 
 report_app = typer.Typer(help="Audit reports.", no_args_is_help=True)
 #: Where the common role puts the host certificate chain (qnprov_tls_cert_file).
@@ -38,13 +40,9 @@ HOST_CERT_PATH = "/etc/qnprov/tls/fullchain.pem"
 dns_app = typer.Typer(help="DNS records the hosted domains must publish.", no_args_is_help=True)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except QnprovError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+class _ModeChoice(enum.StrEnum):
+    enforce = "enforce"
+    testing = "testing"
 
 
 def _resolve_inventory(name_or_path: str) -> Path:
@@ -72,7 +70,7 @@ def verify_command(
     = DEFAULT_RESULTS_FILE,
 ) -> None:
     """Verify every host of an inventory against the control catalogue."""
-    with _user_errors():
+    with user_errors():
         catalogue = load_catalogue()
         waiver_set = load_waivers(waivers, catalogue) if waivers else WaiverSet()
         inventory_path = _resolve_inventory(inventory)
@@ -85,17 +83,13 @@ def verify_command(
         if html:
             _write(html, reports.render_html(report, catalogue))
     if as_json:
-        typer.echo(reports.render_json(report))
+        print_json(report.public())
     else:
         _print_summary(report)
-    if not report.ok:
-        raise typer.Exit(1)
+    finish(report.ok)
 
 
 def _print_summary(report: reports.VerifyReport) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"qnprov verify — {report.inventory}")
     for column in ("control", "clause", "status", "detail"):
         table.add_column(column)
@@ -103,9 +97,8 @@ def _print_summary(report: reports.VerifyReport) -> None:
     for control in report.controls:
         table.add_row(control.id, control.clause, f"[{colours[control.status]}]{control.status}[/]",
                       control.detail[:160])
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"summary: {report.summary}  metrics: lynis={report.metrics['lynis_hardening_index']}  "
+    out.print(table)
+    out.print(f"summary: {report.summary}  metrics: lynis={report.metrics['lynis_hardening_index']}  "
                   f"durations: {report.durations}")
 
 
@@ -130,7 +123,7 @@ def traceability_command(
     """Each decision clause with its rules, controls, settings, tests and latest result."""
     from qnprov import paths
 
-    with _user_errors():
+    with user_errors():
         texts, rules, bundle = traceability.load_rules()
         tests_root = tests_dir or paths.PROJECT_ROOT / "tests"
         rule_tests = traceability.find_rule_tests([r.id for r in rules], tests_root)
@@ -142,7 +135,7 @@ def traceability_command(
     if as_json:
         doc = {"bundle": bundle, "verify": {"generated_at": last.generated_at, "inventory": last.inventory}
                if last else None, "clauses": [t.as_dict() for t in matrix]}
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        print_json(doc)
     else:
         typer.echo(traceability.render_text(matrix))
 
@@ -164,7 +157,7 @@ def dns_records_command(
     report_mailbox: Annotated[str | None, typer.Option("--report-mailbox", help="rua address.")] = None,
 ) -> None:
     """Print MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT and TLSA records for the hosted domains."""
-    with _user_errors():
+    with user_errors():
         if dmarc_policy not in ("quarantine", "reject"):
             raise ConfigError(f"--dmarc-policy {dmarc_policy!r}: must be quarantine or reject")
         if mta_sts_mode not in ("enforce", "testing"):
@@ -179,6 +172,23 @@ def dns_records_command(
             typer.echo(dnsmod.render_zone(records), nl=False)
             typer.echo(f"; MTA-STS policy file for https://mta-sts.{name}/.well-known/mta-sts.txt:")
             typer.echo("".join(f";   {line}\n" for line in policy.splitlines()), nl=False)
+
+
+@dns_app.command("mta-sts-policy")
+def mta_sts_policy_command(
+    mx: Annotated[list[str], typer.Argument(help="MX host names the policy allows.")],
+    mode: Annotated[_ModeChoice, typer.Option("--mode", help="enforce or testing.")] = _ModeChoice.enforce,
+    max_age: Annotated[int, typer.Option("--max-age", help="Policy max_age in seconds.")] = MTA_STS_MAX_AGE,
+) -> None:
+    """Print {"policy": TEXT, "id": ID}: the MTA-STS policy file and its _mta-sts TXT id.
+
+    roles/mta_sts runs this on the controller and publishes exactly TEXT, so the id
+    ``qnprov dns records`` announces matches what is served.
+    """
+    with user_errors():
+        mx_hosts = tuple(dnsmod.check_domain(name) for name in mx)
+    policy = dnsmod.mta_sts_policy(mx_hosts, cast(dnsmod.MtaStsMode, mode.value), max_age)
+    print_json({"policy": policy, "id": dnsmod.mta_sts_policy_id(policy)}, indent=None)
 
 
 def _dns_for(domains: list[str], inventory: str | None, dkim_file: Path | None, selector: str | None,
@@ -227,11 +237,3 @@ def _dns_for(domains: list[str], inventory: str | None, dkim_file: Path | None, 
                                  mta_sts_mode=mode)  # type: ignore[arg-type]
         result[name] = (dnsmod.build_records(mail), dnsmod.mta_sts_policy(mx_hosts, mail.mta_sts_mode))
     return result
-
-
-if __name__ == "__main__":  # pragma: no cover - manual use
-    app = typer.Typer()
-    app.command("verify")(verify_command)
-    app.add_typer(report_app, name="report")
-    app.add_typer(dns_app, name="dns")
-    sys.exit(app())

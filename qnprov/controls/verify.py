@@ -1,7 +1,7 @@
 """``qnprov verify``: run the packaged suite on every inventory host, keyed by control.
 
 I/O edge: builds one :class:`VerifyTarget` per host (lab inventories from the lab's
-own config, others through ``ansible-inventory``), runs pytest in a subprocess with
+own config, others from their host variables through :mod:`qnprov.inventory`), runs pytest in a subprocess with
 the collector plugin, and aggregates with :func:`qnprov.controls.results.aggregate`.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from qnprov import inventory as inventory_mod
 from qnprov.controls.catalogue import Catalogue, load_catalogue
 from qnprov.controls.results import TestOutcome, VerifyReport, aggregate
 from qnprov.controls.target import (
@@ -66,9 +66,7 @@ def lab_targets(inventory: Path) -> list[VerifyTarget]:
 
 def lab_config_targets(config: Any) -> list[VerifyTarget]:
     """Targets for a ``qnprov.lab.LabConfig`` (also a molecule host via ``lab.with_port_base``)."""
-    group_vars: dict[str, Any] = {}
-    for path in sorted((config.inventory / "group_vars" / "all").glob("*.yml")):
-        group_vars.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    group_vars = inventory_mod.load(config.inventory).literal_group_vars("all")
     hosted = [str(d) for d in group_vars.get("qnprov_hosted_domains") or [config.domain]]
     return [lab_target(host.name, host.container, host.hostname, host.publish, domain=config.domain,
                        hosted_domains=hosted, ca_file=str(config.ca_cert),
@@ -94,32 +92,6 @@ def lab_target(name: str, container: str, hostname: str, publish: dict[str, tupl
     return VerifyTarget(name=name, backend=f"podman://{container}", lab=True, mail_hostname=hostname,
                         domain=domain, hosted_domains=hosted_domains, endpoints=endpoints, ca_file=ca_file,
                         probe_recipient=recipient, extra_tcp_ports=sorted(extra_ports), ldap_base_dn=ldap_base_dn)
-
-
-def ansible_inventory(inventory: Path) -> dict[str, Any]:
-    binary = Path(sys.executable).parent / "ansible-inventory"
-    command = [str(binary if binary.exists() else "ansible-inventory"), "-i", str(inventory), "--list"]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ExternalError(f"ansible-inventory failed: {exc}") from exc
-    if proc.returncode != 0:
-        raise ExternalError(f"ansible-inventory -i {inventory}: {proc.stderr.strip()[-400:]}")
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
-
-
-def inventory_hosts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """All hosts of an ``ansible-inventory --list`` document with their variables."""
-    hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
-    names: list[str] = []
-    for group, body in data.items():
-        if group == "_meta" or not isinstance(body, dict):
-            continue
-        for name in body.get("hosts", []):
-            if name not in names:
-                names.append(name)
-    return {name: hostvars.get(name, {}) for name in names}
 
 
 def remote_target(name: str, hostvars: dict[str, Any]) -> VerifyTarget:
@@ -153,22 +125,17 @@ def remote_target(name: str, hostvars: dict[str, Any]) -> VerifyTarget:
     )
 
 
-def is_lab_inventory(inventory: Path) -> bool:
-    hosts_file = inventory / "hosts.yml"
-    return hosts_file.is_file() and "qnprov_lab_container" in hosts_file.read_text(encoding="utf-8")
-
-
 def build_targets(inventory: Path) -> list[VerifyTarget]:
-    if inventory.is_dir() and is_lab_inventory(inventory):
+    parsed = inventory_mod.load(inventory)
+    if parsed.is_lab:
         try:
             return lab_targets(inventory)
-        except (KeyError, OSError, yaml.YAMLError) as exc:
+        except (KeyError, OSError) as exc:
             raise ConfigError(f"lab inventory {inventory} is incomplete: {exc}") from exc
-    hosts = inventory_hosts(ansible_inventory(inventory))
-    if not hosts:
+    if not parsed.hosts:
         raise ConfigError(f"inventory {inventory} has no hosts")
     try:
-        return [remote_target(name, hv) for name, hv in hosts.items()]
+        return [remote_target(name, parsed.literal_vars(name)) for name in parsed.hosts]
     except ValidationError as exc:
         raise ConfigError(f"inventory {inventory}: {exc.errors()[0]['msg']}") from exc
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from qnprov import dns
+from qnprov.cliout import err, out, print_json, user_errors
 from qnprov.directory import ldapio, purge
 from qnprov.directory.inputs import DEFAULT_SOURCE_MAP
 from qnprov.directory.models import Agency, Plan, agency_entries
@@ -30,9 +27,6 @@ accounts_app = typer.Typer(help="Mail accounts from the HR roster: plan, apply, 
                            pretty_exceptions_enable=False, add_completion=False)
 agency_app = typer.Typer(help="Provincial agencies: onboard and list.", no_args_is_help=True,
                          pretty_exceptions_enable=False, add_completion=False)
-
-err = Console(stderr=True, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 # --- shared options -------------------------------------------------------------------
 InventoryOpt = Annotated[str | None, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
@@ -63,18 +57,27 @@ AllowMassOpt = Annotated[bool, typer.Option("--allow-mass-change", help="Apply a
 DiffOpt = Annotated[bool, typer.Option("--diff", help="List every change with its attributes.")]
 
 
-@contextlib.contextmanager
-def _user_errors(as_json: bool = False) -> Iterator[None]:
-    """A QnprovError becomes one line (or the JSON document) and its exit code."""
-    try:
-        yield
-    except QnprovError as exc:
-        if as_json and isinstance(exc, InputError):
-            print(json.dumps({"create": 0, "modify": 0, "move": 0, "disable": 0, "enable": 0,
-                              "errors": exc.errors, "applied": False, "message": str(exc)}, ensure_ascii=False))
-        else:
-            err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+class _RefusedPlan(InputError):
+    """A plan that must not be applied; under ``--json`` its counts go out with the reason."""
+
+    def __init__(self, problem: InputError, plan: Plan) -> None:
+        super().__init__(str(problem), problem.errors)
+        self.document = {**plan.summary(applied=False), "message": str(problem)}
+
+
+def _json_error(exc: QnprovError) -> dict[str, Any] | None:
+    """The ``--json`` document for an error: a refused plan's counts, or empty counts and the rows."""
+    if isinstance(exc, _RefusedPlan):
+        return exc.document
+    if isinstance(exc, InputError):
+        return {"create": 0, "modify": 0, "move": 0, "disable": 0, "enable": 0,
+                "errors": exc.errors, "applied": False, "message": str(exc)}
+    return None
+
+
+def _user_errors(as_json: bool = False) -> contextlib.AbstractContextManager[None]:
+    """A QnprovError becomes one line (under ``--json``, the JSON document) and its exit code."""
+    return user_errors(_json_error if as_json else None)
 
 
 def _connection_options(inventory: str | None, ldap_url: str | None, bind_dn: str | None,
@@ -140,13 +143,12 @@ def _plan_and_maybe_apply(apply: bool, *, connection_options: ConnectionOptions,
         problem = refusal(plan, request)
         if problem is not None:
             if as_json:  # the counts of the refused plan, its errors and why nothing was written
-                print(json.dumps({**plan.summary(applied=False), "message": str(problem)}, ensure_ascii=False))
-                raise typer.Exit(problem.exit_code)
+                raise _RefusedPlan(problem, plan)
             _print_plan(plan, diff=diff)
             raise problem
         if not apply:
             if as_json:
-                print(json.dumps(plan.summary(applied=False), ensure_ascii=False))
+                print_json(plan.summary(applied=False), indent=None)
             else:
                 _print_plan(plan, diff=diff)
             return
@@ -165,7 +167,7 @@ def _plan_and_maybe_apply(apply: bool, *, connection_options: ConnectionOptions,
             if credentials is not None:
                 credentials.close()
         if as_json:
-            print(json.dumps(plan.summary(applied=True), ensure_ascii=False))
+            print_json(plan.summary(applied=True), indent=None)
         else:
             out.print(f"Applied: {result.writes} writes, {result.created} accounts created.")
             if credentials is not None:
@@ -269,7 +271,7 @@ def accounts_purge(
                "skipped": plan.skipped, "removed": removed, "dry_run": dry_run,
                "mailbox_commands": printing.commands}
         if as_json:
-            print(json.dumps(doc, ensure_ascii=False))
+            print_json(doc, indent=None)
             return
         for item in plan.items:
             out.print(f"{'would remove' if dry_run else 'removed'} {item.mail} (disabled {item.disabled_at}, "
@@ -332,9 +334,9 @@ def agency_add(
                                              report_address=f"dmarc@{settings.domain}",
                                              primary_domain=settings.domain) if mail_domain else [])
         if as_json:
-            print(json.dumps({"agency": code, "entries_written": written,
-                              "dns": [{"name": r.name.rstrip("."), "type": r.type, "value": r.value} for r in records]},
-                             ensure_ascii=False))
+            print_json({"agency": code, "entries_written": written,
+                        "dns": [{"name": r.name.rstrip("."), "type": r.type, "value": r.value} for r in records]},
+                       indent=None)
             return
         out.print(f"Agency {code}: {written} entries written"
                   + (" (already complete)" if not written else "") + ".")
@@ -367,7 +369,7 @@ def agency_list(
                  "domain": state.agencies[code].domain if code in state.agencies else None,
                  "active": counts[code][0], "disabled": counts[code][1]} for code in sorted(counts)]
         if as_json:
-            print(json.dumps(rows, ensure_ascii=False))
+            print_json(rows, indent=None)
             return
         table = Table(show_edge=False)
         for column in ("code", "name", "parent", "domain", "active", "disabled"):
@@ -376,7 +378,3 @@ def agency_list(
             table.add_row(*("" if row[c] is None else str(row[c])
                             for c in ("code", "name", "parent", "domain", "active", "disabled")))
         out.print(table)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(accounts_app())

@@ -1,61 +1,22 @@
 """Where the directory is and who writes to it: from an inventory, the lab, or options.
 
-A minimal reader until ``qnprov.inventory`` provides the shared loader: plain values
-from ``inventories/<name>/group_vars/all/*.yml`` (templated values are ignored; they
-need Ansible to render), and for the lab the status file ``$QNPROV_STATE_DIR/lab.json``
-that ``qnprov lab status --json`` writes.
+The inventory's ``all`` group variables, read by :mod:`qnprov.inventory` (literal values
+only; templated and vault values need a play to render), and for the lab the status
+file ``$QNPROV_STATE_DIR/lab.json`` that ``qnprov lab status --json`` writes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from qnprov import inventory as inventory_mod
+from qnprov import paths
 from qnprov.directory.ldapio import LdapSettings
 from qnprov.errors import ConfigError
-
-
-def _state_dir() -> Path:
-    try:
-        from qnprov.paths import state_dir
-
-        return state_dir()
-    except ImportError:  # pragma: no cover - the lead's module is optional here
-        return Path(os.environ.get("QNPROV_STATE_DIR") or Path.home() / ".local/state/qnprov/lab")
-
-
-def _inventory_dir(name_or_path: str) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.is_dir():
-        return candidate
-    named = Path(__file__).resolve().parents[2] / "inventories" / name_or_path
-    if named.is_dir():
-        return named
-    raise ConfigError(f"inventory {name_or_path!r} not found (neither a directory nor inventories/{name_or_path})")
-
-
-def inventory_vars(inventory: Path) -> dict[str, Any]:
-    """Literal (untemplated) variables of the inventory's ``all`` group."""
-    values: dict[str, Any] = {}
-    group_dir = inventory / "group_vars" / "all"
-    files = sorted(group_dir.glob("*.yml")) + sorted(group_dir.glob("*.yaml"))
-    single = inventory / "group_vars" / "all.yml"
-    if single.is_file():
-        files.insert(0, single)
-    for path in files:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if isinstance(data, dict):
-            values.update({k: v for k, v in data.items() if not (isinstance(v, str) and "{{" in v)})
-    return values
 
 
 @dataclass(frozen=True)
@@ -94,13 +55,13 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
     url = base_dn = bind_dn = password = domain = tls_name = None
     ca_cert: Path | None = None
     if options.inventory:
-        inventory = _inventory_dir(options.inventory)
-        variables = inventory_vars(inventory)
+        inventory = inventory_mod.load(paths.resolve_inventory(options.inventory))
+        variables = inventory.literal_group_vars("all")
         base_dn = variables.get("qnprov_ldap_base_dn")
         domain = variables.get("qnprov_domain")
         url = variables.get("qnprov_provisioning_ldap_url") or _reachable_service_uri(variables)
-        if _is_lab_inventory(inventory):
-            status_file = _state_dir() / "lab.json"
+        if inventory.is_lab:
+            status_file = paths.state_dir() / "lab.json"
             if not status_file.is_file():
                 raise ConfigError(f"{status_file} is missing: start the lab (qnprov lab up) or give --ldap-url")
             try:
@@ -130,12 +91,6 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
         domain = ".".join(part.split("=", 1)[1] for part in base_dn.split(",") if part.lower().startswith("dc="))
     return LdapSettings(url=url, base_dn=base_dn, bind_dn=bind_dn, bind_password=password,
                         ca_cert=ca_cert, domain=domain, tls_server_name=tls_name)
-
-
-def _is_lab_inventory(inventory: Path) -> bool:
-    """A lab inventory: qnprov creates its hosts (``qnprov_lab_container``) and writes lab.json."""
-    hosts = inventory / "hosts.yml"
-    return inventory.name == "lab" or (hosts.is_file() and "qnprov_lab_container" in hosts.read_text())
 
 
 def _lab_server_name(lab: dict[str, Any], domain: str | None) -> str | None:

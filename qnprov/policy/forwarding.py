@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterable, Sequence
 
 from qnprov.policy.domains import FREEMAIL_DOMAINS, normalise_domain
@@ -175,34 +174,22 @@ def postfix_tables(domains: Sequence[str]) -> dict[str, str]:
 MODES = ("postfix-tables", "regexp", "ldap-exclusion", "ldap-query", "ldap-info-query", "domains")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qnprov.policy.forwarding MODE [EXTRA_DOMAIN...]``.
+def render(what: str, domains: Sequence[str]) -> str:
+    """One of :data:`MODES` as text: what ``qnprov policy freemail WHAT`` prints.
 
-    MODE: postfix-tables (JSON), regexp, ldap-exclusion, ldap-query, ldap-info-query, domains.
-    roles/postfix runs ``postfix-tables`` on the controller, so the maps come from
-    the same list the engine uses.
+    roles/postfix runs ``postfix-tables`` (one JSON document) on the controller, so the
+    maps come from the same list the engine uses.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in MODES:
-        sys.stderr.write(main.__doc__ or "")
-        return 2
-    what, extra = args[0], args[1:]
-    try:
-        domains = freemail_domains(extra)
-    except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    output = {
+    renderers = {
         "postfix-tables": lambda: json.dumps(postfix_tables(domains), ensure_ascii=True) + "\n",
         "regexp": lambda: render_freemail_recipient_regexp(domains),
         "ldap-exclusion": lambda: ldap_forward_exclusion(domains) + "\n",
         "ldap-query": lambda: ldap_forward_query(domains) + "\n",
         "ldap-info-query": lambda: ldap_forward_info_query(domains) + "\n",
         "domains": lambda: "\n".join(domains) + "\n",
-    }[what]()
-    sys.stdout.write(output)
-    return 0
+    }
+    if what not in renderers:
+        from qnprov.errors import InputError
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        raise InputError(f"{what!r} is not one of {', '.join(MODES)}")
+    return renderers[what]()

@@ -1,51 +1,23 @@
 """Thin CLI over the SMTP-time parts: ``qnprov milter``, ``qnprov quarantine``, ``qnprov audit``.
 
-The root CLI (``qnprov/cli.py``) mounts them: ``app.command("milter")(milter_command)``,
+The root CLI mounts these in ``qnprov/cli.py``: ``app.command("milter")(milter_command)``,
 ``app.add_typer(quarantine_app, name="quarantine")``, ``app.add_typer(audit_app, name="audit")``.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from qnprov.errors import QnprovError
-
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(func: F) -> F:
-    """A QnprovError becomes one line on stderr and its exit code, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except QnprovError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
+from qnprov.cliout import err, finish, leave, out, print_json, user_errors
 
 # --- qnprov milter -----------------------------------------------------------
 
 
-@user_errors
+@user_errors()
 def milter_command(
     socket: Annotated[str, typer.Option("--socket", help="unix:/path or inet:port@host")] = (
         "unix:/run/qnprov/milter.sock"
@@ -109,8 +81,6 @@ def milter_command(
         if agency_map:
             StaticAgencyMap.from_file(agency_map)
         if json_out:
-            import json
-
             decision = engine.policy.bundle.decision
             doc = {
                 "version": engine.version,
@@ -120,12 +90,12 @@ def milter_command(
                 "computed_effective_date": (decision.computed_effective_date.isoformat()
                                             if decision.computed_effective_date else None),
             }
-            print(json.dumps(doc, ensure_ascii=False))
+            print_json(doc, indent=None)
             return
         out.print(f"ok: policy {engine.version}, {len(engine.rules)} rules, local domains "
                   f"{', '.join(sorted(engine.local_domains))}")
         return
-    raise typer.Exit(run_milter(settings))
+    leave(run_milter(settings))
 
 
 # --- qnprov quarantine -------------------------------------------------------
@@ -144,7 +114,7 @@ def _quarantine(container: str | None, host: str | None, config_dir: str | None)
 
 
 @quarantine_app.command("list")
-@user_errors
+@user_errors()
 def quarantine_list(
     container: ContainerOpt = None,
     host: HostOpt = None,
@@ -158,7 +128,7 @@ def quarantine_list(
     reasons = hold_reasons_from_audit(audit_log) if audit_log else None
     held = _quarantine(container, host, config_dir).held(reasons=reasons)
     if as_json:
-        _print_json([m.to_json() for m in held])
+        print_json([m.to_json() for m in held])
         return
     table = Table(title=f"held messages: {len(held)}", title_justify="left")
     for column in ("queue id", "arrived", "size", "sender", "recipients", "reason"):
@@ -185,12 +155,11 @@ def _change(action: Literal["release", "delete"], queue_ids: list[str], containe
         out.print(f"{action}d {queue_id}")
     for queue_id in missing:
         err.print(f"[yellow]not held:[/yellow] {queue_id}")
-    if missing:
-        raise typer.Exit(1)
+    finish(not missing)
 
 
 @quarantine_app.command("release")
-@user_errors
+@user_errors()
 def quarantine_release(
     queue_ids: Annotated[list[str], typer.Argument(help="Queue ids to release")],
     container: ContainerOpt = None,
@@ -203,7 +172,7 @@ def quarantine_release(
 
 
 @quarantine_app.command("delete")
-@user_errors
+@user_errors()
 def quarantine_delete(
     queue_ids: Annotated[list[str], typer.Argument(help="Queue ids to delete")],
     container: ContainerOpt = None,
@@ -221,7 +190,7 @@ audit_app = typer.Typer(help="The hash-chained audit trail of policy decisions."
 
 
 @audit_app.command("verify")
-@user_errors
+@user_errors()
 def audit_verify(
     log: Annotated[Path, typer.Argument(help="Audit file or directory of daily files")],
     expect_head: Annotated[str | None, typer.Option("--expect-head", help="Last hash recorded elsewhere")] = None,
@@ -233,19 +202,18 @@ def audit_verify(
 
     result = verify_audit_log(log, expected_head=expect_head, require_genesis=require_genesis)
     if as_json:
-        _print_json(result.to_json())
+        print_json(result.to_json())
     elif result.ok:
         out.print(f"ok: {result.records} records, head {result.head}")
         for warning in result.warnings:
             err.print(f"[yellow]warning:[/yellow] {warning}")
     else:
         err.print(f"[red]TAMPERED:[/red] {result.bad_file} line {result.bad_line}: {result.reason}")
-    if not result.ok:
-        raise typer.Exit(1)
+    finish(result.ok)
 
 
 @audit_app.command("report")
-@user_errors
+@user_errors()
 def audit_report(
     log: Annotated[Path, typer.Argument(help="Audit file or directory of daily files")],
     by: Annotated[str, typer.Option("--by", help="agency|rule")] = "agency",
@@ -266,7 +234,7 @@ def audit_report(
     except ValueError as exc:
         raise InputError(f"{log}: not an audit log ({exc})") from exc
     if as_json:
-        _print_json([row.__dict__ for row in rows])
+        print_json([row.__dict__ for row in rows])
         return
     table = Table(title=f"policy events by {by}", title_justify="left")
     columns = ("agency", "rule", "clause", "action", "count", "first", "last")

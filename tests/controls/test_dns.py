@@ -169,7 +169,7 @@ def test_mta_sts_policy_command_serves_what_dns_announces() -> None:
     import json
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "qnprov.controls.dns", "mta-sts-policy", "--mode", "testing",
+    proc = subprocess.run([sys.executable, "-m", "qnprov", "dns", "mta-sts-policy", "--mode", "testing",
                            "mx1.quangninh.test", "MX2.quangninh.test."], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
@@ -179,6 +179,6 @@ def test_mta_sts_policy_command_serves_what_dns_announces() -> None:
                           "postmaster@quangninh.test", mta_sts_mode="testing")
     announced = next(r.value for r in dns.build_records(mail) if r.name == "_mta-sts.quangninh.test.")
     assert announced == f"v=STSv1; id={printed['id']}"
-    bad = subprocess.run([sys.executable, "-m", "qnprov.controls.dns", "mta-sts-policy", "not a host"],
+    bad = subprocess.run([sys.executable, "-m", "qnprov", "dns", "mta-sts-policy", "not a host"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "is not a domain name" in bad.stderr and bad.stdout == ""

@@ -8,7 +8,7 @@ import pytest
 
 from qnprov import lab
 from qnprov.controls.target import Endpoint, parse_endpoint
-from qnprov.controls.verify import build_targets, inventory_hosts, lab_targets, remote_target, suite_command
+from qnprov.controls.verify import build_targets, lab_targets, remote_target, suite_command
 from qnprov.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,10 +45,26 @@ def test_remote_host_probes_only_its_own_public_ports() -> None:
         remote_target("mx3", {"qnprov_domain": "quangninh.gov.vn", "qnprov_verify_endpoints": {"http": 80}})
 
 
-def test_inventory_listing_and_endpoint_forms() -> None:
-    listing = {"_meta": {"hostvars": {"mx1": {"qnprov_domain": "d.vn"}}},
-               "all": {"children": ["mta"]}, "mta": {"hosts": ["mx1", "mx2"]}}
-    assert inventory_hosts(listing) == {"mx1": {"qnprov_domain": "d.vn"}, "mx2": {}}
+def test_inventory_hosts_become_targets_with_their_merged_vars(tmp_path: Path) -> None:
+    inventory = tmp_path / "inv"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "host_vars").mkdir()
+    (inventory / "hosts.yml").write_text(
+        "all:\n  children:\n    mta:\n      hosts:\n        mx1:\n        mx2:\n          ansible_host: 192.0.2.2\n")
+    (inventory / "group_vars" / "all.yml").write_text("qnprov_domain: d.vn\nqnprov_mail_hostname: '{{ x }}'\n")
+    (inventory / "host_vars" / "mx1.yml").write_text("ansible_user: deploy\n")
+    mx1, mx2 = build_targets(inventory)
+    assert (mx1.name, mx1.backend, mx1.sudo, mx1.domain) == ("mx1", "ssh://deploy@mx1", True, "d.vn")
+    assert (mx2.name, mx2.backend, mx2.sudo) == ("mx2", "ssh://192.0.2.2", False)
+    assert mx2.endpoints["smtp"] == Endpoint(host="192.0.2.2", port=25)
+    # A templated value needs a play to render: the default applies, not the raw template.
+    assert mx1.mail_hostname == "mx1.d.vn"
+    (inventory / "hosts.yml").write_text("all:\n  hosts: {}\n")
+    with pytest.raises(ConfigError, match="has no hosts"):
+        build_targets(inventory)
+
+
+def test_endpoint_forms() -> None:
     assert parse_endpoint("smtp://127.0.0.1:10025") == Endpoint(host="127.0.0.1", port=10025)
     assert parse_endpoint({"host": "::1", "port": 25}).address == "[::1]:25"
     with pytest.raises(ConfigError):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from qnprov.errors import ConfigError
 from qnprov.policy.domains import FREEMAIL_DOMAINS
@@ -20,7 +22,6 @@ from qnprov.policy.forwarding import (
     freemail_domains,
     ldap_forward_info_query,
     ldap_forward_query,
-    main,
     reinject_master_entry,
     render_freemail_recipient_regexp,
 )
@@ -75,25 +76,34 @@ def test_master_entry_and_dovecot_settings() -> None:
     assert settings["plugin"]["sieve_redirect_envelope_from"] == "orig_recipient"
 
 
-def test_module_cli_renders_maps(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["regexp", "extrafree.vn"]) == 0
-    assert "extrafree" in capsys.readouterr().out
-    assert main(["ldap-query"]) == 0
-    assert capsys.readouterr().out.startswith("(&(objectClass=qnMailAccount)")
-    assert main(["bogus"]) == 2
+def _freemail(*args: str) -> Result:
+    """``qnprov policy freemail ...`` as the role runs it on the controller."""
+    from qnprov.cli import app
+
+    return CliRunner().invoke(app, ["policy", "freemail", *args])
 
 
-def test_module_cli_postfix_tables_is_one_json_document_of_the_three_tables(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_freemail_command_renders_maps() -> None:
+    regexp = _freemail("regexp", "extrafree.vn")
+    assert regexp.exit_code == 0 and "extrafree" in regexp.stdout
+    query = _freemail("ldap-query")
+    assert query.exit_code == 0 and query.stdout.startswith("(&(objectClass=qnMailAccount)")
+    bogus = _freemail("bogus")
+    assert bogus.exit_code == 2 and bogus.stdout == "" and "bogus" in bogus.stderr
+
+
+def test_freemail_postfix_tables_is_one_json_document_of_the_three_tables() -> None:
     """What roles/postfix registers on the controller and renders into its staged files."""
-    assert main(["postfix-tables", "extrafree.vn"]) == 0
-    tables = json.loads(capsys.readouterr().out)
+    result = _freemail("postfix-tables", "extrafree.vn")
+    assert result.exit_code == 0, result.stderr
+    tables = json.loads(result.stdout)
     assert set(tables) == {"forward_exclusion", "forward_info_query", "recipient_regexp"}
     assert tables["forward_exclusion"].startswith("(!(|")
     assert "(qnMailForward=*@extrafree.vn)" in tables["forward_exclusion"]
     assert "(qnMailForward=*@gmail.com)" in tables["forward_info_query"]
     assert "/@(.+\\.)?extrafree\\.vn\\.?$/ 550 5.7.1 " in tables["recipient_regexp"]
-    assert main(["postfix-tables", "not a domain"]) == 2
+    bad = _freemail("postfix-tables", "not a domain")
+    assert bad.exit_code == 2 and bad.stdout == "" and "not a domain name: not a domain" in bad.stderr
 
 
 def _ldif(server: TestSlapd) -> str:

@@ -65,7 +65,7 @@ def _render_postfix(target: Path, **overrides: Any) -> None:
     """The files roles/postfix stages (tasks/config.yml, vars/main.yml), rendered the same way."""
     variables = _role_variables("postfix", **overrides)
     enabled = variables["postfix_qnprov_policy_enabled"]
-    # What the role's controller task registers (python -m qnprov.policy.forwarding postfix-tables).
+    # What the role's controller task registers (python -m qnprov policy freemail postfix-tables).
     domains = forwarding.freemail_domains(variables["postfix_qnprov_freemail_extra_domains"])
     variables["__postfix_qnprov_tables"] = forwarding.postfix_tables(domains) if enabled else {}
     env = _environment(TEMPLATES / "postfix")

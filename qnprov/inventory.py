@@ -1,0 +1,209 @@
+"""One reader for Ansible inventories: hosts, groups and each host's merged variables.
+
+Built on Ansible's ``InventoryManager`` and ``VariableManager``, so qnprov sees what a
+playbook run sees: any inventory source Ansible reads (a ``hosts.yml``, a directory of
+them), ``children``, ``group_vars/`` and ``host_vars/`` beside the inventory, merged with
+Ansible's precedence. Nothing is templated: ``{{ ... }}`` strings and vault values need
+a play to render. :meth:`Inventory.host_vars` gives them as Ansible holds them (for the
+argument-spec check, which skips them); :meth:`Inventory.literal_vars` drops them and
+gives plain Python data (for everything that uses the values).
+
+Every problem (no such inventory, a source Ansible cannot parse, a broken ``group_vars``
+file) is a :class:`~qnprov.errors.ConfigError` naming the inventory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from qnprov.errors import ConfigError
+
+#: The variable of a lab host: qnprov creates its container (``qnprov lab up``).
+LAB_CONTAINER_VAR = "qnprov_lab_container"
+#: Groups every host is in; not worth listing.
+_IMPLICIT_GROUPS = ("all", "ungrouped")
+
+
+def is_deferred(value: Any) -> bool:
+    """Values Ansible resolves later (templates, vault) cannot be read or checked now."""
+    if type(value).__name__ in {"AnsibleVaultEncryptedUnicode", "EncryptedString"}:
+        return True
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_deferred(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_deferred(v) for v in value)
+    return False
+
+
+def plain(value: Any) -> Any:
+    """Strip Ansible's tagged types so the value is plain Python data (not for deferred values)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+class Inventory:
+    """A parsed inventory. Build it with :func:`load`."""
+
+    def __init__(self, source: Path, loader: Any, manager: Any, variables: Any) -> None:
+        self.source = source
+        self._loader = loader
+        self._manager = manager
+        self._variables = variables
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    @property
+    def hosts(self) -> list[str]:
+        """Every host, in inventory order."""
+        return [h.name for h in self._manager.get_hosts()]
+
+    def groups(self) -> dict[str, list[str]]:
+        """Each named group with all of its hosts (those of its children included)."""
+        found: dict[str, list[str]] = {}
+        for name, group in sorted(self._manager.groups.items()):
+            if name not in _IMPLICIT_GROUPS:
+                found[name] = sorted(h.name for h in group.get_hosts())
+        return found
+
+    def group_vars(self, group: str = "all") -> dict[str, Any]:
+        """A group's own variables (inline, then ``group_vars/<group>``), without any host's.
+
+        What is true of the whole inventory lives in ``all``; an inventory of variables
+        alone (``group_vars/`` and no hosts) still has them here.
+        """
+        from ansible.errors import AnsibleError
+        from ansible.utils.vars import combine_vars
+        from ansible.vars.plugins import get_vars_from_inventory_sources
+
+        entry = self._manager.groups.get(group)
+        if entry is None:
+            raise ConfigError(f"inventory {self.source} has no group {group!r}")
+        try:
+            files = get_vars_from_inventory_sources(self._loader, [str(self.source)], [entry], "task")
+        except AnsibleError as exc:
+            raise ConfigError(f"inventory {self.source}: variables of group {group}: {_first_line(exc)}") from exc
+        return dict(combine_vars(entry.get_vars(), files))
+
+    def literal_group_vars(self, group: str = "all") -> dict[str, Any]:
+        """:meth:`group_vars` that need no rendering, as plain Python data."""
+        return _literal(self.group_vars(group))
+
+    def hosts_matching(self, pattern: str) -> list[str]:
+        """The hosts an Ansible host pattern (``all``, a group, ``a:!b``, ...) selects."""
+        from ansible.errors import AnsibleError
+
+        try:
+            return [h.name for h in self._manager.get_hosts(pattern=pattern)]
+        except AnsibleError as exc:
+            raise ConfigError(f"inventory {self.source}: host pattern {pattern!r}: {_first_line(exc)}") from exc
+
+    def host_vars(self, host: str) -> dict[str, Any]:
+        """The host's variables as Ansible merges them (inventory, group_vars, host_vars; no play)."""
+        if host not in self._cache:
+            from ansible.errors import AnsibleError
+
+            entry = self._manager.get_host(host)
+            if entry is None:
+                raise ConfigError(f"inventory {self.source} has no host {host!r}")
+            try:
+                self._cache[host] = dict(self._variables.get_vars(host=entry, include_hostvars=False))
+            except AnsibleError as exc:
+                raise ConfigError(f"inventory {self.source}: variables of {host}: {_first_line(exc)}") from exc
+        return dict(self._cache[host])
+
+    def literal_vars(self, host: str) -> dict[str, Any]:
+        """The host's variables that need no rendering, as plain Python data."""
+        return _literal(self.host_vars(host))
+
+    @property
+    def lab_hosts(self) -> list[str]:
+        """The hosts that are lab containers (they have ``qnprov_lab_container``)."""
+        return [host for host in self.hosts if LAB_CONTAINER_VAR in self.host_vars(host)]
+
+    @property
+    def is_lab(self) -> bool:
+        """A lab inventory: qnprov creates its hosts and keeps their state (``lab.json``)."""
+        return bool(self.lab_hosts)
+
+    def all_host_vars(self) -> dict[str, dict[str, Any]]:
+        """:meth:`host_vars` of every host."""
+        return {host: self.host_vars(host) for host in self.hosts}
+
+
+def _literal(variables: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: plain(value) for name, value in variables.items() if not is_deferred(value)}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def load(source: Path | str, *, extra_vars_files: Iterable[Path] = ()) -> Inventory:
+    """Parse an inventory (a file or a directory); ConfigError when it is missing or broken.
+
+    ``extra_vars_files`` are ``-e @file`` for the merge: they win over everything.
+    """
+    from ansible import context
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import IGNORED, InventoryManager
+    from ansible.module_utils.common.collections import ImmutableDict
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"inventory {path} not found")
+
+    class _Manager(InventoryManager):
+        """Remembers the files no inventory plugin could parse (Ansible only warns)."""
+
+        unparsed: list[str]
+
+        def parse_source(self, source: str, cache: bool = False) -> bool:
+            if Path(source).is_dir() and not any(not IGNORED.search(os.fsencode(entry.name))
+                                                 for entry in Path(source).iterdir()):
+                return True  # variables alone (group_vars/, host_vars/): nothing to warn about
+            parsed = bool(super().parse_source(source, cache=cache))
+            if not parsed and not Path(source).is_dir():
+                self.unparsed.append(source)
+            return parsed
+
+    _Manager.unparsed = []
+    context.CLIARGS = ImmutableDict(extra_vars=tuple(f"@{p}" for p in extra_vars_files))
+    loader = DataLoader()
+    warnings = io.StringIO()
+    try:
+        # Ansible prints a multi-line warning per plugin that declines a file; the
+        # user gets one line instead (below), and any other warning as it was.
+        with contextlib.redirect_stderr(warnings):
+            manager = _Manager(loader=loader, sources=[str(path)])
+            variables = VariableManager(loader=loader, inventory=manager)
+    except AnsibleError as exc:
+        raise ConfigError(f"inventory {path}: {_first_line(exc)}") from exc
+    if _Manager.unparsed:
+        # "[WARNING]: Failed to parse inventory with 'auto' plugin: <the cause>"
+        causes = [line.split(": ", 2)[-1] for line in warnings.getvalue().splitlines()
+                  if line.startswith("[WARNING]: Failed to parse") and line.count(": ") >= 2]
+        raise ConfigError(f"inventory {path}: Ansible cannot parse {', '.join(_Manager.unparsed)}"
+                          + (f" ({causes[0]})" if causes else ""))
+    sys.stderr.write(warnings.getvalue())
+    return Inventory(path, loader, manager, variables)

@@ -1,0 +1,136 @@
+"""``qnprov lab ...``: the local lab, the production roles on systemd containers.
+
+Thin over :mod:`qnprov.lab`: read the lab inventory, drive podman and the site
+playbook, print through :mod:`qnprov.cliout`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qnprov import cliout, lab, paths, testbed
+from qnprov.cliout import JsonOpt, err, out, print_json
+from qnprov.ui import host_table, report_failures, run_site
+
+lab_app = typer.Typer(help="The local lab: the production roles on systemd containers.", no_args_is_help=True)
+
+LabInventoryOpt = Annotated[str | None, typer.Option(
+    "-i", "--inventory", help="Lab inventory name or path (default: $QNPROV_LAB_INVENTORY, else lab).")]
+
+
+def _lab_config(inventory: str | None) -> lab.LabConfig:
+    return lab.load_lab_config(paths.resolve_inventory(inventory) if inventory else None)
+
+
+def _print_summary(config: lab.LabConfig, doc: dict[str, object], timings: dict[str, float]) -> None:
+    table = Table(title="qnprov lab", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for name, endpoint in config.endpoints().items():
+        table.add_row(name, endpoint)
+    table.add_row("domain", config.domain)
+    table.add_row("accounts", ", ".join(a.address for a in config.accounts))
+    table.add_row("passwords", "qnprov lab status --json")
+    table.add_row("lab CA", str(config.ca_cert))
+    table.add_row("timings", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    out.print(table)
+
+
+@lab_app.command("up")
+def lab_up(
+    rebuild_image: Annotated[bool, typer.Option("--rebuild-image", help="Rebuild the base image.")] = False,
+    skip_smoke: Annotated[bool, typer.Option("--skip-smoke", help="Do not run the smoke test.")] = False,
+    inventory: LabInventoryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the image if needed, start the lab hosts, deploy, seed and smoke-test."""
+    config = _lab_config(inventory)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with err.status("preparing podman on this host"):
+        testbed.prepare_host()
+    timings["host"] = time.monotonic() - started
+    mark = time.monotonic()
+    with err.status("base image"):
+        built = testbed.build_image(force=rebuild_image, progress=lambda m: err.log(m))
+    timings["image"] = time.monotonic() - mark
+    if built:
+        err.log(f"built {testbed.IMAGE_REF} (version {testbed.IMAGE_VERSION})")
+    mark = time.monotonic()
+    lab.ensure_secrets(config)
+    for host in config.hosts:
+        if lab.ensure_container(host):
+            err.log(f"started container {host.container}")
+    timings["containers"] = time.monotonic() - mark
+    mark = time.monotonic()
+    result = run_site(config.inventory, label="lab converge", show_progress=not as_json)
+    timings["converge"] = time.monotonic() - mark
+    if not as_json:
+        out.print(host_table(result.hosts, title="converge"))
+    if result.failed:
+        report_failures(result)
+        cliout.finish(ok=False)
+    doc = lab.status(config)
+    if not skip_smoke:
+        mark = time.monotonic()
+        smoke = lab.smoke(config)
+        timings["smoke"] = time.monotonic() - mark
+        doc["smoke"] = {"sender": smoke.sender, "recipient": smoke.recipient,
+                        "delivery_seconds": round(smoke.delivery_seconds, 2)}
+    timings["total"] = time.monotonic() - started
+    doc["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    doc["changed"] = sum(h.changed for h in result.hosts.values())
+    lab.write_status_file(config, doc)
+    if as_json:
+        print_json(doc)
+    else:
+        _print_summary(config, doc, timings)
+
+
+@lab_app.command("status")
+def lab_status(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the lab's endpoints, accounts and service states."""
+    config = _lab_config(inventory)
+    doc = lab.status(config)
+    if as_json:
+        print_json(doc)
+        return
+    table = Table(title=f"qnprov lab ({'running' if doc['running'] else 'not running'})", title_justify="left")
+    table.add_column("host")
+    table.add_column("container")
+    table.add_column("services")
+    for host in doc["hosts"]:
+        table.add_row(host["name"], f"{host['container']} ({host['state']})",
+                      " ".join(f"{k}={v}" for k, v in host["services"].items()))
+    out.print(table)
+    for name, endpoint in doc["endpoints"].items():
+        out.print(f"  {name:12} {endpoint}")
+    out.print(f"  CA           {doc['ca_cert']}")
+
+
+@lab_app.command("smoke")
+def lab_smoke(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
+    """Submit a message as one demo account and fetch it over IMAP as another."""
+    config = _lab_config(inventory)
+    result = lab.smoke(config)
+    doc = {"ok": True, "sender": result.sender, "recipient": result.recipient,
+           "submit_seconds": round(result.submit_seconds, 2),
+           "delivery_seconds": round(result.delivery_seconds, 2)}
+    if as_json:
+        print_json(doc)
+    else:
+        out.print(f"smoke ok: {result.sender} -> {result.recipient} "
+                  f"(submitted in {result.submit_seconds:.2f}s, in INBOX after {result.delivery_seconds:.2f}s)")
+
+
+@lab_app.command("down")
+def lab_down(purge: Annotated[bool, typer.Option("--purge", help="Also delete secrets, CA and state.")] = False,
+             inventory: LabInventoryOpt = None) -> None:
+    """Remove the lab containers (and with --purge, its state)."""
+    config = _lab_config(inventory)
+    removed = lab.down(config, purge=purge)
+    out.print(f"removed: {', '.join(removed) or 'nothing'}" + (f"; purged {config.state}" if purge else ""))
