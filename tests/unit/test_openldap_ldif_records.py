@@ -55,7 +55,7 @@ def test_access_template_becomes_one_ordered_replace() -> None:
     assert [value[:3] for value in values] == ["{0}", "{1}", "{2}"]
     # Folded lines are joined exactly as slapd stores them: one space between clauses.
     assert values[0] == (
-        "{0}to attrs=userPassword by self =w"
+        "{0}to attrs=userPassword by self =xw"
         f' by dn.exact="cn=qnprov,ou=services,{BASE_DN}" =w by anonymous auth by * none'
     )
     assert f'by dn.exact="cn=postfix,ou=services,{BASE_DN}" read' in values[2]
