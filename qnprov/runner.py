@@ -85,6 +85,13 @@ _RESULT_KINDS = {
 def _failure_message(res: Mapping[str, Any]) -> str:
     if res.get("_ansible_no_log"):
         return "(output hidden by no_log)"
+    # A loop says only "One or more items failed": name each failed item and its own message.
+    items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
+    if items:
+        parts = [f"{item.get('_ansible_item_label', item.get('item', '?'))}: {_failure_message(item)}"
+                 if not item.get("_ansible_no_log") else "(output hidden by no_log)" for item in items[:3]]
+        more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+        return ("; ".join(parts) + more)[:600]
     for key in ("msg", "stderr", "module_stderr", "reason"):
         value = res.get(key)
         if value:
