@@ -13,7 +13,8 @@ a hostile archive cannot exhaust memory or time, and that nothing is skipped sil
   member's size, the shared file count and the expanded total are checked before reading;
   tarfile stops quietly at a damaged header after the first, so anything but zero padding
   after the last member read makes the archive uninspectable;
-* every member is inspected again by ``inspect_file`` (sniffed by content), one level deeper.
+* every member is inspected again through the ``inspect`` callback (the extractor's
+  ``inspect_file``, which sniffs by content), one level deeper.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ import lzma
 import tarfile
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from qnprov.policy.extract import Budget, Extraction
+from qnprov.policy.extract_types import Budget, Extraction, LimitExceeded, Problem
 
 #: xz -9 needs 65 MiB of dictionary to decode; more than this is refused, not allocated.
 XZ_MEMORY_LIMIT = 96 * 2**20
@@ -126,8 +125,6 @@ def inner_name(name: str, kind: str) -> str:
 
 def inspect_compressed(kind: str, name: str, data: bytes, location: str, depth: int, budget: Budget,
                        out: Extraction, inspect: Inspect) -> None:
-    from qnprov.policy.extract import Problem
-
     limits = budget.limits
     cap = min(limits.max_member_bytes, int(limits.max_expansion_ratio * max(len(data), 1)))
     try:
@@ -156,8 +153,6 @@ def looks_like_tar(data: bytes) -> bool:
 
 
 def inspect_tar(data: bytes, location: str, depth: int, budget: Budget, out: Extraction, inspect: Inspect) -> None:
-    from qnprov.policy.extract import LimitExceeded, Problem
-
     limits = budget.limits
     members: list[tuple[str, bytes]] = []
     try:

@@ -21,7 +21,7 @@ from qnprov.errors import InputError
 from qnprov.policy import forwarding
 from qnprov.policy.bundle import load_policy
 from qnprov.policy.engine import Envelope, PolicyEngine
-from qnprov.policy.extract import decode_header_value, parse_message
+from qnprov.policy.mime import decode_header_value, parse_message
 from qnprov.policy.tlsmap import render_tls_policy_map
 
 policy_app = typer.Typer(help="The decision as code: inspect the rule bundle and check messages offline.",

@@ -13,8 +13,9 @@ from email.utils import parseaddr
 
 from qnprov.policy.bundle import PolicyData
 from qnprov.policy.domains import domain_of, match_domain
-from qnprov.policy.extract import Entity, Extraction, decode_header_value
+from qnprov.policy.extract_types import Extraction
 from qnprov.policy.markings import MarkingMatcher
+from qnprov.policy.mime import Entity, decode_header_value
 from qnprov.policy.models import (
     ClassifiedMarkingParams,
     Direction,

@@ -19,8 +19,10 @@ from typing import Any, Literal
 from qnprov.policy.bundle import PolicyData, enabled_rules, load_policy
 from qnprov.policy.detectors import DETECTORS, Context
 from qnprov.policy.domains import domain_of
-from qnprov.policy.extract import Extraction, Problem, extract, split_entity
+from qnprov.policy.extract import extract
+from qnprov.policy.extract_types import Extraction, Problem
 from qnprov.policy.markings import MarkingMatcher
+from qnprov.policy.mime import split_entity
 from qnprov.policy.models import ACTION_STRENGTH, Rule
 from qnprov.policy.signatures import SignatureResult, SignatureVerifier, load_anchors
 

@@ -13,6 +13,9 @@ import typer
 from rich.table import Table
 
 from qnprov.cliout import err, finish, leave, out, print_json, user_errors
+from qnprov.errors import ConfigError, InputError
+from qnprov.policy.audit import AuditLog, StaticAgencyMap, iter_audit_records, summarise, verify_audit_log
+from qnprov.policy.quarantine import Quarantine, executor_for, hold_reasons_from_audit, quarantine_event
 
 # --- qnprov milter -----------------------------------------------------------
 
@@ -51,8 +54,9 @@ def milter_command(
     ] = False,
 ) -> None:
     """Run the policy milter (SIGHUP reloads the bundle; SIGTERM stops)."""
-    from qnprov.errors import ConfigError
-    from qnprov.policy.milter import MilterSettings, parse_reinject_daemons, run_milter
+    # Imported here, not at the top: the milter package loads libmilter and the policy engine
+    # (about a second), which every other `qnprov` command would pay for at start-up.
+    from qnprov.policy.milter import MilterSettings, load_engine, parse_reinject_daemons, run_milter
 
     if on_error not in ("tempfail", "accept", "reject"):
         raise ConfigError(f"--on-error must be tempfail, accept or reject, got {on_error!r}")
@@ -74,9 +78,6 @@ def milter_command(
         socket_umask=umask,
     )
     if check_config:
-        from qnprov.policy.audit import StaticAgencyMap
-        from qnprov.policy.milter import load_engine
-
         engine = load_engine(bundle, overrides)
         if agency_map:
             StaticAgencyMap.from_file(agency_map)
@@ -108,7 +109,6 @@ AuditOpt = Annotated[Path | None, typer.Option("--audit-log", help="Audit trail:
 
 
 def _quarantine(container: str | None, host: str | None, config_dir: str | None) -> Any:
-    from qnprov.policy.quarantine import Quarantine, executor_for
 
     return Quarantine(executor_for(container, host), config_dir=config_dir)
 
@@ -123,7 +123,6 @@ def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List held messages."""
-    from qnprov.policy.quarantine import hold_reasons_from_audit
 
     reasons = hold_reasons_from_audit(audit_log) if audit_log else None
     held = _quarantine(container, host, config_dir).held(reasons=reasons)
@@ -141,12 +140,10 @@ def quarantine_list(
 
 def _change(action: Literal["release", "delete"], queue_ids: list[str], container: str | None, host: str | None,
             config_dir: str | None, audit_log: Path | None) -> None:
-    from qnprov.policy.quarantine import quarantine_event
 
     quarantine = _quarantine(container, host, config_dir)
     done, missing = (quarantine.release if action == "release" else quarantine.delete)(queue_ids)
     if audit_log and done:
-        from qnprov.policy.audit import AuditLog
 
         with AuditLog(audit_log) as log:
             for queue_id in done:
@@ -198,7 +195,6 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check the hash chain; exit 1 naming the first bad line."""
-    from qnprov.policy.audit import verify_audit_log
 
     result = verify_audit_log(log, expected_head=expect_head, require_genesis=require_genesis)
     if as_json:
@@ -223,8 +219,6 @@ def audit_report(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What was blocked or flagged, per agency or per rule, and when (Article 2)."""
-    from qnprov.errors import InputError
-    from qnprov.policy.audit import iter_audit_records, summarise
 
     if by not in ("agency", "rule"):
         raise InputError(f"--by must be agency or rule, got {by!r}")

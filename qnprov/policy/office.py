@@ -8,6 +8,9 @@ marking matcher see a stamp alone in its cell or text box.
 Everything here runs in time linear in the input. Hostile XML ("<w:r>" repeated a million
 times without a closing tag) would make ``<a>.*?</a>`` patterns quadratic, so blocks are
 cut with ``str.find`` and tags are read by one lexer whose patterns never cross a '<'.
+
+size-reason: one concern, Office XML to text; the Word/PowerPoint, Excel and ODF readers share
+the lexer and the caps-styling helpers, and a module per reader would have to export those internals.
 """
 
 from __future__ import annotations

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from qnprov.policy.extract_types import Budget, Extraction, Problem, Segment, SignedObject
 from qnprov.policy.markings import normalise_text
-
-if TYPE_CHECKING:
-    from qnprov.policy.extract import Budget, Extraction
 
 # Bounded repetitions: a hostile file cannot make the search backtrack over long runs.
 _BYTE_RANGE = re.compile(rb"/ByteRange\s{0,8}\[\s{0,8}" + rb"\s{1,8}".join([rb"(\d{1,12})"] * 4) + rb"\s{0,8}\]")
@@ -67,9 +65,6 @@ def _annotation_and_field_texts(page: Any, limit: int) -> list[str]:
 
 def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> None:
     pymupdf = _pymupdf()
-
-    from qnprov.policy.extract import Problem, Segment, SignedObject
-
     if b"/ByteRange" in data and _BYTE_RANGE.search(data):
         out.signed.append(SignedObject(location, "pdf", data))
     try:

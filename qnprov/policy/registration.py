@@ -29,8 +29,9 @@ from email.utils import parseaddr
 
 from qnprov.policy.bundle import PolicyData
 from qnprov.policy.domains import domain_of, match_domain
-from qnprov.policy.extract import Entity, decode_body, decode_header_value, html_to_text, split_entity, split_multipart
+from qnprov.policy.html_text import html_to_text
 from qnprov.policy.markings import normalise_text
+from qnprov.policy.mime import Entity, decode_body, decode_header_value, split_entity, split_multipart
 from qnprov.policy.models import SubjectPatterns
 
 #: Human names of the categories in registration-senders.txt.

@@ -27,7 +27,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from qnprov.policy.extract import SignedObject
+from qnprov.policy.extract_types import SignedObject
 
 Status = Literal["valid", "invalid", "untrusted", "unverifiable"]
 # Bounded repetitions: a hostile file cannot make the search backtrack over long runs.

@@ -9,7 +9,7 @@ from email.message import Message
 import pytest
 from policy_corpus import docx, message, pdf, to_cp1258, xlsx
 
-from qnprov.policy.extract import decode_body, split_entity, split_multipart
+from qnprov.policy.mime import decode_body, split_entity, split_multipart
 
 
 def stdlib_leaves(raw: bytes) -> list[bytes]:
