@@ -87,8 +87,18 @@ class MarkingHit:
 # ("T U Y Ệ T   M Ậ T"). Tabs stay cell separators.
 _LETTER = r"[^\W\d_][\u0300-\u036f]*"
 _GAP = r"[^\S\t\n\r\f\v]{1,8}"
-_SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_LETTER})(?:{_GAP}{_LETTER}){{1,60}}(?![^\W\d_])")
-_SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead[^\S\n]+t", re.IGNORECASE)
+# PDF character spacing is often extracted as short fragments rather than single letters:
+# "T ỐI M ẬT", "M ẬT" (PyMuPDF joins glyphs whose gap is below its threshold). A token is
+# one to three letters; a run with any multi-letter token only counts when it spells known
+# forms exactly, so ordinary short words ("ở mức tối mật") are never joined.
+_TOKEN = rf"(?:{_LETTER}){{1,3}}"
+_LETTER_RUN = re.compile(rf"(?<![^\W\d_])(?:{_LETTER})(?:{_GAP}{_LETTER}){{1,60}}(?![^\W\d_])")
+_SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_TOKEN})(?:{_GAP}{_TOKEN}){{1,60}}(?![^\W\d_])")
+_FRAGMENT_LINE = re.compile(rf"[^\S\n]*(?:{_TOKEN})(?:{_GAP}(?:{_TOKEN}))*[^\S\n]*")
+_SINGLE_LETTER = re.compile(rf"(?<![^\W\d_]){_LETTER}(?![^\W\d_])")
+_SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead|\u1ead[^\S\n]+t", re.IGNORECASE)
+_MAX_FRAGMENT_LINES = 4  # a stamp split over lines by the extractor: "T ỐI" / "M ẬT"
+_COMBINING = re.compile("[\u0300-\u036f]")
 _GAP_SPLIT = re.compile(r"[^\S\t\n\r\f\v]+")
 # A list item: an optional bullet or number, the item, optional closing punctuation.
 _LIST_ITEM = re.compile(r"\s*(?:[-–—•*·+>▪◦]|\d{1,2}[.)]|[a-cA-C][.)])?\s*(?P<item>[^\W\d_][^\n]{0,40}?)\s*[.;,]?\s*$")
@@ -164,6 +174,8 @@ class MarkingMatcher:
             return []
         hits: list[MarkingHit] = []
         lines = text.splitlines()
+        if _SPACED_QUICK.search(text):
+            lines = self._join_fragment_lines(lines)
         for index, line in enumerate(lines):
             if not _QUICK.search(line):
                 if not _SPACED_QUICK.search(line):
@@ -172,7 +184,7 @@ class MarkingMatcher:
             elif _SPACED_QUICK.search(line):
                 line = self._despace(line)
             line_hits = self._line_hits(line)
-            if line_hits and self._in_explained_list(lines, index):
+            if line_hits and (self._in_explained_list(lines, index) or self._in_explained_row(lines, index, line)):
                 continue
             hits.extend(line_hits)
             if len(hits) >= limit:
@@ -203,6 +215,58 @@ class MarkingMatcher:
         intro = next((line for line in reversed(lines[max(0, start - 3):start]) if line.strip()), "")
         return self._cues.search(intro) is not None
 
+    def _in_explained_row(self, lines: list[str], index: int, line: str) -> bool:
+        """A row of the specimen stamps, every level exactly once and nothing else
+        ("TUYỆT MẬT | TỐI MẬT | MẬT"), right under an explanatory line ("Mẫu con dấu các độ
+        mật như sau:"): training text. Two levels side by side, or a row without that
+        explanation, is a marked document."""
+        mentions = [_SPACES.sub(" ", m.group(0)).casefold() for m in self._mentions.finditer(line)]
+        named = [self._level_words.get(mention) for mention in mentions]
+        if len(named) != len(self._levels) or set(named) != self._levels:
+            return False
+        if any(ch.isalpha() for ch in self._stamp_like_residue.sub(" ", line)):
+            return False
+        intro = next((text for text in reversed(lines[max(0, index - 3):index]) if text.strip()), "")
+        return self._cues.search(intro) is not None
+
+    def _join_fragment_lines(self, lines: list[str]) -> list[str]:
+        """A letter-spaced stamp the extractor broke over lines ("T ỐI " then "M ẬT"): the
+        longest run of consecutive fragment lines that spells known forms, with at least one
+        single letter and one stamp, becomes one line."""
+        out: list[str] = []
+        index = 0
+        while index < len(lines):
+            line = lines[index]
+            joined = None
+            if line.strip() and _FRAGMENT_LINE.fullmatch(line):
+                end = index + 1
+                while (end < len(lines) and end - index < _MAX_FRAGMENT_LINES and lines[end].strip()
+                       and _FRAGMENT_LINE.fullmatch(lines[end])):
+                    end += 1
+                for stop in range(end, index + 1, -1):
+                    group = " ".join(lines[index:stop])
+                    phrases = self._spelled_stamps(group)
+                    if phrases is not None:
+                        joined, index = "  ".join(phrases), stop
+                        break
+            if joined is None:
+                out.append(line)
+                index += 1
+            else:
+                out.append(joined)
+        return out
+
+    def _spelled_stamps(self, run: str) -> list[str] | None:
+        """Known forms a run of fragments spells, stamps upper-cased, or None. The run must
+        hold a single letter (it is letter-spaced, not words) and spell at least one stamp."""
+        letters = _collapse(run)
+        if len(letters) > _MAX_SPELLED or not _SINGLE_LETTER.search(run):
+            return None
+        phrases = self._spell(letters)
+        if not phrases or not any(p in self._stamps for p in phrases):
+            return None
+        return [p.upper() if p in self._stamps or run.isupper() else p for p in phrases]
+
     def _despace(self, line: str) -> str:
         """Letter-spaced runs written out as words: "T U Y Ệ T   M Ậ T" -> "TUYỆT MẬT".
 
@@ -210,7 +274,7 @@ class MarkingMatcher:
         rebuilt from them, each its own segment; any other run becomes its words, so
         "B Ả O   M Ậ T" reads "BẢO MẬT", which is no stamp."""
 
-        def repl(match: re.Match[str]) -> str:
+        def letters_only(match: re.Match[str]) -> str:
             run = match.group(0)
             letters = _collapse(run)
             # Known forms are short ("ĐỘ MẬT TUYỆT MẬT" is 13 letters); a longer run is words.
@@ -223,6 +287,15 @@ class MarkingMatcher:
                 return run  # evenly spaced and no known form: leave it
             words = re.split(rf"[^\S\t\n\r\f\v]{{{narrow + 1},}}", run)
             return " ".join(_GAP_SPLIT.sub("", word) for word in words)
+
+        def repl(match: re.Match[str]) -> str:
+            run = match.group(0)
+            if all(len(token) == 1 for token in _GAP_SPLIT.split(_COMBINING.sub("", run))):
+                return letters_only(match)
+            # Fragments ("T ỐI M ẬT"): only an exact spelling of known forms with a stamp;
+            # otherwise the single letters inside ("gửi T Ố I   M Ậ T") are read as before.
+            spelled = self._spelled_stamps(run)
+            return "  ".join(spelled) if spelled is not None else _LETTER_RUN.sub(letters_only, run)
 
         return _SPACED_RUN.sub(repl, line)
 
@@ -243,6 +316,7 @@ class MarkingMatcher:
         hits: list[MarkingHit] = []
         named: set[str] = set()
         field = False
+        explained_field = False
         for match in self._metadata.finditer(line):
             levels = []
             for value in self._value.finditer(match.group("values")):
@@ -252,19 +326,24 @@ class MarkingMatcher:
                     levels.append(self._letters[value.group("letter")])
             named.update(levels)
             field = field or self._is_field(line[:match.start()])
+            # "Mức độ mật: Tuyệt mật, Tối mật, Mật là ba mức phân loại": a label followed by
+            # every level and then an explanation is prose about the levels, not a field.
+            explained_field = explained_field or (set(levels) == self._levels
+                                                  and self._cues.search(line[match.end():]) is not None)
             level = min(levels, key=self._rank.__getitem__)
             hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
         for match in self._bracket_tag.finditer(line):
             level = _SPACES.sub(" ", match.group(1)).capitalize()
             named.add(level)
             hits.append(MarkingHit(level, "tag", _excerpt(line, match.start(), match.end())))
-        if "M\u1eacT" in line:  # stamps are upper case: without "MẬT" there is no stamp segment
+        # Stamps are upper case ("MẬT"), or two words in title case ("Tối Mật"), which prose never is.
+        if "M\u1eacT" in line or "M\u1eadt" in line:
             stamps = self._stamps_in(line)
             named.update(hit.level for hit in stamps)
             hits.extend(stamps)
         if hits:
             named.update(_SPACES.sub(" ", m.group(0)).capitalize() for m in self._mentions.finditer(line))
-            if len(named) > 1 and not field and self._is_enumeration(line, named):
+            if len(named) > 1 and (not field or explained_field) and self._is_enumeration(line, named):
                 return []
             hits.sort(key=lambda hit: self._rank[hit.level])
         return hits
@@ -291,10 +370,12 @@ class MarkingMatcher:
         hits = []
         joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
         for segment in _SEGMENT_SPLIT.split(joined):
-            if not segment or "M\u1eacT" not in segment:
+            if not segment or ("M\u1eacT" not in segment and "M\u1eadt" not in segment):
                 continue
             candidate = _SPACES.sub(" ", segment.strip(_STRIP))
             level_name = self._stamps.get(candidate)
+            if level_name is None and " " in candidate and candidate.istitle():
+                level_name = self._stamps.get(candidate.upper())
             if level_name is not None:
                 hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
             elif len(candidate) <= _MAX_STAMP_RUN and self._stamp_run.fullmatch(candidate):
