@@ -200,10 +200,12 @@ def attachment_names(entity: Entity | None) -> list[str]:
     return names
 
 
-def _name_text(name: str) -> str:
-    """A file name as text: no extension; "_" and "." between words read as spaces."""
+def _name_text(name: str) -> tuple[str, str]:
+    """A file name as text, without its extension: (words, segments). In the words "_" and
+    "." read as spaces; in the segments "_" separates like a column gap ("TỐI MẬT_QD_15")."""
     stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
-    return normalise_text(stem.replace("_", " ").replace(".", " "))
+    words = normalise_text(stem.replace("_", " ").replace(".", " "))
+    return " ".join(words.split()), normalise_text(stem.replace("_", " | ").replace(".", " "))
 
 
 def classified_marking_filename(ctx: Context, rule: Rule) -> list[tuple[str, str, str]]:
@@ -217,9 +219,13 @@ def classified_marking_filename(ctx: Context, rule: Rule) -> list[tuple[str, str
     for location in locations:
         for component in location.split("/")[1:]:  # archive members and nested parts
             located.setdefault(component.removeprefix("attachment:"), location)
+    ordinary = [word.casefold() for word in ctx.policy.markings.ordinary_words]
     found = []
     for name, location in located.items():
-        for hit in matcher.find(_name_text(name), limit=1):
+        words, segments = _name_text(name)
+        if any(word in words.casefold() for word in ordinary):
+            continue
+        for hit in matcher.find(segments, limit=1):
             found.append((location, hit.level, f"{hit.level} ({hit.form} in file name): {_short(name)}"))
             break
     return found
