@@ -132,7 +132,10 @@ class MarkingMatcher:
         self._stamp_run = re.compile(rf"(?:{ordered})(?: (?:{ordered}))+")
         # Letter-spaced forms, by their letters alone: "t ố i m ậ t" -> "TỐI MẬT" (a stamp in
         # any case once spelled out letter by letter), "Đ ộ   m ậ t" -> "Độ mật" (a label).
-        self._spelled: dict[str, str] = {_collapse(label): label for label in data.metadata_labels}
+        # Ordinary words spelled out ("B Ả O   M Ậ T") are read as those words, never as a stamp.
+        self._ordinary = frozenset(data.ordinary_words)
+        self._spelled: dict[str, str] = {_collapse(word): word for word in data.ordinary_words}
+        self._spelled.update({_collapse(label): label for label in data.metadata_labels})
         self._spelled.update({_collapse(stamp): stamp for stamp in data.not_secrecy})
         self._spelled.update({_collapse(stamp): stamp for stamp in self._stamps})
         self._longest_spelled = max(len(key) for key in self._spelled)
@@ -158,6 +161,10 @@ class MarkingMatcher:
         self._level_words.update({level.name.casefold(): level.name for level in data.levels})
         # Every mention of a level name in any case, longest first ("TỐI MẬT" before "MẬT").
         self._mentions = re.compile(rf"(?<!\w)(?:{values})(?!\w)", re.IGNORECASE)
+        # A line that ends in a space continues on the next one when the two words form an
+        # ordinary word or a stamp: "BẢO " / "MẬT" is "BẢO MẬT" (PDF word spacing), "TỐI " / "MẬT" is "TỐI MẬT".
+        self._bridges = {word.casefold() for word in data.ordinary_words}
+        self._bridges.update(stamp.casefold() for stamp in self._stamps if " " in stamp)
         cues = [re.escape(cue).replace(r"\ ", r"\s+") for cue in data.enumeration_cues]
         self._cues = re.compile(rf"(?<!\w)(?:{'|'.join(cues)})(?!\w)" if cues else "(?!)", re.IGNORECASE)
         # What is left of a line once every level, label, letter and separator is removed:
@@ -173,7 +180,7 @@ class MarkingMatcher:
         if not _QUICK.search(text) and not _SPACED_QUICK.search(text):
             return []
         hits: list[MarkingHit] = []
-        lines = text.splitlines()
+        lines = self._join_continued_lines(text.splitlines())
         if _SPACED_QUICK.search(text):
             lines = self._join_fragment_lines(lines)
         for index, line in enumerate(lines):
@@ -215,6 +222,18 @@ class MarkingMatcher:
         intro = next((line for line in reversed(lines[max(0, start - 3):start]) if line.strip()), "")
         return self._cues.search(intro) is not None
 
+    def _join_continued_lines(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            if out and out[-1][-1:] in (" ", "\u00a0") and line[:1].strip():
+                last = out[-1].split()[-1:] if out[-1].strip() else []
+                first = line.split()[:1]
+                if last and first and f"{last[0]} {first[0]}".casefold() in self._bridges:
+                    out[-1] = out[-1].rstrip() + " " + line
+                    continue
+            out.append(line)
+        return out
+
     def _in_explained_row(self, lines: list[str], index: int, line: str) -> bool:
         """A row of the specimen stamps, every level exactly once and nothing else
         ("TUYỆT MẬT | TỐI MẬT | MẬT"), right under an explanatory line ("Mẫu con dấu các độ
@@ -245,7 +264,7 @@ class MarkingMatcher:
                     end += 1
                 for stop in range(end, index + 1, -1):
                     group = " ".join(lines[index:stop])
-                    phrases = self._spelled_stamps(group)
+                    phrases = self._spelled_stamps(group, ordinary=True)
                     if phrases is not None:
                         joined, index = "  ".join(phrases), stop
                         break
@@ -256,14 +275,15 @@ class MarkingMatcher:
                 out.append(joined)
         return out
 
-    def _spelled_stamps(self, run: str) -> list[str] | None:
+    def _spelled_stamps(self, run: str, *, ordinary: bool = False) -> list[str] | None:
         """Known forms a run of fragments spells, stamps upper-cased, or None. The run must
-        hold a single letter (it is letter-spaced, not words) and spell at least one stamp."""
+        hold a single letter (it is letter-spaced, not words) and spell at least one stamp
+        (or, with ``ordinary``, an ordinary word such as "bảo mật", which then stays a word)."""
         letters = _collapse(run)
         if len(letters) > _MAX_SPELLED or not _SINGLE_LETTER.search(run):
             return None
         phrases = self._spell(letters)
-        if not phrases or not any(p in self._stamps for p in phrases):
+        if not phrases or not any(p in self._stamps or (ordinary and p in self._ordinary) for p in phrases):
             return None
         return [p.upper() if p in self._stamps or run.isupper() else p for p in phrases]
 

@@ -28,7 +28,7 @@ Classes and what the detector must answer:
     one docx run per letter);
     negatives: ``training-text``, ``lookalike-words``, ``official-mail``, ``specimen-stamps``
     (a row of the three specimen stamps under an explanation), ``char-spaced-words``
-    (letter-spaced "BẢO MẬT", "MẬT KHẨU" ...).
+    (letter- and word-spaced "BẢO MẬT", "MẬT KHẨU" ..., which PyMuPDF breaks over lines).
 
 The same generator feeds ``test_detector_corpus.py`` (per-class assertions) and
 ``benchmarks/detector_quality.py`` (recall and false positives against the goals).
@@ -637,8 +637,9 @@ def marking_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
         words = ["BẢO MẬT", "MẬT KHẨU", "MẬT ĐỘ", "THÂN MẬT", "BÍ MẬT"][index % 5]
         add("char-spaced-words", build_mail(("Chuyên viên", OFFICIAL), "Gửi tài liệu", "Gửi kèm.\n", to=COLLEAGUE,
                                             attachments=[("hd.pdf", "application/pdf",
-                                                          pdf_char_spaced(words, [3, 5, 8][index % 3]))]),
-            "", f"PDF {words!r} letter-spaced")
+                                                          pdf_char_spaced(words, [3, 5, 8][index % 3],
+                                                                          [0, 10][index % 2]))]),
+            "", f"PDF {words!r} letter-spaced, word spacing {[0, 10][index % 2]}")
 
     training = [
         "Theo Luật Bảo vệ bí mật nhà nước, bí mật nhà nước được phân loại theo ba độ mật: Tuyệt mật, Tối mật và Mật.",

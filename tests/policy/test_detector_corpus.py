@@ -193,6 +193,7 @@ def _marking(raw: bytes) -> list[str]:
     ("Số: 12/BC\nT ỐI M ẬT\nBÁO CÁO", "Tối mật"),  # PDF character spacing, extracted in fragments
     ("Số: 12/BC\nT U Y ỆT \nM ẬT\nBÁO CÁO", "Tuyệt mật"),  # ... and broken over two lines
     ("Nơi nhận: như trên\tT Ố I   M Ậ T", "Tối mật"),  # a short word before letter-spaced letters
+    ("Số: 12/BC\nTỐI \nMẬT\nBÁO CÁO", "Tối mật"),  # PDF word spacing broke the stamp over lines
     ("Số: 12/BC\nTối Mật\nBÁO CÁO", "Tối mật"),  # two-word stamp in title case
     ("Số: 12/BC\nTuyệt Mật", "Tuyệt mật"),
     ("Mức độ mật: Tuyệt mật, Tối mật, Mật", "Tuyệt mật"),  # a field naming every level, no explanation
@@ -211,6 +212,9 @@ def test_marking_forms_found_by_the_held_out_classes(text: str, level: str) -> N
     "B ẢO M ẬT",  # fragments that spell an ordinary word
     "M ẬT K H ẨU",
     "ở mức tối mật",  # short prose words are never joined into a stamp
+    "Tăng cường BẢO \nMẬT\nthông tin",  # PDF word spacing broke an ordinary word over lines
+    "B ẢO \nM ẬT",  # ... letter-spaced as well
+    "M ẬT \nK H ẨU",
     "Tối mật",  # prose case, not title case
 ])
 def test_explanations_and_ordinary_words_are_not_markings(text: str) -> None:
