@@ -297,7 +297,8 @@ def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated:
     """What shows a sign-up: a subject pattern, or body phrases from an automated sender.
 
     A welcome ("Welcome to X", "Chào mừng bạn đến với X") is weaker than a verification: it
-    counts from an automated sender, or when the subject or body ties it to an account.
+    counts from an automated sender, or when the subject or body ties it to an account; a
+    bare "welcome" in a promotion ("Chào mừng Black Friday") always needs that tie.
     From a sender that looks like a person at an unlisted domain (a contractor writing
     "Xác nhận tài khoản phần mềm"), a sign-up subject needs the body to agree."""
     shown = shown or subject
@@ -309,7 +310,9 @@ def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated:
         found = _first(compiled.body, _with_folded(body_text(entity)))
         return f"subject {_short(shown)!r} and body {_short(found.group(0))!r}" if found else ""
     welcome = matches[0] if matches else _first(compiled.welcome, subject)
-    if welcome is not None and automated:
+    # A welcome *to* the service ("Welcome to X", "Chào mừng bạn đến với X") from a system
+    # is enough; a bare "welcome" ("Chào mừng Black Friday") also needs an account word.
+    if matches and automated:
         return f"welcome subject {_short(shown)!r} from an automated sender"
     if not (automated or known) and welcome is None:
         return ""

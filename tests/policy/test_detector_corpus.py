@@ -252,3 +252,19 @@ def test_intent_without_diacritics_and_attendance(flagged: bool, sender: tuple[s
                                                   body: str) -> None:
     evidence = _evidence(build_mail(sender, subject, body + "\n"), sender[1])
     assert bool(evidence) is flagged, evidence
+
+
+BULK = {"X-MC-User": "a1b2", "List-Unsubscribe": "<https://us1.list-manage.com/unsubscribe>", "Precedence": "bulk"}
+
+
+@pytest.mark.parametrize(("flagged", "sender", "subject", "body"), [
+    (True, ("Quora", "noreply@quora.com"), "Please verify your Quora account", "Verify."),
+    (True, ("Voucher VN", "hello@vouchervn.example"), "Chào mừng thành viên mới!", "Chúc bạn mua sắm vui vẻ."),
+    (True, ("Canva", "anna@canva.com"), "Welcome to Canva, let's get started", "Design anything."),
+    # A bare "welcome" in a promotion or a newsletter issue is no new account.
+    (False, ("Tiki", "marketing@tiki.vn"), "Chào mừng Black Friday - giảm 50%", "Mua ngay."),
+    (False, ("Morning Brew", "crew@morningbrew.example"), "Welcome to the weekend edition", "Today's stories."),
+])
+def test_welcome_from_bulk_senders(flagged: bool, sender: tuple[str, str], subject: str, body: str) -> None:
+    evidence = _evidence(build_mail(sender, subject, body + "\n", headers=BULK), sender[1])
+    assert bool(evidence) is flagged, evidence
