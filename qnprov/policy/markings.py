@@ -164,6 +164,7 @@ class MarkingMatcher:
         # A line that ends in a space continues on the next one when the two words form an
         # ordinary word or a stamp: "BẢO " / "MẬT" is "BẢO MẬT" (PDF word spacing), "TỐI " / "MẬT" is "TỐI MẬT".
         self._bridges = {word.casefold() for word in data.ordinary_words}
+        self._multiword_stamps = frozenset(stamp for stamp in self._stamps if " " in stamp)
         self._bridges.update(stamp.casefold() for stamp in self._stamps if " " in stamp)
         cues = [re.escape(cue).replace(r"\ ", r"\s+") for cue in data.enumeration_cues]
         self._cues = re.compile(rf"(?<!\w)(?:{'|'.join(cues)})(?!\w)" if cues else "(?!)", re.IGNORECASE)
@@ -225,6 +226,10 @@ class MarkingMatcher:
     def _join_continued_lines(self, lines: list[str]) -> list[str]:
         out: list[str] = []
         for line in lines:
+            if out and f"{out[-1].strip()} {line.strip()}" in self._multiword_stamps:
+                # A stamp stacked in a narrow box or cell: "TUYỆT" above "MẬT".
+                out[-1] = f"{out[-1].strip()} {line.strip()}"
+                continue
             if out and out[-1][-1:] in (" ", "\u00a0") and line[:1].strip():
                 last = out[-1].split()[-1:] if out[-1].strip() else []
                 first = line.split()[:1]

@@ -194,6 +194,7 @@ def _marking(raw: bytes) -> list[str]:
     ("Số: 12/BC\nT U Y ỆT \nM ẬT\nBÁO CÁO", "Tuyệt mật"),  # ... and broken over two lines
     ("Nơi nhận: như trên\tT Ố I   M Ậ T", "Tối mật"),  # a short word before letter-spaced letters
     ("Số: 12/BC\nTỐI \nMẬT\nBÁO CÁO", "Tối mật"),  # PDF word spacing broke the stamp over lines
+    ("Số: 12/BC\nTUYỆT\nMẬT\nBÁO CÁO", "Tuyệt mật"),  # stacked in a narrow text box or cell
     ("Số: 12/BC\nTối Mật\nBÁO CÁO", "Tối mật"),  # two-word stamp in title case
     ("Số: 12/BC\nTuyệt Mật", "Tuyệt mật"),
     ("Mức độ mật: Tuyệt mật, Tối mật, Mật", "Tuyệt mật"),  # a field naming every level, no explanation
