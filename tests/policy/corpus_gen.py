@@ -189,20 +189,21 @@ SERVICES: dict[str, list[tuple[str, str, str, str | None]]] = {
 }
 EXPECTED_CATEGORY = {"vn-ecommerce": "ecommerce", "global-ecommerce": "ecommerce", "forum": "forum",
                      "global-discussion": "forum", "messaging": "messaging", "social": "social",
-                     "unknown-service": "unknown", "unaccented-signup": "unknown"}
+                     "unknown-service": "unknown"}
 # Sign-up mail typed without diacritics (many Vietnamese systems still send it so), from
-# services the list does not carry, some through an ESP (SendGrid, Amazon SES, Mailchimp).
+# listed and unlisted services, some through an ESP (SendGrid, Amazon SES, Mailchimp); the
+# last field is the expected category.
 UNACCENTED = [
     ("Hasaki", "no-reply@hasaki.vn", "bounces+1234@sendgrid.net", "Xac nhan dang ky tai khoan Hasaki",
-     "Chao ban, vui long nhan vao lien ket de xac nhan dia chi email cua ban.", {"X-SG-EID": "k2a9"}),
+     "Chao ban, vui long nhan vao lien ket de xac nhan dia chi email cua ban.", {"X-SG-EID": "k2a9"}, "ecommerce"),
     ("Lotus Chat", "cskh@lotuschat.vn", "cskh@lotuschat.vn", "Ma kich hoat Lotus Chat",
-     "Ma kich hoat cua ban la 482913. Ma co hieu luc trong 5 phut.", {}),
+     "Ma kich hoat cua ban la 482913. Ma co hieu luc trong 5 phut.", {}, "unknown"),
     ("Dien dan O to", "admin@otosaigon.example", "admin@otosaigon.example", "Kich hoat tai khoan dien dan",
-     "Cam on ban da dang ky thanh vien. Vui long kich hoat tai khoan.", {"Precedence": "bulk"}),
+     "Cam on ban da dang ky thanh vien. Vui long kich hoat tai khoan.", {"Precedence": "bulk"}, "unknown"),
     ("Notion", "notify@mail.notion.so", "0100abc@amazonses.com", "Your Notion signup code",
-     "Here is your signup code: 305112", {"X-SES-Outgoing": "2026.12.06-54.240.1.1"}),
+     "Here is your signup code: 305112", {"X-SES-Outgoing": "2026.12.06-54.240.1.1"}, "unknown"),
     ("Gapo", "no-reply@gapo.vn", "bounce@gapo.vn", "Chao mung ban den voi Gapo",
-     "Tai khoan Gapo cua ban da duoc tao thanh cong.", {"List-Unsubscribe": "<mailto:u@gapo.vn>"}),
+     "Tai khoan Gapo cua ban da duoc tao thanh cong.", {"List-Unsubscribe": "<mailto:u@gapo.vn>"}, "social"),
 ]
 
 
@@ -298,10 +299,10 @@ def registration_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
             samples.append(Sample("1.3(3)", cls, raw, Envelope(bounce, (OFFICIAL,)), EXPECTED_CATEGORY[cls],
                                   f"{name} {kind} ({'vi' if vietnamese else 'en'}, layout {layout}, {cte})"))
     for index in range(per_class):
-        name, address, bounce, subject, text, headers = UNACCENTED[index % len(UNACCENTED)]
+        name, address, bounce, subject, text, headers, category = UNACCENTED[index % len(UNACCENTED)]
         raw = build_mail((name, address), subject, text + "\n", headers=headers,
                          cte=["base64", "quoted-printable", "8bit"][index % 3])
-        samples.append(Sample("1.3(3)", "unaccented-signup", raw, Envelope(bounce, (OFFICIAL,)), "unknown",
+        samples.append(Sample("1.3(3)", "unaccented-signup", raw, Envelope(bounce, (OFFICIAL,)), category,
                               f"{name}: {subject}"))
     for cls in REGISTRATION_NEGATIVE:
         for index in range(per_class):
