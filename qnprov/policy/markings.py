@@ -157,6 +157,10 @@ class MarkingMatcher:
             rf"(?P<values>(?:{value})(?:\s{{0,4}}(?:[,;/|&+–—-]|(?:{_CONJUNCTIONS})(?!\w))\s{{0,4}}(?:{value}))*)",
             re.IGNORECASE,
         )
+        # A label alone on its line ("Độ mật:"), its value alone on the next ("Tối mật"): a form
+        # or a PDF table whose cells are extracted one per line.
+        self._label_line = re.compile(rf"\s*(?:{labels})\s{{0,4}}[:：]?\s*", re.IGNORECASE)
+        self._value_line = re.compile(rf"\s*(?P<value>{value})\s*[.;]?\s*", re.IGNORECASE)
         self._level_words = {level.stamp.casefold(): level.name for level in data.levels}
         self._level_words.update({level.name.casefold(): level.name for level in data.levels})
         # Every mention of a level name in any case, longest first ("TỐI MẬT" before "MẬT").
@@ -191,7 +195,7 @@ class MarkingMatcher:
                 line = self._despace(line)
             elif _SPACED_QUICK.search(line):
                 line = self._despace(line)
-            line_hits = self._line_hits(line)
+            line_hits = self._line_hits(line) or self._split_field(lines, index)
             if line_hits and (self._in_explained_list(lines, index) or self._in_explained_row(lines, index, line)):
                 continue
             hits.extend(line_hits)
@@ -222,6 +226,21 @@ class MarkingMatcher:
             return False
         intro = next((line for line in reversed(lines[max(0, start - 3):start]) if line.strip()), "")
         return self._cues.search(intro) is not None
+
+    def _split_field(self, lines: list[str], index: int) -> list[MarkingHit]:
+        """"Độ mật:" alone on this line and a level alone on the next non-empty one, which is
+        not the first of a list of levels."""
+        if not self._label_line.fullmatch(lines[index]):
+            return []
+        following = [line for line in lines[index + 1:index + 4] if line.strip()]
+        value = self._value_line.fullmatch(following[0]) if following else None
+        if value is None or (len(following) > 1 and self._value_line.fullmatch(following[1])):
+            return []
+        found = value.group("value")
+        level = self._letters.get(found) or _SPACES.sub(" ", found).capitalize()
+        if level not in self._rank:
+            return []
+        return [MarkingHit(level, "metadata", _excerpt(f"{lines[index].strip()} {found}", 0, 0, width=80))]
 
     def _join_continued_lines(self, lines: list[str]) -> list[str]:
         out: list[str] = []

@@ -194,7 +194,9 @@ def _marking(raw: bytes) -> list[str]:
     ("Số: 12/BC\nT U Y ỆT \nM ẬT\nBÁO CÁO", "Tuyệt mật"),  # ... and broken over two lines
     ("Nơi nhận: như trên\tT Ố I   M Ậ T", "Tối mật"),  # a short word before letter-spaced letters
     ("Số: 12/BC\nTỐI \nMẬT\nBÁO CÁO", "Tối mật"),  # PDF word spacing broke the stamp over lines
-    ("Số: 12/BC\nTUYỆT\nMẬT\nBÁO CÁO", "Tuyệt mật"),  # stacked in a narrow text box or cell
+    ("Số: 12/BC\nTUYỆT\nMẬT\nBÁO CÁO", "Tuyệt mật"),
+    ("Số ký hiệu:\n15/TB-UBND\nĐộ mật:\nTối mật\nĐộ khẩn:\nThường", "Tối mật"),  # a form, one cell a line
+    ("Độ mật\n\nB", "Tối mật"),  # stacked in a narrow text box or cell
     ("Số: 12/BC\nTối Mật\nBÁO CÁO", "Tối mật"),  # two-word stamp in title case
     ("Số: 12/BC\nTuyệt Mật", "Tuyệt mật"),
     ("Mức độ mật: Tuyệt mật, Tối mật, Mật", "Tuyệt mật"),  # a field naming every level, no explanation
@@ -217,6 +219,9 @@ def test_marking_forms_found_by_the_held_out_classes(text: str, level: str) -> N
     "B ẢO \nM ẬT",  # ... letter-spaced as well
     "M ẬT \nK H ẨU",
     "Tối mật",  # prose case, not title case
+    "Độ mật:\nThường",
+    "Độ mật:\nTuyệt mật\nTối mật\nMật",  # a list of the levels under the label, not a value
+    "Độ mật\nMật khẩu mới",
 ])
 def test_explanations_and_ordinary_words_are_not_markings(text: str) -> None:
     assert _marking(build_mail(("Chuyên viên", OFFICIAL), "Tài liệu", text + "\n", to="vanthu@quangninh.gov.vn")) == []
