@@ -97,7 +97,8 @@ _SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_TOKEN})(?:{_GAP}{_TOKEN}){{1,60}}(
 _FRAGMENT_LINE = re.compile(rf"[^\S\n]*(?:{_TOKEN})(?:{_GAP}(?:{_TOKEN}))*[^\S\n]*")
 _SINGLE_LETTER = re.compile(rf"(?<![^\W\d_]){_LETTER}(?![^\W\d_])")
 _SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead|\u1ead[^\S\n]+t", re.IGNORECASE)
-_MAX_FRAGMENT_LINES = 4  # a stamp split over lines by the extractor: "T ỐI" / "M ẬT"
+_MAX_FRAGMENT_LINES = 4
+_ONE_WORD = re.compile(r"\s*[^\W\d_]+\s*")  # a stamp split over lines by the extractor: "T ỐI" / "M ẬT"
 _COMBINING = re.compile("[\u0300-\u036f]")
 _GAP_SPLIT = re.compile(r"[^\S\t\n\r\f\v]+")
 # A list item: an optional bullet or number, the item, optional closing punctuation.
@@ -168,7 +169,6 @@ class MarkingMatcher:
         # A line that ends in a space continues on the next one when the two words form an
         # ordinary word or a stamp: "BẢO " / "MẬT" is "BẢO MẬT" (PDF word spacing), "TỐI " / "MẬT" is "TỐI MẬT".
         self._bridges = {word.casefold() for word in data.ordinary_words}
-        self._multiword_stamps = frozenset(stamp for stamp in self._stamps if " " in stamp)
         self._bridges.update(stamp.casefold() for stamp in self._stamps if " " in stamp)
         cues = [re.escape(cue).replace(r"\ ", r"\s+") for cue in data.enumeration_cues]
         self._cues = re.compile(rf"(?<!\w)(?:{'|'.join(cues)})(?!\w)" if cues else "(?!)", re.IGNORECASE)
@@ -245,10 +245,13 @@ class MarkingMatcher:
     def _join_continued_lines(self, lines: list[str]) -> list[str]:
         out: list[str] = []
         for line in lines:
-            if out and f"{out[-1].strip()} {line.strip()}" in self._multiword_stamps:
-                # A stamp stacked in a narrow box or cell: "TUYỆT" above "MẬT".
-                out[-1] = f"{out[-1].strip()} {line.strip()}"
-                continue
+            if out and _ONE_WORD.fullmatch(out[-1]) and _ONE_WORD.fullmatch(line):
+                stacked = f"{out[-1].strip()} {line.strip()}"
+                if stacked.casefold() in self._bridges:
+                    # One word a line in a narrow box or cell: "TUYỆT" above "MẬT" is one
+                    # stamp, "BẢO" above "MẬT" is the ordinary word.
+                    out[-1] = stacked
+                    continue
             if out and out[-1][-1:] in (" ", "\u00a0") and line[:1].strip():
                 last = out[-1].split()[-1:] if out[-1].strip() else []
                 first = line.split()[:1]

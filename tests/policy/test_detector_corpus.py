@@ -217,6 +217,7 @@ def test_marking_forms_found_by_the_held_out_classes(text: str, level: str) -> N
     "ở mức tối mật",  # short prose words are never joined into a stamp
     "Tăng cường BẢO \nMẬT\nthông tin",  # PDF word spacing broke an ordinary word over lines
     "B ẢO \nM ẬT",  # ... letter-spaced as well
+    "BẢO\nMẬT\nTHÔNG TIN",  # one word a line in a narrow text box
     "M ẬT \nK H ẨU",
     "Tối mật",  # prose case, not title case
     "Độ mật:\nThường",
