@@ -3,7 +3,10 @@
     .venv/bin/python benchmarks/detector_quality.py [--per-class 20] [--seed 13] [--json]
 
 The corpus is ``tests/policy/corpus_gen.py``: real-looking messages built with the
-standard ``email`` package, by class (see that module). Every message goes through
+standard ``email`` package, python-docx, PyMuPDF and reportlab, by class (see that module),
+including the classes added for issue 9's held-out check (character-spaced PDFs, stamps in
+file names, title case, encoded forms, specimen tables; unaccented sign-ups, meeting
+registrations, government password resets). Every message goes through
 ``PolicyEngine.evaluate``, as the milter calls it.
 
 Reference (same run, same corpus): the perfect classifier, which flags every positive

@@ -14,8 +14,8 @@ from email.utils import parseaddr
 from qnprov.policy.bundle import PolicyData
 from qnprov.policy.domains import domain_of, match_domain
 from qnprov.policy.extract_types import Extraction
-from qnprov.policy.markings import MarkingMatcher
-from qnprov.policy.mime import Entity, decode_header_value
+from qnprov.policy.markings import MarkingMatcher, normalise_text
+from qnprov.policy.mime import Entity, decode_body, decode_header_value, split_entity, split_multipart
 from qnprov.policy.models import (
     ClassifiedMarkingParams,
     Direction,
@@ -155,7 +155,74 @@ def classified_marking(ctx: Context, rule: Rule) -> list[RawFinding]:
         for hit in matcher.find(segment.text, limit=3):
             findings.append((segment.location, f"{hit.level} ({hit.form}): {_short(hit.evidence)}"))
             break
-    return findings
+    flagged = {location for location, _ in findings}
+    named = [(location, evidence) for location, _, evidence in classified_marking_filename(ctx, rule)
+             if location not in flagged]
+    return findings + named
+
+
+_MAX_NAME_PARTS = 64
+_MAX_NAME_DEPTH = 8
+
+
+def attachment_names(entity: Entity | None) -> list[str]:
+    """File names of the message's parts (RFC 2231 and RFC 2047 decoded), attached messages included.
+
+    A name such as "TỐI MẬT - Kế hoạch.docx" marks the file whatever its content, and a part
+    whose content yields no text (an image, an unknown type) still has its name."""
+    names: list[str] = []
+    budget = [_MAX_NAME_PARTS]
+
+    def walk(part: Entity, depth: int) -> None:
+        if budget[0] <= 0 or depth > _MAX_NAME_DEPTH:
+            return
+        budget[0] -= 1
+        headers = part.headers
+        filename = headers.get_filename()
+        if filename:
+            names.append(decode_header_value(filename))
+        ctype = headers.get_content_type()
+        if ctype.startswith("multipart/"):
+            boundary = headers.get_boundary()
+            for child in (split_multipart(part.body, boundary) if boundary else None) or []:
+                walk(split_entity(child), depth + 1)
+        elif ctype == "message/rfc822":
+            walk(split_entity(decode_body(headers, part.body)), depth + 1)
+
+    if entity is not None:
+        walk(entity, 0)
+    return names
+
+
+def _name_text(name: str) -> tuple[str, str]:
+    """A file name as text, without its extension: (words, segments). In the words "_" and
+    "." read as spaces; in the segments "_" separates like a column gap ("TỐI MẬT_QD_15")."""
+    stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+    words = normalise_text(stem.replace("_", " ").replace(".", " "))
+    return " ".join(words.split()), normalise_text(stem.replace("_", " | ").replace(".", " "))
+
+
+def classified_marking_filename(ctx: Context, rule: Rule) -> list[tuple[str, str, str]]:
+    """Markings in attachment and archive-member names: (location, level, evidence)."""
+    params = rule.typed_params()
+    assert isinstance(params, ClassifiedMarkingParams)
+    matcher = ctx.matchers[params.declassified_is_marking]
+    located = {name: f"attachment:{name}" for name in attachment_names(ctx.entity)}
+    locations = [segment.location for segment in ctx.extraction.segments]
+    locations += [problem.location for problem in ctx.extraction.problems]
+    for location in locations:
+        for component in location.split("/")[1:]:  # archive members and nested parts
+            located.setdefault(component.removeprefix("attachment:"), location)
+    ordinary = [word.casefold() for word in ctx.policy.markings.ordinary_words]
+    found = []
+    for name, location in located.items():
+        words, segments = _name_text(name)
+        if any(word in words.casefold() for word in ordinary):
+            continue
+        for hit in matcher.find(segments, limit=1):
+            found.append((location, hit.level, f"{hit.level} ({hit.form} in file name): {_short(name)}"))
+            break
+    return found
 
 
 def classified_uninspectable(ctx: Context, rule: Rule) -> list[RawFinding]:

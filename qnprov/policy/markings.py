@@ -87,8 +87,19 @@ class MarkingHit:
 # ("T U Y Ệ T   M Ậ T"). Tabs stay cell separators.
 _LETTER = r"[^\W\d_][\u0300-\u036f]*"
 _GAP = r"[^\S\t\n\r\f\v]{1,8}"
-_SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_LETTER})(?:{_GAP}{_LETTER}){{1,60}}(?![^\W\d_])")
-_SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead[^\S\n]+t", re.IGNORECASE)
+# PDF character spacing is often extracted as short fragments rather than single letters:
+# "T ỐI M ẬT", "M ẬT" (PyMuPDF joins glyphs whose gap is below its threshold). A token is
+# one to three letters; a run with any multi-letter token only counts when it spells known
+# forms exactly, so ordinary short words ("ở mức tối mật") are never joined.
+_TOKEN = rf"(?:{_LETTER}){{1,3}}"
+_LETTER_RUN = re.compile(rf"(?<![^\W\d_])(?:{_LETTER})(?:{_GAP}{_LETTER}){{1,60}}(?![^\W\d_])")
+_SPACED_RUN = re.compile(rf"(?<![^\W\d_])(?:{_TOKEN})(?:{_GAP}{_TOKEN}){{1,60}}(?![^\W\d_])")
+_FRAGMENT_LINE = re.compile(rf"[^\S\n]*(?:{_TOKEN})(?:{_GAP}(?:{_TOKEN}))*[^\S\n]*")
+_SINGLE_LETTER = re.compile(rf"(?<![^\W\d_]){_LETTER}(?![^\W\d_])")
+_SPACED_QUICK = re.compile(r"m[^\S\n]+\u1ead|\u1ead[^\S\n]+t", re.IGNORECASE)
+_MAX_FRAGMENT_LINES = 4
+_ONE_WORD = re.compile(r"\s*[^\W\d_]+\s*")  # a stamp split over lines by the extractor: "T ỐI" / "M ẬT"
+_COMBINING = re.compile("[\u0300-\u036f]")
 _GAP_SPLIT = re.compile(r"[^\S\t\n\r\f\v]+")
 # A list item: an optional bullet or number, the item, optional closing punctuation.
 _LIST_ITEM = re.compile(r"\s*(?:[-–—•*·+>▪◦]|\d{1,2}[.)]|[a-cA-C][.)])?\s*(?P<item>[^\W\d_][^\n]{0,40}?)\s*[.;,]?\s*$")
@@ -122,7 +133,10 @@ class MarkingMatcher:
         self._stamp_run = re.compile(rf"(?:{ordered})(?: (?:{ordered}))+")
         # Letter-spaced forms, by their letters alone: "t ố i m ậ t" -> "TỐI MẬT" (a stamp in
         # any case once spelled out letter by letter), "Đ ộ   m ậ t" -> "Độ mật" (a label).
-        self._spelled: dict[str, str] = {_collapse(label): label for label in data.metadata_labels}
+        # Ordinary words spelled out ("B Ả O   M Ậ T") are read as those words, never as a stamp.
+        self._ordinary = frozenset(data.ordinary_words)
+        self._spelled: dict[str, str] = {_collapse(word): word for word in data.ordinary_words}
+        self._spelled.update({_collapse(label): label for label in data.metadata_labels})
         self._spelled.update({_collapse(stamp): stamp for stamp in data.not_secrecy})
         self._spelled.update({_collapse(stamp): stamp for stamp in self._stamps})
         self._longest_spelled = max(len(key) for key in self._spelled)
@@ -144,10 +158,18 @@ class MarkingMatcher:
             rf"(?P<values>(?:{value})(?:\s{{0,4}}(?:[,;/|&+–—-]|(?:{_CONJUNCTIONS})(?!\w))\s{{0,4}}(?:{value}))*)",
             re.IGNORECASE,
         )
+        # A label alone on its line ("Độ mật:"), its value alone on the next ("Tối mật"): a form
+        # or a PDF table whose cells are extracted one per line.
+        self._label_line = re.compile(rf"\s*(?:{labels})\s{{0,4}}[:：]?\s*", re.IGNORECASE)
+        self._value_line = re.compile(rf"\s*(?P<value>{value})\s*[.;]?\s*", re.IGNORECASE)
         self._level_words = {level.stamp.casefold(): level.name for level in data.levels}
         self._level_words.update({level.name.casefold(): level.name for level in data.levels})
         # Every mention of a level name in any case, longest first ("TỐI MẬT" before "MẬT").
         self._mentions = re.compile(rf"(?<!\w)(?:{values})(?!\w)", re.IGNORECASE)
+        # A line that ends in a space continues on the next one when the two words form an
+        # ordinary word or a stamp: "BẢO " / "MẬT" is "BẢO MẬT" (PDF word spacing), "TỐI " / "MẬT" is "TỐI MẬT".
+        self._bridges = {word.casefold() for word in data.ordinary_words}
+        self._bridges.update(stamp.casefold() for stamp in self._stamps if " " in stamp)
         cues = [re.escape(cue).replace(r"\ ", r"\s+") for cue in data.enumeration_cues]
         self._cues = re.compile(rf"(?<!\w)(?:{'|'.join(cues)})(?!\w)" if cues else "(?!)", re.IGNORECASE)
         # What is left of a line once every level, label, letter and separator is removed:
@@ -163,7 +185,9 @@ class MarkingMatcher:
         if not _QUICK.search(text) and not _SPACED_QUICK.search(text):
             return []
         hits: list[MarkingHit] = []
-        lines = text.splitlines()
+        lines = self._join_continued_lines(text.splitlines())
+        if _SPACED_QUICK.search(text):
+            lines = self._join_fragment_lines(lines)
         for index, line in enumerate(lines):
             if not _QUICK.search(line):
                 if not _SPACED_QUICK.search(line):
@@ -171,8 +195,8 @@ class MarkingMatcher:
                 line = self._despace(line)
             elif _SPACED_QUICK.search(line):
                 line = self._despace(line)
-            line_hits = self._line_hits(line)
-            if line_hits and self._in_explained_list(lines, index):
+            line_hits = self._line_hits(line) or self._split_field(lines, index)
+            if line_hits and (self._in_explained_list(lines, index) or self._in_explained_row(lines, index, line)):
                 continue
             hits.extend(line_hits)
             if len(hits) >= limit:
@@ -203,6 +227,93 @@ class MarkingMatcher:
         intro = next((line for line in reversed(lines[max(0, start - 3):start]) if line.strip()), "")
         return self._cues.search(intro) is not None
 
+    def _split_field(self, lines: list[str], index: int) -> list[MarkingHit]:
+        """"Độ mật:" alone on this line and a level alone on the next non-empty one, which is
+        not the first of a list of levels."""
+        if not self._label_line.fullmatch(lines[index]):
+            return []
+        following = [line for line in lines[index + 1:index + 4] if line.strip()]
+        value = self._value_line.fullmatch(following[0]) if following else None
+        if value is None or (len(following) > 1 and self._value_line.fullmatch(following[1])):
+            return []
+        found = value.group("value")
+        level = self._letters.get(found) or _SPACES.sub(" ", found).capitalize()
+        if level not in self._rank:
+            return []
+        return [MarkingHit(level, "metadata", _excerpt(f"{lines[index].strip()} {found}", 0, 0, width=80))]
+
+    def _join_continued_lines(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            if out and _ONE_WORD.fullmatch(out[-1]) and _ONE_WORD.fullmatch(line):
+                stacked = f"{out[-1].strip()} {line.strip()}"
+                if stacked.casefold() in self._bridges:
+                    # One word a line in a narrow box or cell: "TUYỆT" above "MẬT" is one
+                    # stamp, "BẢO" above "MẬT" is the ordinary word.
+                    out[-1] = stacked
+                    continue
+            if out and out[-1][-1:] in (" ", "\u00a0") and line[:1].strip():
+                last = out[-1].split()[-1:] if out[-1].strip() else []
+                first = line.split()[:1]
+                if last and first and f"{last[0]} {first[0]}".casefold() in self._bridges:
+                    out[-1] = out[-1].rstrip() + " " + line
+                    continue
+            out.append(line)
+        return out
+
+    def _in_explained_row(self, lines: list[str], index: int, line: str) -> bool:
+        """A row of the specimen stamps, every level exactly once and nothing else
+        ("TUYỆT MẬT | TỐI MẬT | MẬT"), right under an explanatory line ("Mẫu con dấu các độ
+        mật như sau:"): training text. Two levels side by side, or a row without that
+        explanation, is a marked document."""
+        mentions = [_SPACES.sub(" ", m.group(0)).casefold() for m in self._mentions.finditer(line)]
+        named = [self._level_words.get(mention) for mention in mentions]
+        if len(named) != len(self._levels) or set(named) != self._levels:
+            return False
+        if any(ch.isalpha() for ch in self._stamp_like_residue.sub(" ", line)):
+            return False
+        intro = next((text for text in reversed(lines[max(0, index - 3):index]) if text.strip()), "")
+        return self._cues.search(intro) is not None
+
+    def _join_fragment_lines(self, lines: list[str]) -> list[str]:
+        """A letter-spaced stamp the extractor broke over lines ("T ỐI " then "M ẬT"): the
+        longest run of consecutive fragment lines that spells known forms, with at least one
+        single letter and one stamp, becomes one line."""
+        out: list[str] = []
+        index = 0
+        while index < len(lines):
+            line = lines[index]
+            joined = None
+            if line.strip() and _FRAGMENT_LINE.fullmatch(line):
+                end = index + 1
+                while (end < len(lines) and end - index < _MAX_FRAGMENT_LINES and lines[end].strip()
+                       and _FRAGMENT_LINE.fullmatch(lines[end])):
+                    end += 1
+                for stop in range(end, index + 1, -1):
+                    group = " ".join(lines[index:stop])
+                    phrases = self._spelled_stamps(group, ordinary=True)
+                    if phrases is not None:
+                        joined, index = "  ".join(phrases), stop
+                        break
+            if joined is None:
+                out.append(line)
+                index += 1
+            else:
+                out.append(joined)
+        return out
+
+    def _spelled_stamps(self, run: str, *, ordinary: bool = False) -> list[str] | None:
+        """Known forms a run of fragments spells, stamps upper-cased, or None. The run must
+        hold a single letter (it is letter-spaced, not words) and spell at least one stamp
+        (or, with ``ordinary``, an ordinary word such as "bảo mật", which then stays a word)."""
+        letters = _collapse(run)
+        if len(letters) > _MAX_SPELLED or not _SINGLE_LETTER.search(run):
+            return None
+        phrases = self._spell(letters)
+        if not phrases or not any(p in self._stamps or (ordinary and p in self._ordinary) for p in phrases):
+            return None
+        return [p.upper() if p in self._stamps or run.isupper() else p for p in phrases]
+
     def _despace(self, line: str) -> str:
         """Letter-spaced runs written out as words: "T U Y Ệ T   M Ậ T" -> "TUYỆT MẬT".
 
@@ -210,7 +321,7 @@ class MarkingMatcher:
         rebuilt from them, each its own segment; any other run becomes its words, so
         "B Ả O   M Ậ T" reads "BẢO MẬT", which is no stamp."""
 
-        def repl(match: re.Match[str]) -> str:
+        def letters_only(match: re.Match[str]) -> str:
             run = match.group(0)
             letters = _collapse(run)
             # Known forms are short ("ĐỘ MẬT TUYỆT MẬT" is 13 letters); a longer run is words.
@@ -223,6 +334,15 @@ class MarkingMatcher:
                 return run  # evenly spaced and no known form: leave it
             words = re.split(rf"[^\S\t\n\r\f\v]{{{narrow + 1},}}", run)
             return " ".join(_GAP_SPLIT.sub("", word) for word in words)
+
+        def repl(match: re.Match[str]) -> str:
+            run = match.group(0)
+            if all(len(token) == 1 for token in _GAP_SPLIT.split(_COMBINING.sub("", run))):
+                return letters_only(match)
+            # Fragments ("T ỐI M ẬT"): only an exact spelling of known forms with a stamp;
+            # otherwise the single letters inside ("gửi T Ố I   M Ậ T") are read as before.
+            spelled = self._spelled_stamps(run)
+            return "  ".join(spelled) if spelled is not None else _LETTER_RUN.sub(letters_only, run)
 
         return _SPACED_RUN.sub(repl, line)
 
@@ -243,6 +363,7 @@ class MarkingMatcher:
         hits: list[MarkingHit] = []
         named: set[str] = set()
         field = False
+        explained_field = False
         for match in self._metadata.finditer(line):
             levels = []
             for value in self._value.finditer(match.group("values")):
@@ -252,19 +373,24 @@ class MarkingMatcher:
                     levels.append(self._letters[value.group("letter")])
             named.update(levels)
             field = field or self._is_field(line[:match.start()])
+            # "Mức độ mật: Tuyệt mật, Tối mật, Mật là ba mức phân loại": a label followed by
+            # every level and then an explanation is prose about the levels, not a field.
+            explained_field = explained_field or (set(levels) == self._levels
+                                                  and self._cues.search(line[match.end():]) is not None)
             level = min(levels, key=self._rank.__getitem__)
             hits.append(MarkingHit(level, "metadata", _excerpt(line, match.start(), match.end())))
         for match in self._bracket_tag.finditer(line):
             level = _SPACES.sub(" ", match.group(1)).capitalize()
             named.add(level)
             hits.append(MarkingHit(level, "tag", _excerpt(line, match.start(), match.end())))
-        if "M\u1eacT" in line:  # stamps are upper case: without "MẬT" there is no stamp segment
+        # Stamps are upper case ("MẬT"), or two words in title case ("Tối Mật"), which prose never is.
+        if "M\u1eacT" in line or "M\u1eadt" in line:
             stamps = self._stamps_in(line)
             named.update(hit.level for hit in stamps)
             hits.extend(stamps)
         if hits:
             named.update(_SPACES.sub(" ", m.group(0)).capitalize() for m in self._mentions.finditer(line))
-            if len(named) > 1 and not field and self._is_enumeration(line, named):
+            if len(named) > 1 and (not field or explained_field) and self._is_enumeration(line, named):
                 return []
             hits.sort(key=lambda hit: self._rank[hit.level])
         return hits
@@ -291,10 +417,12 @@ class MarkingMatcher:
         hits = []
         joined = self._join_stamps.sub(lambda m: _SPACES.sub(" ", m.group(0)), line)
         for segment in _SEGMENT_SPLIT.split(joined):
-            if not segment or "M\u1eacT" not in segment:
+            if not segment or ("M\u1eacT" not in segment and "M\u1eadt" not in segment):
                 continue
             candidate = _SPACES.sub(" ", segment.strip(_STRIP))
             level_name = self._stamps.get(candidate)
+            if level_name is None and " " in candidate and candidate.istitle():
+                level_name = self._stamps.get(candidate.upper())
             if level_name is not None:
                 hits.append(MarkingHit(level_name, "stamp", _excerpt(line, *_span(line, candidate))))
             elif len(candidate) <= _MAX_STAMP_RUN and self._stamp_run.fullmatch(candidate):

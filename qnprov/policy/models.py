@@ -298,6 +298,9 @@ class MarkingData(_Strict):
     #: Words that make a line naming every level an explanation ("các độ mật gồm ..."),
     #: not a marking. Never applied to a metadata field or a line of stamps alone.
     enumeration_cues: list[str] = Field(default_factory=list)
+    #: Ordinary words containing "mật" ("mật khẩu"): a file name holding one is not marked,
+    #: whatever its "_" separators make of it ("MAT_KHAU_wifi" -> "MẬT | KHẨU").
+    ordinary_words: list[str] = Field(default_factory=list)
 
 
 class SubjectPatterns(_Strict):

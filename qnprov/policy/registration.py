@@ -23,6 +23,7 @@ The patterns and lists are versioned data (``registration-subjects.yaml``,
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import parseaddr
@@ -136,12 +137,15 @@ def _compile(policy: PolicyData) -> _Compiled:
     data: SubjectPatterns | None = policy.registration_intent
 
     def many(patterns: list[str]) -> tuple[re.Pattern[str], ...]:
-        return tuple(re.compile(pattern, re.IGNORECASE) for pattern in patterns)
+        # Each pattern also without diacritics, for mail typed without them ("Xac nhan tai khoan").
+        both = dict.fromkeys(p for pattern in patterns for p in (pattern, fold(pattern)))
+        return tuple(re.compile(pattern, re.IGNORECASE) for pattern in both)
 
+    subjects = many([pattern.pattern for pattern in policy.registration_subjects])
     if data is None:
-        compiled = _Compiled(policy.registration_subjects)
+        compiled = _Compiled(subjects)
     else:
-        compiled = _Compiled(policy.registration_subjects, many(data.body_patterns), many(data.welcome_patterns),
+        compiled = _Compiled(subjects, many(data.body_patterns), many(data.welcome_patterns),
                              many(data.account_words), many(data.not_signup_patterns),
                              many(data.not_signup_senders),
                              frozenset(d.lower().strip(".") for d in data.government_suffixes))
@@ -149,6 +153,23 @@ def _compile(policy: PolicyData) -> _Compiled:
         _COMPILED.clear()
     _COMPILED[id(policy)] = (policy, compiled)
     return compiled
+
+
+def fold(text: str) -> str:
+    """Vietnamese without diacritics, as many people type mail ("Xac nhan dang ky tai khoan").
+
+    Only for intent: a folded phrase and its folded pattern are both matched, so the
+    original spelling still wins whenever the text has its diacritics."""
+    if text.isascii():
+        return text
+    text = text.replace("\u0111", "d").replace("\u0110", "D")
+    return "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
+
+
+def _with_folded(text: str) -> str:
+    """The text, then (when it differs) its folded form on a line of its own."""
+    folded = fold(text)
+    return text if folded == text else f"{text}\n{folded}"
 
 
 def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> re.Match[str] | None:
@@ -253,7 +274,8 @@ def find_registration(policy: PolicyData, message: Message, mail_from: str, enti
                 service, source, sender_domain = found, where, domain
     if not sender_domain:
         return None
-    subject = normalise_text(decode_header_value(message.get("Subject")))
+    shown = normalise_text(decode_header_value(message.get("Subject")))
+    subject = _with_folded(shown)
     automated = automation_signals(message, [mail_from, from_address])
     if _first(compiled.negative, subject) or _first(compiled.negative_senders, from_address.rpartition("@")[0]):
         # A press release, newsletter issue, event attendance, correspondence or a press
@@ -261,7 +283,7 @@ def find_registration(policy: PolicyData, message: Message, mail_from: str, enti
         if service is not None and service.notify_only:
             return Registration(service, sender_domain, source, "", automated)
         return None
-    intent = _intent(compiled, subject, entity, bool(automated), service is not None)
+    intent = _intent(compiled, subject, entity, bool(automated), service is not None, shown)
     if intent:
         if service is None and not match_subject_without_sender:
             return None
@@ -271,26 +293,31 @@ def find_registration(policy: PolicyData, message: Message, mail_from: str, enti
     return None
 
 
-def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated: bool, known: bool) -> str:
+def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated: bool, known: bool,
+            shown: str = "") -> str:
     """What shows a sign-up: a subject pattern, or body phrases from an automated sender.
 
     A welcome ("Welcome to X", "Chào mừng bạn đến với X") is weaker than a verification: it
-    counts from an automated sender, or when the subject or body ties it to an account.
+    counts from an automated sender, or when the subject or body ties it to an account; a
+    bare "welcome" in a promotion ("Chào mừng Black Friday") always needs that tie.
     From a sender that looks like a person at an unlisted domain (a contractor writing
     "Xác nhận tài khoản phần mềm"), a sign-up subject needs the body to agree."""
+    shown = shown or subject
     matches = [m for m in (p.search(subject) for p in compiled.subject) if m]
     strong = next((m for m in matches if not _first(compiled.welcome, m.group(0))), None)
     if strong is not None:
         if automated or known:
-            return f"subject {_short(subject)!r}"
-        found = _first(compiled.body, body_text(entity))
-        return f"subject {_short(subject)!r} and body {_short(found.group(0))!r}" if found else ""
+            return f"subject {_short(shown)!r}"
+        found = _first(compiled.body, _with_folded(body_text(entity)))
+        return f"subject {_short(shown)!r} and body {_short(found.group(0))!r}" if found else ""
     welcome = matches[0] if matches else _first(compiled.welcome, subject)
-    if welcome is not None and automated:
-        return f"welcome subject {_short(subject)!r} from an automated sender"
+    # A welcome *to* the service ("Welcome to X", "Chào mừng bạn đến với X") from a system
+    # is enough; a bare "welcome" ("Chào mừng Black Friday") also needs an account word.
+    if matches and automated:
+        return f"welcome subject {_short(shown)!r} from an automated sender"
     if not (automated or known) and welcome is None:
         return ""
-    body = body_text(entity)
+    body = _with_folded(body_text(entity))
     if automated or known:
         found = _first(compiled.body, body)
         if found:
@@ -298,7 +325,7 @@ def _intent(compiled: _Compiled, subject: str, entity: Entity | None, automated:
     if welcome is not None:
         account = _first(compiled.account, subject) or _first(compiled.account, body)
         if account:
-            return f"welcome subject {_short(subject)!r} with {account.group(0)!r}"
+            return f"welcome subject {_short(shown)!r} with {account.group(0)!r}"
     return ""
 
 

@@ -10,16 +10,25 @@ Classes and what the detector must answer:
 1.3(3) registration (``registration_corpus``)
     positives, expected category: ``vn-ecommerce`` and ``global-ecommerce`` (e-commerce),
     ``forum`` and ``global-discussion`` (forum), ``messaging``, ``social`` (social
-    network), ``unknown-service`` (unknown, for review);
+    network), ``unknown-service`` and ``unaccented-signup`` (sign-ups typed without
+    diacritics, some through an ESP; unknown, for review);
     negatives, never flagged: ``gov-portal`` (the national public-service portal's
     organisation account), ``gov-event`` (event registrations from other provinces' and
     ministries' gov.vn), ``press-release`` (an e-commerce company's PR address),
-    ``official-mail``, ``newsletter`` (newsletter issues, not sign-ups), ``citizen``.
+    ``official-mail``, ``newsletter`` (newsletter issues, not sign-ups), ``citizen``,
+    ``meeting-registration`` (a ministry's meeting on zoom.us: attendance),
+    ``gov-password-reset`` (government systems' OTP/password mail, also relayed).
 
 1.3(1) markings (``marking_corpus``)
     positives, expected level: ``spaced-stamp`` (letter-spaced, any space, case, NFC/NFD),
-    ``spaced-stamp-pdf``, ``multi-level-stamp``, ``multi-level-metadata``, ``plain-stamp``;
-    negatives: ``training-text``, ``lookalike-words``, ``official-mail``.
+    ``spaced-stamp-pdf``, ``multi-level-stamp``, ``multi-level-metadata``, ``plain-stamp``,
+    ``char-spaced-pdf`` (reportlab Tc/Tw character spacing, extracted in fragments),
+    ``stamp-in-filename`` (RFC 2231 names, "_" separators, NFD), ``title-case-stamp``,
+    ``encoded-stamp`` (HTML character references, split RFC 2047 Q subjects, message/rfc822,
+    one docx run per letter);
+    negatives: ``training-text``, ``lookalike-words``, ``official-mail``, ``specimen-stamps``
+    (a row of the three specimen stamps under an explanation), ``char-spaced-words``
+    (letter- and word-spaced "BẢO MẬT", "MẬT KHẨU" ..., which PyMuPDF breaks over lines).
 
 The same generator feeds ``test_detector_corpus.py`` (per-class assertions) and
 ``benchmarks/detector_quality.py`` (recall and false positives against the goals).
@@ -27,6 +36,7 @@ The same generator feeds ``test_detector_corpus.py`` (per-class assertions) and
 
 from __future__ import annotations
 
+import io
 import random
 import unicodedata
 from dataclasses import dataclass
@@ -36,7 +46,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
-from policy_corpus import docx, pdf
+from policy_corpus import docx, docx_runs, pdf
 
 from qnprov.policy.engine import Envelope
 
@@ -45,10 +55,12 @@ COLLEAGUE = "vanthu@quangninh.gov.vn"
 ICT = timezone(timedelta(hours=7))
 
 REGISTRATION_POSITIVE = ("vn-ecommerce", "global-ecommerce", "forum", "global-discussion", "messaging", "social",
-                         "unknown-service")
-REGISTRATION_NEGATIVE = ("gov-portal", "gov-event", "press-release", "official-mail", "newsletter", "citizen")
-MARKING_POSITIVE = ("spaced-stamp", "spaced-stamp-pdf", "multi-level-stamp", "multi-level-metadata", "plain-stamp")
-MARKING_NEGATIVE = ("training-text", "lookalike-words", "official-mail")
+                         "unknown-service", "unaccented-signup")
+REGISTRATION_NEGATIVE = ("gov-portal", "gov-event", "press-release", "official-mail", "newsletter", "citizen",
+                         "meeting-registration", "gov-password-reset")
+MARKING_POSITIVE = ("spaced-stamp", "spaced-stamp-pdf", "multi-level-stamp", "multi-level-metadata", "plain-stamp",
+                    "char-spaced-pdf", "stamp-in-filename", "title-case-stamp", "encoded-stamp")
+MARKING_NEGATIVE = ("training-text", "lookalike-words", "official-mail", "specimen-stamps", "char-spaced-words")
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,21 @@ SERVICES: dict[str, list[tuple[str, str, str, str | None]]] = {
 EXPECTED_CATEGORY = {"vn-ecommerce": "ecommerce", "global-ecommerce": "ecommerce", "forum": "forum",
                      "global-discussion": "forum", "messaging": "messaging", "social": "social",
                      "unknown-service": "unknown"}
+# Sign-up mail typed without diacritics (many Vietnamese systems still send it so), from
+# listed and unlisted services, some through an ESP (SendGrid, Amazon SES, Mailchimp); the
+# last field is the expected category.
+UNACCENTED = [
+    ("Hasaki", "no-reply@hasaki.vn", "bounces+1234@sendgrid.net", "Xac nhan dang ky tai khoan Hasaki",
+     "Chao ban, vui long nhan vao lien ket de xac nhan dia chi email cua ban.", {"X-SG-EID": "k2a9"}, "ecommerce"),
+    ("Lotus Chat", "cskh@lotuschat.vn", "cskh@lotuschat.vn", "Ma kich hoat Lotus Chat",
+     "Ma kich hoat cua ban la 482913. Ma co hieu luc trong 5 phut.", {}, "unknown"),
+    ("Dien dan O to", "admin@otosaigon.example", "admin@otosaigon.example", "Kich hoat tai khoan dien dan",
+     "Cam on ban da dang ky thanh vien. Vui long kich hoat tai khoan.", {"Precedence": "bulk"}, "unknown"),
+    ("Notion", "notify@mail.notion.so", "0100abc@amazonses.com", "Your Notion signup code",
+     "Here is your signup code: 305112", {"X-SES-Outgoing": "2026.12.06-54.240.1.1"}, "unknown"),
+    ("Gapo", "no-reply@gapo.vn", "bounce@gapo.vn", "Chao mung ban den voi Gapo",
+     "Tai khoan Gapo cua ban da duoc tao thanh cong.", {"List-Unsubscribe": "<mailto:u@gapo.vn>"}, "social"),
+]
 
 
 def _signup_vi(rng: random.Random, name: str, domain: str) -> tuple[str, str, str, str]:
@@ -254,7 +281,7 @@ def _signup_en(rng: random.Random, name: str, domain: str) -> tuple[str, str, st
 def registration_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
     rng = random.Random(seed)
     samples: list[Sample] = []
-    for cls in REGISTRATION_POSITIVE:
+    for cls in (cls for cls in REGISTRATION_POSITIVE if cls in SERVICES):
         for index in range(per_class):
             name, address, bounce, dkim = SERVICES[cls][index % len(SERVICES[cls])]
             domain = address.partition("@")[2]
@@ -271,6 +298,12 @@ def registration_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
                                  headers=headers, dkim_domain=dkim)
             samples.append(Sample("1.3(3)", cls, raw, Envelope(bounce, (OFFICIAL,)), EXPECTED_CATEGORY[cls],
                                   f"{name} {kind} ({'vi' if vietnamese else 'en'}, layout {layout}, {cte})"))
+    for index in range(per_class):
+        name, address, bounce, subject, text, headers, category = UNACCENTED[index % len(UNACCENTED)]
+        raw = build_mail((name, address), subject, text + "\n", headers=headers,
+                         cte=["base64", "quoted-printable", "8bit"][index % 3])
+        samples.append(Sample("1.3(3)", "unaccented-signup", raw, Envelope(bounce, (OFFICIAL,)), category,
+                              f"{name}: {subject}"))
     for cls in REGISTRATION_NEGATIVE:
         for index in range(per_class):
             raw, envelope, note = NEGATIVE_BUILDERS[cls](rng, index)
@@ -391,7 +424,33 @@ def _citizen(rng: random.Random, index: int) -> tuple[bytes, Envelope, str]:
     return raw, Envelope(address, (OFFICIAL,)), f"{address}: {subject}"
 
 
-NEGATIVE_BUILDERS = {"gov-portal": _gov_portal, "gov-event": _gov_event, "press-release": _press_release,
+def _meeting(rng: random.Random, index: int) -> tuple[bytes, Envelope, str]:
+    """A ministry's online meeting hosted on a commercial platform: attendance, not an account."""
+    subject, text = [("Meeting Registration Approved", "Thank you for registering for the meeting: Giao ban chuyen "
+                      "doi so. Join from a PC, Mac, iPad or Android."),
+                     ("Xác nhận đăng ký tham dự cuộc họp trực tuyến", "Cảm ơn bạn đã đăng ký. Đường dẫn tham gia "
+                      "cuộc họp: https://zoom.us/j/812"),
+                     ("Registration confirmed: Digital government webinar", "Thank you for registering for the "
+                      "webinar.")][index % 3]
+    raw = build_mail(("Zoom", "no-reply@zoom.us"), subject, text + "\n", headers={"Auto-Submitted": "auto-generated"})
+    return raw, Envelope("bounce@zoom.us", (OFFICIAL,)), f"zoom.us: {subject}"
+
+
+def _gov_password_reset(rng: random.Random, index: int) -> tuple[bytes, Envelope, str]:
+    """A government system's password reset or OTP, sometimes relayed through a contractor's host."""
+    code = _code(rng)
+    sender, envelope = [(("Hệ thống QLVB", "qlvb@quangninh.gov.vn"), "qlvb@quangninh.gov.vn"),
+                        (("VNeID", "no-reply@vneid.gov.vn"), "bounce@vneid.gov.vn"),
+                        (("Một cửa điện tử", "no-reply@motcua.quangninh.gov.vn"),
+                         "bounce@vnpt-relay.example")][index % 3]
+    subject = rng.choice([f"Mã xác thực đặt lại mật khẩu: {code}", "Dat lai mat khau tai khoan", "Mã OTP đăng nhập"])
+    raw = build_mail(sender, subject, f"Mã OTP của bạn là {code}. Vui lòng xác nhận trong 5 phút.\n",
+                     headers={"Auto-Submitted": "auto-generated"})
+    return raw, Envelope(envelope, (OFFICIAL,)), f"{sender[1]}: {subject}"
+
+
+NEGATIVE_BUILDERS = {"meeting-registration": _meeting, "gov-password-reset": _gov_password_reset,
+                     "gov-portal": _gov_portal, "gov-event": _gov_event, "press-release": _press_release,
                      "official-mail": _official, "newsletter": _newsletter, "citizen": _citizen}
 
 
@@ -410,6 +469,52 @@ def letter_spaced(stamp: str, rng: random.Random) -> str:
 
 def _cong_van(top: str, body: str = "Báo cáo tình hình thực hiện nhiệm vụ quý IV.") -> list[str]:
     return ["ỦY BAN NHÂN DÂN TỈNH QUẢNG NINH", "Số: 273/BC-UBND", top, "BÁO CÁO", body, "Nơi nhận: như trên./."]
+
+
+def pdf_char_spaced(stamp: str, char_space: float, word_space: float = 0.0) -> bytes:
+    """A PDF whose stamp is set with character spacing (the PDF Tc/Tw operators), as word
+    processors write "expanded" text, built with reportlab; PyMuPDF extracts it in fragments
+    ("T ỐI M ẬT") or over lines ("T ỐI " / "M ẬT")."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.pdfgen import canvas
+
+    if "DejaVu" not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(TTFont("DejaVu", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"))
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer)
+    page.setFont("DejaVu", 12)
+    page.drawString(72, 780, "ỦY BAN NHÂN DÂN TỈNH QUẢNG NINH")
+    page.drawString(72, 762, "Số: 273/BC-UBND")
+    text = page.beginText(72, 735)
+    text.setFont("DejaVu", 13)
+    text.setCharSpace(char_space)
+    text.setWordSpace(word_space)
+    text.textLine(stamp)
+    page.drawText(text)
+    page.setStrokeColorRGB(1, 0, 0)
+    page.rect(66, 728, 160, 22)
+    page.drawString(72, 700, "BÁO CÁO tình hình thực hiện nhiệm vụ quý IV")
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+def _named_attachment(filename: str, ctype: str, data: bytes, *, subject: str = "Gửi tài liệu") -> bytes:
+    """A message whose attachment name is written as RFC 2231 (what EmailMessage does for non-ASCII)."""
+    message = EmailMessage()
+    message["From"] = OFFICIAL
+    message["To"] = COLLEAGUE
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime.now(ICT))
+    message.set_content("Gửi kèm tài liệu.\n")
+    maintype, _, subtype = ctype.partition("/")
+    message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return message.as_bytes(policy=SMTP)
+
+
+_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                     "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e2212bc40000000049454e44ae426082")
 
 
 def marking_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
@@ -470,6 +575,72 @@ def marking_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
         attachment = docx(body="Báo cáo", header=stamp) if index % 2 else docx(body="Báo cáo", textbox=stamp)
         add("plain-stamp", build_mail(("Chuyên viên", OFFICIAL), "Báo cáo", "Gửi kèm.\n", to=COLLEAGUE,
                                       attachments=[("bc.docx", "application/octet-stream", attachment)]), level, stamp)
+
+        # 1.3(1) held-out style classes: character spacing, names, title case, encodings.
+        stamp, level = LEVELS[index % 3]
+        char_space, word_space = [(3, 0), (5, 0), (8, 0), (4, 10), (6, 10)][index % 5]
+        add("char-spaced-pdf", build_mail(("Chuyên viên", OFFICIAL), "Gửi báo cáo", "Gửi kèm.\n", to=COLLEAGUE,
+                                          attachments=[("bc.pdf", "application/pdf",
+                                                        pdf_char_spaced(stamp, char_space, word_space))]),
+            level, f"PDF {stamp!r} Tc={char_space} Tw={word_space}")
+
+        stamp, level = LEVELS[(index + 2) % 3]
+        filename, ctype, data = [(f"{stamp} - Kế hoạch bảo vệ.png", "image/png", _PNG),
+                                 (f"[{level}] Báo cáo.pdf", "application/pdf", pdf(["Báo cáo quý IV"])),
+                                 (f"{stamp}_QD_15.docx", "application/octet-stream", docx(body="Quyết định")),
+                                 (unicodedata.normalize("NFD", f"{stamp}.txt"), "text/plain", b"noi dung\n")][index % 4]
+        add("stamp-in-filename", _named_attachment(filename, ctype, data), level, f"file name {filename!r}")
+
+        stamp, level = LEVELS[index % 2]  # two-word levels: "Tối Mật" in title case is no prose
+        title = stamp.title()
+        attachment = docx(body="Báo cáo", header=title) if index % 2 else docx(body="Báo cáo", textbox=title)
+        add("title-case-stamp", build_mail(("Chuyên viên", OFFICIAL), "Báo cáo", "Gửi kèm.\n", to=COLLEAGUE,
+                                           attachments=[("bc.docx", "application/octet-stream", attachment)]),
+            level, title)
+
+        stamp, level = LEVELS[index % 3]
+        variant = index % 4
+        if variant == 0:  # an HTML stamp written as character references
+            refs = "".join(f"&#{ord(ch)};" if not ch.isascii() else ch for ch in stamp)
+            raw = build_mail(("Chuyên viên", OFFICIAL), "Báo cáo", "Xem bản HTML.\n", to=COLLEAGUE,
+                             html=_html(["Số: 273/BC-UBND", f"<b style=\"border:double red\">{refs}</b>"]))
+        elif variant == 1:  # an RFC 2047 Q subject split between encoded words
+            quoted = "".join(f"={byte:02X}" for byte in f"[{stamp}]".encode())
+            raw = build_mail(("Chuyên viên", OFFICIAL), "PLACEHOLDER", "Gửi kèm.\n", to=COLLEAGUE)
+            raw = raw.replace(b"Subject: PLACEHOLDER",
+                              b"Subject: =?utf-8?q?" + quoted[:len(quoted) // 3 * 3 // 2 // 3 * 3].encode()
+                              + b"?=\r\n =?utf-8?q?" + quoted[len(quoted) // 3 * 3 // 2 // 3 * 3:].encode()
+                              + b"_K=E1=BA=BF_ho=E1=BA=A1ch?=")
+        elif variant == 2:  # inside a forwarded message (message/rfc822)
+            inner = build_mail(("Văn thư", COLLEAGUE), "Văn bản đến", "\n".join(_cong_van(stamp)), to=OFFICIAL)
+            outer = EmailMessage()
+            outer["From"], outer["To"], outer["Subject"] = OFFICIAL, COLLEAGUE, "Fwd: Văn bản đến"
+            outer.set_content("Chuyển tiếp.\n")
+            outer.add_attachment(inner, maintype="message", subtype="rfc822")
+            raw = outer.as_bytes(policy=SMTP)
+        else:  # each letter its own run in a docx table cell ("M", "Ậ", "T")
+            raw = build_mail(("Chuyên viên", OFFICIAL), "Báo cáo", "Gửi kèm.\n", to=COLLEAGUE,
+                             attachments=[("bc.docx", "application/octet-stream",
+                                           docx_runs([(ch, False) for ch in unicodedata.normalize("NFD", stamp)]))])
+        add("encoded-stamp", raw, level, f"{stamp} variant {variant}")
+
+        specimen = [
+            ("Mẫu con dấu các độ mật như sau:", [["TUYỆT MẬT", "TỐI MẬT", "MẬT"]]),
+            ("Dấu chỉ độ mật gồm ba mức, theo thứ tự:", [["TỐI MẬT", "TUYỆT MẬT", "MẬT"], ["B", "A", "C"]]),
+        ][index % 2]
+        text = ("Mức độ mật: Tuyệt mật, Tối mật, Mật là ba mức phân loại theo Luật số 117/2025/QH15."
+                if index % 3 == 2 else None)
+        attachment = docx(body=specimen[0], table=specimen[1]) if text is None else docx(body=text)
+        add("specimen-stamps", build_mail(("Phòng ATTT", OFFICIAL), "Tài liệu tập huấn", "Gửi kèm.\n", to=COLLEAGUE,
+                                          attachments=[("tap-huan.docx", "application/octet-stream", attachment)]),
+            "", text or specimen[0])
+
+        words = ["BẢO MẬT", "MẬT KHẨU", "MẬT ĐỘ", "THÂN MẬT", "BÍ MẬT"][index % 5]
+        add("char-spaced-words", build_mail(("Chuyên viên", OFFICIAL), "Gửi tài liệu", "Gửi kèm.\n", to=COLLEAGUE,
+                                            attachments=[("hd.pdf", "application/pdf",
+                                                          pdf_char_spaced(words, [3, 5, 8][index % 3],
+                                                                          [0, 10][index % 2]))]),
+            "", f"PDF {words!r} letter-spaced, word spacing {[0, 10][index % 2]}")
 
     training = [
         "Theo Luật Bảo vệ bí mật nhà nước, bí mật nhà nước được phân loại theo ba độ mật: Tuyệt mật, Tối mật và Mật.",

@@ -179,3 +179,99 @@ def test_people_and_correspondence_need_more_than_a_subject(flagged: bool, sende
                                                             body: str) -> None:
     evidence = _evidence(build_mail(sender, subject, body + "\n"), sender[1])
     assert bool(evidence) is flagged, evidence
+
+
+# -- held-out style edge cases (issue 9 item 4) ------------------------------------------------
+
+
+def _marking(raw: bytes) -> list[str]:
+    decision = ENGINE.evaluate(raw, Envelope(OFFICIAL, ("vanthu@quangninh.gov.vn",), authenticated_user=OFFICIAL))
+    return [f.evidence for f in decision.findings if f.rule == "classified-marking"]
+
+
+@pytest.mark.parametrize(("text", "level"), [
+    ("Số: 12/BC\nT ỐI M ẬT\nBÁO CÁO", "Tối mật"),  # PDF character spacing, extracted in fragments
+    ("Số: 12/BC\nT U Y ỆT \nM ẬT\nBÁO CÁO", "Tuyệt mật"),  # ... and broken over two lines
+    ("Nơi nhận: như trên\tT Ố I   M Ậ T", "Tối mật"),  # a short word before letter-spaced letters
+    ("Số: 12/BC\nTỐI \nMẬT\nBÁO CÁO", "Tối mật"),  # PDF word spacing broke the stamp over lines
+    ("Số: 12/BC\nTUYỆT\nMẬT\nBÁO CÁO", "Tuyệt mật"),
+    ("Số ký hiệu:\n15/TB-UBND\nĐộ mật:\nTối mật\nĐộ khẩn:\nThường", "Tối mật"),  # a form, one cell a line
+    ("Độ mật\n\nB", "Tối mật"),  # stacked in a narrow text box or cell
+    ("Số: 12/BC\nTối Mật\nBÁO CÁO", "Tối mật"),  # two-word stamp in title case
+    ("Số: 12/BC\nTuyệt Mật", "Tuyệt mật"),
+    ("Mức độ mật: Tuyệt mật, Tối mật, Mật", "Tuyệt mật"),  # a field naming every level, no explanation
+    ("Mẫu dấu:\nTUYỆT MẬT\tTỐI MẬT", "Tuyệt mật"),  # two specimen stamps are a marked document
+    ("Mẫu con dấu như sau:\nTUYỆT MẬT\tTỐI MẬT\tMẬT\tKHẨN", "Tuyệt mật"),  # a fourth stamp: no specimen row
+])
+def test_marking_forms_found_by_the_held_out_classes(text: str, level: str) -> None:
+    [evidence, *_] = _marking(build_mail(("Chuyên viên", OFFICIAL), "Báo cáo", text + "\n",
+                                         to="vanthu@quangninh.gov.vn"))
+    assert evidence.startswith(f"{level} ("), evidence
+
+
+@pytest.mark.parametrize("text", [
+    "Mức độ mật: Tuyệt mật, Tối mật, Mật là ba mức phân loại.",
+    "Mẫu con dấu các độ mật như sau:\nTUYỆT MẬT\tTỐI MẬT\tMẬT",
+    "B ẢO M ẬT",  # fragments that spell an ordinary word
+    "M ẬT K H ẨU",
+    "ở mức tối mật",  # short prose words are never joined into a stamp
+    "Tăng cường BẢO \nMẬT\nthông tin",  # PDF word spacing broke an ordinary word over lines
+    "B ẢO \nM ẬT",  # ... letter-spaced as well
+    "BẢO\nMẬT\nTHÔNG TIN",  # one word a line in a narrow text box
+    "M ẬT \nK H ẨU",
+    "Tối mật",  # prose case, not title case
+    "Độ mật:\nThường",
+    "Độ mật:\nTuyệt mật\nTối mật\nMật",  # a list of the levels under the label, not a value
+    "Độ mật\nMật khẩu mới",
+])
+def test_explanations_and_ordinary_words_are_not_markings(text: str) -> None:
+    assert _marking(build_mail(("Chuyên viên", OFFICIAL), "Tài liệu", text + "\n", to="vanthu@quangninh.gov.vn")) == []
+
+
+@pytest.mark.parametrize(("filename", "level"), [
+    ("TỐI MẬT - Kế hoạch.png", "Tối mật"),
+    ("MẬT_QD_15.png", "Mật"),
+    ("[Tuyệt mật] bao cao.png", "Tuyệt mật"),
+    ("MẬT_KHẨU_wifi.png", ""),
+    ("bao_cao_BẢO_MẬT.png", ""),
+    ("Mật độ dân số.png", ""),
+])
+def test_markings_in_attachment_names(filename: str, level: str) -> None:
+    from corpus_gen import _PNG, _named_attachment
+
+    evidence = _marking(_named_attachment(filename, "image/png", _PNG))
+    if level:
+        assert len(evidence) == 1 and evidence[0].startswith(f"{level} (") and "in file name" in evidence[0]
+    else:
+        assert evidence == []
+
+
+@pytest.mark.parametrize(("flagged", "sender", "subject", "body"), [
+    (True, ("Hasaki", "no-reply@hasaki.vn"), "Xac nhan dang ky tai khoan", "Vui long xac nhan dia chi email cua ban."),
+    (True, ("Shop", "cskh@shop-abc.example"), "Ma OTP cua ban", "Ma OTP cua ban la 482913."),
+    (True, ("Notion", "notify@mail.notion.so"), "Your Notion signup code", "Here is your signup code: 123456"),
+    (False, ("Zoom", "no-reply@zoom.us"), "Meeting Registration Approved",
+     "Thank you for registering for the meeting."),
+    (False, ("Văn thư", "vanthu@quangninh.gov.vn"), "Dat lai mat khau", "Ma OTP cua ban la 482913."),
+    (False, ("Tiki", "news@tiki.vn"), "Ban tin Tiki: tinh nang moi", "Tao tai khoan mien phi."),
+])
+def test_intent_without_diacritics_and_attendance(flagged: bool, sender: tuple[str, str], subject: str,
+                                                  body: str) -> None:
+    evidence = _evidence(build_mail(sender, subject, body + "\n"), sender[1])
+    assert bool(evidence) is flagged, evidence
+
+
+BULK = {"X-MC-User": "a1b2", "List-Unsubscribe": "<https://us1.list-manage.com/unsubscribe>", "Precedence": "bulk"}
+
+
+@pytest.mark.parametrize(("flagged", "sender", "subject", "body"), [
+    (True, ("Quora", "noreply@quora.com"), "Please verify your Quora account", "Verify."),
+    (True, ("Voucher VN", "hello@vouchervn.example"), "Chào mừng thành viên mới!", "Chúc bạn mua sắm vui vẻ."),
+    (True, ("Canva", "anna@canva.com"), "Welcome to Canva, let's get started", "Design anything."),
+    # A bare "welcome" in a promotion or a newsletter issue is no new account.
+    (False, ("Tiki", "marketing@tiki.vn"), "Chào mừng Black Friday - giảm 50%", "Mua ngay."),
+    (False, ("Morning Brew", "crew@morningbrew.example"), "Welcome to the weekend edition", "Today's stories."),
+])
+def test_welcome_from_bulk_senders(flagged: bool, sender: tuple[str, str], subject: str, body: str) -> None:
+    evidence = _evidence(build_mail(sender, subject, body + "\n", headers=BULK), sender[1])
+    assert bool(evidence) is flagged, evidence
