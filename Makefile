@@ -13,7 +13,7 @@ lab: bootstrap
 	$(BIN)/qnprov lab up
 
 # The fresh-machine stage runs every test directory that needs no container; the host
-# then runs the ones that do (CONTAINER_TEST_DIRS in qnprov/testbed.py), so each test
+# then runs the ones that do (CONTAINER_TEST_DIRS in qnprov/freshstage.py), so each test
 # runs once. Every pytest run goes through scripts/pytest-guard.py: a run that collected
 # nothing (exit 5) or skipped every test fails; the fresh stage judges its runs the same way.
 CONTAINER_TEST_DIRS := tests/integration tests/testbed

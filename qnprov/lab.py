@@ -138,7 +138,7 @@ def ensure_secrets(config: LabConfig) -> list[str]:
 
 
 def _podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return testbed._run(["podman", *args], check=check, timeout=timeout)
+    return testbed.run_command(["podman", *args], check=check, timeout=timeout)
 
 
 def container_state(name: str) -> str | None:
@@ -180,7 +180,7 @@ def ensure_container(host: LabHost) -> bool:
         return False
     if state is not None:
         testbed.remove_container(host.container)
-    testbed._run(container_run_args(host), timeout=120)
+    testbed.run_command(container_run_args(host), timeout=120)
     testbed.wait_for_systemd(host.container)
     return True
 

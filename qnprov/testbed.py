@@ -4,6 +4,9 @@ No image registry is reachable, so the base image is built locally with
 debootstrap and imported into podman. Everything here is idempotent: host
 configuration is rewritten only when it differs, and the image is rebuilt only
 when no image carries the current ``IMAGE_VERSION`` label.
+
+The fresh-machine stage of `make test`, which runs in a container made from this
+image, is :mod:`qnprov.freshstage`; the lab's containers are :mod:`qnprov.lab`.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _run(cmd: Sequence[str], *, check: bool = True, input: str | None = None,
-         timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+def run_command(cmd: Sequence[str], *, check: bool = True, input: str | None = None,
+                timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(list(cmd), capture_output=True, text=True, input=input, timeout=timeout)
     except FileNotFoundError as exc:
@@ -81,7 +84,7 @@ class HostReport:
     cgroup_volume: str | None
 
 
-def missing_packages(packages: Sequence[str], *, run: Run = _run) -> list[str]:
+def missing_packages(packages: Sequence[str], *, run: Run = run_command) -> list[str]:
     """Return the Debian packages in ``packages`` that are not installed."""
     proc = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", *packages], check=False)
     installed = {line.split()[0] for line in proc.stdout.splitlines() if line.split()[1:2] == ["ii"]}
@@ -121,7 +124,7 @@ def cgroup_volume() -> str | None:
     return None
 
 
-def prepare_host(*, run: Run = _run, apt: bool = True) -> HostReport:
+def prepare_host(*, run: Run = run_command, apt: bool = True) -> HostReport:
     """Install and configure podman for systemd containers. Idempotent."""
     missing = missing_packages(HOST_PACKAGES, run=run) if apt else []
     if missing:
@@ -155,7 +158,7 @@ def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     return DEFAULT_MIRROR
 
 
-def image_version(ref: str = IMAGE_REF, *, run: Run = _run) -> str | None:
+def image_version(ref: str = IMAGE_REF, *, run: Run = run_command) -> str | None:
     """The qnprov version label of an existing image, or None if absent."""
     proc = run(["podman", "image", "inspect", "--format", f'{{{{index .Labels "{IMAGE_LABEL}"}}}}', ref],
                check=False)
@@ -178,7 +181,7 @@ def _apt_sources(mirror: str) -> str:
     )
 
 
-def build_image(*, force: bool = False, run: Run = _run, progress: Callable[[str], None] = lambda _: None,
+def build_image(*, force: bool = False, run: Run = run_command, progress: Callable[[str], None] = lambda _: None,
                 ) -> bool:
     """Build the base image unless one with the current version exists.
 
@@ -271,7 +274,7 @@ def systemd_run_args(name: str, *, image: str = IMAGE_REF, hostname: str | None 
     return args
 
 
-def remove_container(name: str, *, run: Run = _run, attempts: int = 3) -> None:
+def remove_container(name: str, *, run: Run = run_command, attempts: int = 3) -> None:
     """Remove a container whatever its state (stale ones are left by earlier runs).
 
     When conmon died with the container, the first ``podman rm -f`` times out
@@ -285,7 +288,7 @@ def remove_container(name: str, *, run: Run = _run, attempts: int = 3) -> None:
     raise ExternalError(f"podman could not remove container {name} after {attempts} attempts")
 
 
-def wait_for_systemd(name: str, *, timeout: float = 90.0, run: Run = _run) -> str:
+def wait_for_systemd(name: str, *, timeout: float = 90.0, run: Run = run_command) -> str:
     """Wait until systemd in the container has finished booting; return its state.
 
     Right after ``podman run`` the container's D-Bus socket may not exist yet,
@@ -308,259 +311,3 @@ def wait_for_systemd(name: str, *, timeout: float = 90.0, run: Run = _run) -> st
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
-
-
-# ----------------------------------------------------------------------------- the fresh-machine stage
-#
-# `make test` runs scripts/bootstrap.sh inside a pristine container made from the base
-# image above, then lint and every test directory that needs no container. A package or
-# tool that bootstrap forgot to install then fails the stage on any machine, however much
-# an earlier run left installed on the host.
-
-#: tests/ subdirectories whose tests need containers (the lab, molecule, podman itself).
-#: Every other test directory runs in the fresh-machine stage, new ones included.
-CONTAINER_TEST_DIRS = frozenset({"integration", "testbed"})
-FRESH_PREFIX = "qnprov-fresh-"
-#: Where the tree is unpacked inside the container (root's home, as a clone would be).
-FRESH_WORKDIR = "/root/qnprov"
-FRESH_REPORTS = "/root/qnprov-reports"
-#: pytest's exit status when it collected or selected no tests.
-PYTEST_NO_TESTS = 5
-
-
-@dataclass(frozen=True)
-class FreshStep:
-    """One command the fresh-machine stage runs inside the container, in the tree."""
-
-    name: str
-    argv: tuple[str, ...]
-    #: The only step that may reach the network: apt and PyPI. The container is taken
-    #: off its network after it, so lint and tests have loopback only.
-    network: bool = False
-    #: A pytest run: its JUnit report path inside the container.
-    junit: str | None = None
-
-
-@dataclass(frozen=True)
-class JunitCounts:
-    tests: int
-    failures: int
-    errors: int
-    skipped: int
-
-    @property
-    def ran(self) -> int:
-        return self.tests - self.skipped
-
-    @property
-    def passed(self) -> int:
-        return self.tests - self.skipped - self.failures - self.errors
-
-
-@dataclass
-class StepResult:
-    step: FreshStep
-    rc: int | None  # None: not run
-    seconds: float = 0.0
-    counts: JunitCounts | None = None
-    verdict: str = "not run"
-
-    @property
-    def ok(self) -> bool:
-        return self.verdict == "passed"
-
-
-def tracked_files(root: Path = paths.PROJECT_ROOT, *, run: Run = _run) -> list[str]:
-    """The files git tracks, as they are in the working tree (deleted ones left out).
-
-    Untracked files (a venv, state, a developer's scratch) never reach the container;
-    uncommitted edits to tracked files do, so a developer tests what they have. A CI
-    clone has no such edits, so there it is exactly HEAD.
-    """
-    proc = run(["git", "-C", str(root), "ls-files", "-z", "--cached"])
-    return [f for f in proc.stdout.split("\0") if f and os.path.lexists(root / f)]
-
-
-def fresh_test_dirs(files: Sequence[str]) -> list[str]:
-    """The test directories the stage runs: every ``tests/<dir>`` with a tracked
-    ``test_*.py`` module, except the ones that need containers."""
-    dirs = set()
-    for name in files:
-        parts = name.split("/")
-        if len(parts) >= 3 and parts[0] == "tests" and parts[1] not in CONTAINER_TEST_DIRS \
-                and parts[-1].startswith("test_") and parts[-1].endswith(".py"):
-            dirs.add(f"tests/{parts[1]}")
-    return sorted(dirs)
-
-
-def fresh_steps(test_dirs: Sequence[str]) -> list[FreshStep]:
-    """Bootstrap (the only step with network), lint, then one pytest run per directory."""
-    steps = [FreshStep("bootstrap", ("./scripts/bootstrap.sh",), network=True),
-             FreshStep("lint", ("make", "lint"))]
-    for directory in test_dirs:
-        junit = f"{FRESH_REPORTS}/{directory.replace('/', '-')}.xml"
-        steps.append(FreshStep(directory, (".venv/bin/pytest", "-p", "no:cacheprovider", "--junitxml", junit,
-                                           directory), junit=junit))
-    return steps
-
-
-def junit_counts(xml_text: str) -> JunitCounts:
-    """Totals of a pytest JUnit report (one or several <testsuite> elements)."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(xml_text)  # noqa: S314 - our own pytest's report, read back from our container
-    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    totals = [0, 0, 0, 0]
-    for suite in suites:
-        for i, key in enumerate(("tests", "failures", "errors", "skipped")):
-            totals[i] += int(suite.get(key, "0"))
-    return JunitCounts(*totals)
-
-
-def step_verdict(step: FreshStep, rc: int, counts: JunitCounts | None = None) -> str:
-    """"passed", or why the step failed. A pytest run that ran no test has failed:
-    exit 5 (nothing collected or selected), or every test skipped."""
-    if step.junit is not None:
-        if rc == PYTEST_NO_TESTS:
-            return "FAILED: pytest collected no tests (exit 5)"
-        if rc == 0 and counts is None:
-            return "FAILED: pytest wrote no JUnit report"
-        if rc == 0 and counts is not None and counts.ran == 0:
-            return f"FAILED: all {counts.tests} tests skipped, none ran"
-    return "passed" if rc == 0 else f"FAILED (exit {rc})"
-
-
-def only_loopback(interfaces: Sequence[str]) -> bool:
-    return list(interfaces) == ["lo"]
-
-
-def format_fresh_summary(results: Sequence[StepResult], *, setup_seconds: float, total_seconds: float) -> str:
-    """The table printed at the end of the stage."""
-    lines = ["fresh-machine stage summary:"]
-    lines.append(f"  {'container setup':<22} {setup_seconds:7.1f}s  image, container, tree copy")
-    for result in results:
-        detail = ""
-        if result.counts is not None:
-            c = result.counts
-            detail = f"  {c.passed} passed, {c.failures} failed, {c.errors} errors, {c.skipped} skipped"
-        timing = f"{result.seconds:7.1f}s" if result.rc is not None else "      - "
-        lines.append(f"  {result.step.name:<22} {timing}  {result.verdict}{detail}")
-    ok = all(r.ok for r in results) and bool(results)
-    lines.append(f"  {'total':<22} {total_seconds:7.1f}s  {'PASSED' if ok else 'FAILED'}")
-    return "\n".join(lines)
-
-
-def copy_tree(name: str, root: Path, files: Sequence[str], workdir: str = FRESH_WORKDIR) -> None:
-    """Stream the given files of ``root`` into the container at ``workdir``."""
-    subprocess.run(["podman", "exec", name, "mkdir", "-p", workdir], check=True, capture_output=True)
-    tar = subprocess.Popen(["tar", "-C", str(root), "--null", "-T", "-", "-c", "-f", "-"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert tar.stdin is not None
-    try:
-        extract = subprocess.Popen(["podman", "exec", "-i", name, "tar", "-x", "--no-same-owner", "-C", workdir,
-                                    "-f", "-"], stdin=tar.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if tar.stdout:
-            tar.stdout.close()
-        tar.stdin.write(b"\0".join(f.encode() for f in files) + b"\0")
-        tar.stdin.close()
-        _, err = extract.communicate(timeout=600)
-    finally:
-        tar_rc = tar.wait(timeout=600)
-    if tar_rc != 0 or extract.returncode != 0:
-        raise ExternalError(f"copying the tree into {name} failed: {err.decode(errors='replace')[-400:]}")
-
-
-def _exec(name: str, argv: Sequence[str], *, workdir: str = FRESH_WORKDIR, capture: bool = False,
-          timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = ["podman", "exec", "-w", workdir, "-e", f"QNPROV_STATE_DIR={FRESH_WORKDIR}-state", name, *argv]
-    return subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout, check=False)
-
-
-def run_fresh_stage(root: Path = paths.PROJECT_ROOT, *, image: str = IMAGE_REF, keep: bool = False,
-                    out: Callable[[str], None] = print) -> list[StepResult]:
-    """Run the fresh-machine stage; return each step's result. The container is always removed
-    (unless ``keep``, for debugging a failure)."""
-    started = time.monotonic()
-    prepare_host()
-    if build_image(progress=lambda msg: out(f"fresh stage: {msg}")):
-        out("fresh stage: built the base image")
-    files = tracked_files(root)
-    test_dirs = fresh_test_dirs(files)
-    if not test_dirs:
-        raise ExternalError("the fresh-machine stage found no test directory to run")
-    results = [StepResult(step, None) for step in fresh_steps(test_dirs)]
-    name = f"{FRESH_PREFIX}{os.urandom(4).hex()}"
-    out(f"fresh stage: container {name} from {image}; {len(files)} tracked files; tests: {' '.join(test_dirs)}")
-    try:
-        _run(systemd_run_args(name, image=image), timeout=120)
-        wait_for_systemd(name)
-        copy_tree(name, root, files)
-        trusted = share_host_trust(name)
-        if trusted:
-            out(f"fresh stage: the container trusts the host's local CA certificates: {', '.join(trusted)}")
-        setup_seconds = time.monotonic() - started
-        isolated = False
-        for result in results:
-            step = result.step
-            if not step.network and not isolated:
-                isolate_network(name)
-                isolated = True
-                out("fresh stage: the container is off the network now; loopback only")
-            out(f"\n===== fresh stage: {step.name}: {' '.join(step.argv)}")
-            t0 = time.monotonic()
-            proc = _exec(name, step.argv)
-            result.seconds = time.monotonic() - t0
-            result.rc = proc.returncode
-            if step.junit is not None:
-                report = _exec(name, ["cat", step.junit], capture=True)
-                result.counts = junit_counts(report.stdout) if report.returncode == 0 else None
-            result.verdict = step_verdict(step, proc.returncode, result.counts)
-            out(f"===== fresh stage: {step.name}: {result.verdict} in {result.seconds:.1f}s")
-            if step.name == "bootstrap" and not result.ok:
-                break  # nothing else can run on a machine bootstrap could not install
-        out("\n" + format_fresh_summary(results, setup_seconds=setup_seconds,
-                                        total_seconds=time.monotonic() - started))
-    finally:
-        if keep:
-            out(f"fresh stage: container {name} kept (remove it with: podman rm -f {name})")
-        else:
-            remove_container(name)
-    return results
-
-
-#: Certificates the machine's administrator added to the host's trust store.
-LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
-#: pip's site configuration in the container when the host has local CAs: trust the system
-#: bundle (pip otherwise trusts only its own copy of certifi's).
-FRESH_PIP_CONF = "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
-
-
-def share_host_trust(name: str, ca_dir: Path = LOCAL_CA_DIR) -> list[str]:
-    """Give the container the host's network trust, as podman gives it the host's resolv.conf.
-
-    Where outbound TLS passes through a gateway with its own CA (as on the machines CI
-    runs on), a fresh machine on that network has that CA installed by its administrator;
-    without it, bootstrap cannot reach PyPI. Only the certificates cross over, and pip is
-    told to use the system bundle. No pip index, wheel directory or constraint of the
-    host crosses over, so bootstrap still has to install, and build, everything itself.
-    Returns the certificates shared.
-    """
-    certs = sorted(str(p.relative_to(ca_dir)) for p in ca_dir.rglob("*.crt") if p.is_file()) \
-        if ca_dir.is_dir() else []
-    if not certs:
-        return []
-    copy_tree(name, ca_dir, certs, workdir=str(LOCAL_CA_DIR))
-    _run(["podman", "exec", name, "update-ca-certificates"], timeout=120)
-    _run(["podman", "exec", "-i", name, "sh", "-c", "cat > /etc/pip.conf"], input=FRESH_PIP_CONF)
-    return certs
-
-
-def isolate_network(name: str) -> None:
-    """Take the container off every network, so only loopback is left; check that it is."""
-    nets = _run(["podman", "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-                 name]).stdout.split()
-    for net in nets:
-        _run(["podman", "network", "disconnect", net, name])
-    interfaces = _exec(name, ["ls", "/sys/class/net"], workdir="/", capture=True).stdout.split()
-    if not only_loopback(interfaces):
-        raise ExternalError(f"{name} still has network interfaces besides loopback: {interfaces}")

@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from qnprov import testbed
+from qnprov import freshstage
 from qnprov.errors import ExternalError
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _terminate)
     root = Path(__file__).resolve().parent.parent
     try:
-        results = testbed.run_fresh_stage(root, keep=args.keep, out=lambda line: print(line, flush=True))
+        results = freshstage.run_fresh_stage(root, keep=args.keep, out=lambda line: print(line, flush=True))
     except ExternalError as exc:
         print(f"fresh stage: FAILED: {exc}", file=sys.stderr)
         return 1

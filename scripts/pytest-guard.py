@@ -15,16 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qnprov import testbed
+from qnprov import freshstage
 
 
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="qnprov-pytest-guard-") as tmp:
         junit = Path(tmp) / "report.xml"
         proc = subprocess.run([sys.executable, "-m", "pytest", "--junitxml", str(junit), *argv], check=False)
-        counts = testbed.junit_counts(junit.read_text(encoding="utf-8")) if junit.exists() else None
-    step = testbed.FreshStep("pytest " + " ".join(argv), (), junit=str(junit))
-    verdict = testbed.step_verdict(step, proc.returncode, counts)
+        counts = freshstage.junit_counts(junit.read_text(encoding="utf-8")) if junit.exists() else None
+    step = freshstage.FreshStep("pytest " + " ".join(argv), (), junit=str(junit))
+    verdict = freshstage.step_verdict(step, proc.returncode, counts)
     print(f"pytest-guard: {verdict}", file=sys.stderr)
     if verdict == "passed":
         return 0

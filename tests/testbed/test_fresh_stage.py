@@ -1,4 +1,4 @@
-"""The fresh-machine stage driver (scripts/fresh-stage.py, qnprov.testbed.run_fresh_stage).
+"""The fresh-machine stage driver (scripts/fresh-stage.py, qnprov.freshstage.run_fresh_stage).
 
 What it selects, how it judges a pytest run (real pytest runs, real JUnit reports), which
 files it copies, and that the container it tests in has loopback only.
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from qnprov import paths, testbed
+from qnprov import freshstage, paths, testbed
 
 
-def _pytest_step(tmp_path: Path, body: str | None) -> tuple[testbed.FreshStep, int, testbed.JunitCounts | None]:
+def _pytest_step(tmp_path: Path, body: str | None) -> tuple[freshstage.FreshStep, int, freshstage.JunitCounts | None]:
     """Run a real pytest on a directory holding ``body`` (or nothing) as the stage would."""
     suite = tmp_path / "suite"
     suite.mkdir(parents=True)
@@ -24,26 +24,26 @@ def _pytest_step(tmp_path: Path, body: str | None) -> tuple[testbed.FreshStep, i
     if body is not None:
         (suite / "test_probe.py").write_text(body)
     junit = tmp_path / "report.xml"
-    step = testbed.FreshStep("probe", (), junit=str(junit))
+    step = freshstage.FreshStep("probe", (), junit=str(junit))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(junit),
                            "--rootdir", str(suite), "-c", str(suite / "pytest.ini"), str(suite)],
                           capture_output=True, text=True, cwd=tmp_path, check=False)
-    counts = testbed.junit_counts(junit.read_text()) if junit.exists() else None
+    counts = freshstage.junit_counts(junit.read_text()) if junit.exists() else None
     return step, proc.returncode, counts
 
 
 def test_selection_is_every_container_free_test_directory():
-    files = testbed.tracked_files(paths.PROJECT_ROOT)
-    selected = testbed.fresh_test_dirs(files)
+    files = freshstage.tracked_files(paths.PROJECT_ROOT)
+    selected = freshstage.fresh_test_dirs(files)
     assert selected == ["tests/controls", "tests/directory", "tests/policy", "tests/unit"]
     # Every test directory is either run by the stage or explicitly needs containers.
     with_tests = {f.split("/")[1] for f in files if f.startswith("tests/") and f.count("/") >= 2
                   and Path(f).name.startswith("test_")}
-    assert with_tests == {d.split("/")[1] for d in selected} | testbed.CONTAINER_TEST_DIRS
+    assert with_tests == {d.split("/")[1] for d in selected} | freshstage.CONTAINER_TEST_DIRS
 
 
 def test_steps_bootstrap_first_and_only_it_has_network():
-    steps = testbed.fresh_steps(["tests/unit", "tests/policy"])
+    steps = freshstage.fresh_steps(["tests/unit", "tests/policy"])
     assert [s.name for s in steps] == ["bootstrap", "lint", "tests/unit", "tests/policy"]
     assert [s.network for s in steps] == [True, False, False, False]
     assert steps[0].argv == ("./scripts/bootstrap.sh",)
@@ -53,8 +53,8 @@ def test_steps_bootstrap_first_and_only_it_has_network():
 
 def test_pytest_collecting_nothing_fails_the_step(tmp_path: Path):
     step, rc, counts = _pytest_step(tmp_path, None)
-    assert rc == testbed.PYTEST_NO_TESTS
-    assert testbed.step_verdict(step, rc, counts) == "FAILED: pytest collected no tests (exit 5)"
+    assert rc == freshstage.PYTEST_NO_TESTS
+    assert freshstage.step_verdict(step, rc, counts) == "FAILED: pytest collected no tests (exit 5)"
 
 
 # Inputs for the guard's own tests: throwaway suites, written to tmp_path, whose tests skip
@@ -66,8 +66,8 @@ SKIP_AT_RUN_TIME = "def test_b():\n    pytest.importorskip('qnprov_guard_input_a
 def test_pytest_where_every_test_skips_fails_the_step(tmp_path: Path):
     step, rc, counts = _pytest_step(tmp_path, f"import pytest\n\n{SKIP_BY_MARK}\n{SKIP_AT_RUN_TIME}")
     assert rc == 0
-    assert counts == testbed.JunitCounts(tests=2, failures=0, errors=0, skipped=2)
-    assert testbed.step_verdict(step, rc, counts) == "FAILED: all 2 tests skipped, none ran"
+    assert counts == freshstage.JunitCounts(tests=2, failures=0, errors=0, skipped=2)
+    assert freshstage.step_verdict(step, rc, counts) == "FAILED: all 2 tests skipped, none ran"
 
 
 def test_pytest_results_are_counted_and_judged(tmp_path: Path):
@@ -75,19 +75,19 @@ def test_pytest_results_are_counted_and_judged(tmp_path: Path):
                                               "def test_bad():\n    assert 0\n\n"
                                               f"{SKIP_AT_RUN_TIME}")
     assert rc == 1
-    assert counts == testbed.JunitCounts(tests=3, failures=1, errors=0, skipped=1)
+    assert counts == freshstage.JunitCounts(tests=3, failures=1, errors=0, skipped=1)
     assert (counts.passed, counts.ran) == (1, 2)
-    assert testbed.step_verdict(step, rc, counts) == "FAILED (exit 1)"
+    assert freshstage.step_verdict(step, rc, counts) == "FAILED (exit 1)"
     step, rc, counts = _pytest_step(tmp_path / "again", "def test_ok():\n    assert 1\n")
-    assert (rc, testbed.step_verdict(step, rc, counts)) == (0, "passed")
+    assert (rc, freshstage.step_verdict(step, rc, counts)) == (0, "passed")
 
 
 def test_summary_names_every_step_with_its_time_and_counts():
-    steps = testbed.fresh_steps(["tests/unit"])
-    results = [testbed.StepResult(steps[0], 0, 200.0, verdict="passed"),
-               testbed.StepResult(steps[1], 2, 50.0, verdict="FAILED (exit 2)"),
-               testbed.StepResult(steps[2], 0, 30.0, testbed.JunitCounts(10, 0, 0, 1), verdict="passed")]
-    text = testbed.format_fresh_summary(results, setup_seconds=12.5, total_seconds=292.5)
+    steps = freshstage.fresh_steps(["tests/unit"])
+    results = [freshstage.StepResult(steps[0], 0, 200.0, verdict="passed"),
+               freshstage.StepResult(steps[1], 2, 50.0, verdict="FAILED (exit 2)"),
+               freshstage.StepResult(steps[2], 0, 30.0, freshstage.JunitCounts(10, 0, 0, 1), verdict="passed")]
+    text = freshstage.format_fresh_summary(results, setup_seconds=12.5, total_seconds=292.5)
     lines = text.splitlines()
     assert lines[1].split()[:3] == ["container", "setup", "12.5s"]
     assert lines[2].split()[:3] == ["bootstrap", "200.0s", "passed"]
@@ -111,14 +111,14 @@ def test_tracked_files_are_the_working_tree_of_tracked_files_only(tmp_path: Path
     (tmp_path / "untracked.txt").write_text("must not leak\n")
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "x").write_text("")
-    assert sorted(testbed.tracked_files(tmp_path)) == ["edited.txt", "kept.txt"]
+    assert sorted(freshstage.tracked_files(tmp_path)) == ["edited.txt", "kept.txt"]
 
 
 @pytest.fixture()
 def container():
     testbed.prepare_host()
     testbed.build_image()
-    name = f"{testbed.FRESH_PREFIX}test-{uuid.uuid4().hex[:8]}"
+    name = f"{freshstage.FRESH_PREFIX}test-{uuid.uuid4().hex[:8]}"
     subprocess.run(["podman", "run", "-d", "--name", name, testbed.IMAGE_REF, "sleep", "600"], check=True,
                    capture_output=True)
     try:
@@ -137,15 +137,15 @@ def test_the_tree_is_copied_and_the_container_is_taken_off_the_network(container
     (tmp_path / "b.sh").write_text("#!/bin/sh\n")
     (tmp_path / "b.sh").chmod(0o755)
     (tmp_path / "secret.txt").write_text("not listed\n")
-    testbed.copy_tree(container, tmp_path, ["sub/a.txt", "b.sh"], workdir="/root/tree")
+    freshstage.copy_tree(container, tmp_path, ["sub/a.txt", "b.sh"], workdir="/root/tree")
     listing = _in(container, "find", "/root/tree", "-type", "f", "-printf", "%P %m\n").stdout.split("\n")
     assert sorted(line for line in listing if line) == ["b.sh 755", "sub/a.txt 644"]
     assert _in(container, "cat", "/root/tree/sub/a.txt").stdout == "Quảng Ninh\n"
 
     assert "eth0" in _in(container, "ls", "/sys/class/net").stdout.split()
-    testbed.isolate_network(container)
+    freshstage.isolate_network(container)
     assert _in(container, "ls", "/sys/class/net").stdout.split() == ["lo"]
-    testbed.isolate_network(container)  # already isolated: nothing to disconnect, still only loopback
+    freshstage.isolate_network(container)  # already isolated: nothing to disconnect, still only loopback
 
 
 def _self_signed_ca(common_name: str) -> bytes:
@@ -177,7 +177,7 @@ def test_the_hosts_local_cas_are_trusted_in_the_container_and_nothing_else_of_pi
     assert pem.decode().strip() not in before
     assert _in(container, "test", "-e", "/etc/pip.conf").returncode == 1
 
-    assert testbed.share_host_trust(container, ca_dir) == ["corp/gateway.crt"]
+    assert freshstage.share_host_trust(container, ca_dir) == ["corp/gateway.crt"]
     bundle = _in(container, "cat", "/etc/ssl/certs/ca-certificates.crt").stdout
     assert pem.decode().strip() in bundle
     assert _in(container, "cat", "/etc/pip.conf").stdout == "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
@@ -189,7 +189,7 @@ def test_the_hosts_local_cas_are_trusted_in_the_container_and_nothing_else_of_pi
 
 
 def test_no_local_ca_means_nothing_is_changed(container: str, tmp_path: Path):
-    assert testbed.share_host_trust(container, tmp_path / "absent") == []
+    assert freshstage.share_host_trust(container, tmp_path / "absent") == []
     assert _in(container, "test", "-e", "/etc/pip.conf").returncode == 1
 
 
@@ -226,8 +226,8 @@ def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
     assert pytest_lines == ["$(BIN)/python scripts/pytest-guard.py $(CONTAINER_TEST_DIRS)"]
     # The host runs exactly the directories the fresh stage leaves out: every test runs once.
     host_dirs = makefile.split("\nCONTAINER_TEST_DIRS :=", 1)[1].split("\n", 1)[0].split()
-    assert {d.removeprefix("tests/") for d in host_dirs} == testbed.CONTAINER_TEST_DIRS
-    fresh = testbed.fresh_test_dirs(testbed.tracked_files(paths.PROJECT_ROOT))
+    assert {d.removeprefix("tests/") for d in host_dirs} == freshstage.CONTAINER_TEST_DIRS
+    fresh = freshstage.fresh_test_dirs(freshstage.tracked_files(paths.PROJECT_ROOT))
     assert not set(host_dirs) & set(fresh)
     assert "scripts/fresh-stage.py" in makefile.split("\nfresh-stage:", 1)[1].split("\n\n", 1)[0]
 
@@ -245,7 +245,7 @@ def test_a_stage_stopped_with_sigterm_removes_its_container():
     try:
         deadline = time.monotonic() + 300
         for line in proc.stdout:
-            found = re.search(rf"container ({testbed.FRESH_PREFIX}[0-9a-f]{{8}})", line)
+            found = re.search(rf"container ({freshstage.FRESH_PREFIX}[0-9a-f]{{8}})", line)
             name = name or (found.group(1) if found else None)
             if line.startswith("===== fresh stage: bootstrap:") or time.monotonic() > deadline:
                 break

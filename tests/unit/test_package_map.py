@@ -23,6 +23,7 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qnprov.runner", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.ui", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.testbed", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
+    ("qnprov.freshstage", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.lab", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.argspec", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.roledocs", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
