@@ -19,9 +19,8 @@ policy: ``"always"`` (default) syncs after every record so that a record the
 milter acted on survives a crash; ``"never"`` leaves flushing to the kernel and
 is for benchmarks and tests only.
 
-Agency attribution is pluggable: anything with ``agency_of(address) -> str |
-None`` works. :class:`StaticAgencyMap` reads a YAML/JSON map; the
-:class:`LdapAgencyResolver` asks the directory for ``qnAgencyCode``.
+Which agencies a record names is :mod:`qnprov.policy.agencies`; the per-agency and
+per-rule report over the records is :mod:`qnprov.policy.audit_report`.
 """
 
 from __future__ import annotations
@@ -32,117 +31,16 @@ import hashlib
 import json
 import os
 import threading
-import time
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import yaml
-
-from qnprov.errors import ConfigError, InputError
+from qnprov.errors import InputError
 
 GENESIS_HASH = "0" * 64
 EVIDENCE_LIMIT = 200
 FsyncPolicy = Literal["always", "never"]
-
-
-class AgencyResolver(Protocol):
-    """Maps a mail address to the code of the agency that owns it."""
-
-    def agency_of(self, address: str) -> str | None: ...
-
-
-class NoAgencyResolver:
-    """Used when no map is configured: every event has ``agency: null``."""
-
-    def agency_of(self, address: str) -> str | None:
-        return None
-
-
-@dataclass(frozen=True)
-class StaticAgencyMap:
-    """Address or domain to agency code.
-
-    Example: ``{"stttt@quangninh.gov.vn": "STTTT", "@ubnd.quangninh.gov.vn": "UBND"}``.
-
-    Exact addresses win over ``@domain`` entries; both are case-insensitive.
-    """
-
-    entries: Mapping[str, str]
-
-    @classmethod
-    def from_file(cls, path: Path) -> StaticAgencyMap:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read agency map {path}: {exc}") from exc
-        if not isinstance(raw, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-        ):
-            raise ConfigError(f"agency map {path} must be a mapping of address or @domain to agency code")
-        return cls({k.lower(): v for k, v in raw.items()})
-
-    def agency_of(self, address: str) -> str | None:
-        address = address.strip("<>").lower()
-        if address in self.entries:
-            return self.entries[address]
-        _, _, domain = address.rpartition("@")
-        return self.entries.get("@" + domain) if domain else None
-
-
-class LdapAgencyResolver:
-    """Looks up ``qnAgencyCode`` of the account or group that owns an address.
-
-    Results are cached for ``ttl`` seconds so the milter does not ask the
-    directory once per recipient per message.
-    """
-
-    def __init__(self, connection: Any, base_dn: str, *, ttl: float = 300.0) -> None:
-        self._connection = connection
-        self._base_dn = base_dn
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, str | None]] = {}
-        self._lock = threading.Lock()
-
-    def agency_of(self, address: str) -> str | None:
-        from ldap3.utils.conv import escape_filter_chars
-
-        address = address.strip("<>").lower()
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(address)
-            if cached and now - cached[0] < self._ttl:
-                return cached[1]
-            value = escape_filter_chars(address)
-            self._connection.search(
-                self._base_dn,
-                f"(&(qnAgencyCode=*)(|(mail={value})(mailLocalAddress={value})))",
-                attributes=["qnAgencyCode"],
-                size_limit=1,
-            )
-            agency: str | None = None
-            for entry in self._connection.entries:
-                agency = str(entry.qnAgencyCode.value)
-                break
-            self._cache[address] = (now, agency)
-            return agency
-
-
-def agencies_for(
-    resolver: AgencyResolver, direction: str, sender: str, recipients: Sequence[str]
-) -> list[str]:
-    """The agencies an event belongs to: the sender's for outbound and internal
-    mail (the official who acted), the recipients' for inbound mail."""
-    if direction in ("outbound", "internal"):
-        candidates: Sequence[str] = [sender]
-        if direction == "internal":
-            candidates = [sender, *recipients]
-    else:
-        candidates = recipients
-    found = {a for a in (resolver.agency_of(addr) for addr in candidates if addr) if a}
-    return sorted(found)
 
 
 def canonical_json(record: Mapping[str, Any]) -> str:
@@ -437,56 +335,3 @@ def iter_audit_records(path: Path) -> Iterator[dict[str, Any]]:
             for raw in handle:
                 if raw.strip():
                     yield json.loads(raw)
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    key: str
-    rule: str
-    clause: str
-    action: str
-    count: int
-    first: str
-    last: str
-
-
-def summarise(
-    records: Iterable[Mapping[str, Any]],
-    *,
-    by: Literal["agency", "rule"],
-    since: str | None = None,
-    until: str | None = None,
-    include_accept: bool = False,
-) -> list[ReportRow]:
-    """Count what was blocked or flagged, per agency or per rule, and when.
-
-    Every finding counts once per agency it concerns. Decisions without
-    findings (plain accepts) are left out unless ``include_accept``.
-    """
-    counts: Counter[tuple[str, str, str, str]] = Counter()
-    first: dict[tuple[str, str, str, str], str] = {}
-    last: dict[tuple[str, str, str, str], str] = {}
-    for record in records:
-        when = str(record.get("time", ""))
-        if (since and when < since) or (until and when >= until):
-            continue
-        findings = record.get("findings") or []
-        if not findings:
-            if not include_accept:
-                continue
-            findings = [{"rule": "-", "clause": "-", "action": record.get("verdict", "accept")}]
-        agencies = record.get("agencies") or [record.get("agency") or "(unknown)"]
-        for finding in findings:
-            rule, clause = str(finding.get("rule")), str(finding.get("clause"))
-            action = str(finding.get("action"))
-            keys = [str(a) for a in agencies] if by == "agency" else [rule]
-            for key in keys:
-                bucket = (key, rule, clause, action)
-                counts[bucket] += 1
-                first.setdefault(bucket, when)
-                first[bucket] = min(first[bucket], when)
-                last[bucket] = max(last.get(bucket, when), when)
-    return [
-        ReportRow(key=b[0], rule=b[1], clause=b[2], action=b[3], count=n, first=first[b], last=last[b])
-        for b, n in sorted(counts.items())
-    ]

@@ -14,7 +14,9 @@ from rich.table import Table
 
 from qnprov.cliout import err, finish, leave, out, print_json, user_errors
 from qnprov.errors import ConfigError, InputError
-from qnprov.policy.audit import AuditLog, StaticAgencyMap, iter_audit_records, summarise, verify_audit_log
+from qnprov.policy.agencies import StaticAgencyMap
+from qnprov.policy.audit import AuditLog, iter_audit_records, verify_audit_log
+from qnprov.policy.audit_report import summarise
 from qnprov.policy.quarantine import Quarantine, executor_for, hold_reasons_from_audit, quarantine_event
 
 # --- qnprov milter -----------------------------------------------------------

@@ -11,17 +11,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from qnprov.policy.agencies import StaticAgencyMap, agencies_for
 from qnprov.policy.audit import (
     GENESIS_HASH,
     AuditLog,
-    StaticAgencyMap,
-    agencies_for,
     build_decision_event,
     iter_audit_records,
     record_hash,
-    summarise,
     verify_audit_log,
 )
+from qnprov.policy.audit_report import summarise
 from qnprov.policy.milter_cli import audit_app
 
 REJECT_DOCX = {

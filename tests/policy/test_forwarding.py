@@ -153,7 +153,7 @@ def slapd() -> Iterator[TestSlapd]:
 def test_ldap_agency_resolver_reads_qnagencycode(slapd: TestSlapd) -> None:
     import ldap3
 
-    from qnprov.policy.audit import LdapAgencyResolver
+    from qnprov.policy.agencies import LdapAgencyResolver
 
     connection = ldap3.Connection(ldap3.Server(slapd.url), user=slapd.service_dn("postfix"),
                                   password=slapd.service_passwords["postfix"], auto_bind=True,

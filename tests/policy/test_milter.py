@@ -13,7 +13,8 @@ import milter_corpus as corpus
 import pytest
 from Milter.testctx import TestCtx as MilterTestCtx
 
-from qnprov.policy.audit import StaticAgencyMap, verify_audit_log
+from qnprov.policy.agencies import StaticAgencyMap
+from qnprov.policy.audit import verify_audit_log
 from qnprov.policy.engine import Envelope
 from qnprov.policy.milter import (
     EvaluationError,

@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import getaddresses
 
-from qnprov.policy.audit import (
-    AgencyResolver,
-    AuditLog,
-    NoAgencyResolver,
-    agencies_for,
-    build_decision_event,
-)
+from qnprov.policy.agencies import AgencyResolver, NoAgencyResolver, agencies_for
+from qnprov.policy.audit import AuditLog, build_decision_event
 from qnprov.policy.domains import is_freemail
 from qnprov.policy.engine import Decision, Envelope, Finding, derive_direction
 from qnprov.policy.milter.evaluator import EvaluationError, Evaluator, MessageData

@@ -27,12 +27,8 @@ from typing import cast
 
 import Milter
 
-from qnprov.policy.audit import (
-    AgencyResolver,
-    AuditLog,
-    NoAgencyResolver,
-    StaticAgencyMap,
-)
+from qnprov.policy.agencies import AgencyResolver, NoAgencyResolver, StaticAgencyMap
+from qnprov.policy.audit import AuditLog
 from qnprov.policy.milter.decisions import MilterRuntime
 from qnprov.policy.milter.evaluator import Evaluator, InlineEvaluator, load_engine
 from qnprov.policy.milter.pool import ProcessPoolEvaluator, tune_malloc
