@@ -1,7 +1,8 @@
 """Legacy formats: Office 97-2003 compound files and RTF.
 
-The compound-file and Word readers, and the TCVN3/VNI font readings, are in
-:mod:`qnprov.policy.legacy`; this module turns them into segments and problems.
+The compound-file and Word readers are in :mod:`qnprov.policy.legacy`, the TCVN3/VNI
+font readings in :mod:`qnprov.policy.vnfonts`; this module turns them into segments and
+problems.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from qnprov.policy.legacy import (
     CompoundFile,
     CompoundFileError,
     encryption_reason,
-    legacy_font_readings,
     word_text,
 )
+from qnprov.policy.vnfonts import legacy_font_readings
 
 # UTF-16LE code units of Vietnamese text: Latin-1 (high byte 0), Latin Extended (01: đ ơ ư),
 # combining marks (03), Latin Extended Additional (1E: ạ ả ấ ... ỹ) and punctuation (20).

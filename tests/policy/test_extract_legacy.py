@@ -21,7 +21,8 @@ from msoffcrypto.format.ooxml import OOXMLFile
 from policy_corpus import docx, message, xlsx
 
 from qnprov.policy.engine import Decision, Envelope, PolicyEngine
-from qnprov.policy.legacy import CompoundFile, CompoundFileError, clean_word_text, decode_tcvn3, decode_vni
+from qnprov.policy.legacy import CompoundFile, CompoundFileError, clean_word_text
+from qnprov.policy.vnfonts import decode_tcvn3, decode_vni
 
 ENGINE = PolicyEngine.load()
 ENVELOPE = Envelope("chuyenvien@quangninh.gov.vn", ("vanthu@quangninh.gov.vn",),
