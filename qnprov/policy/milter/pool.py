@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from qnprov.errors import ConfigError
-from qnprov.policy.engine import Decision, Envelope
+from qnprov.policy.engine import Decision, Envelope, PolicyEngine
 from qnprov.policy.milter.evaluator import EvaluationError, MessageData, load_engine
 
 log = logging.getLogger("qnprov.milter")
@@ -216,6 +216,17 @@ class PolicySnapshot:
             except PermissionError:
                 continue  # alive, someone else's
 
+    @classmethod
+    def validated(cls, bundle: Path | None, overrides: Path | None) -> tuple[PolicySnapshot, PolicyEngine]:
+        """A snapshot of the files and the engine loaded from it. When the engine does not
+        load (a bad bundle or overrides file), the snapshot is removed and the error raised."""
+        snapshot = cls(bundle, overrides)
+        try:
+            return snapshot, load_engine(snapshot.bundle, snapshot.overrides)
+        except Exception:
+            snapshot.remove()
+            raise
+
 
 @dataclass
 class _Worker:
@@ -244,12 +255,7 @@ class ProcessPoolEvaluator:
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         PolicySnapshot.remove_stale()
-        snapshot = PolicySnapshot(bundle, overrides)
-        try:
-            engine = load_engine(snapshot.bundle, snapshot.overrides)  # validate before starting anyone
-        except Exception:
-            snapshot.remove()
-            raise
+        snapshot, engine = PolicySnapshot.validated(bundle, overrides)  # validate before starting anyone
         self.version = engine.version
         self.local_domains = engine.local_domains
         self._snapshots = [snapshot]
@@ -354,12 +360,7 @@ class ProcessPoolEvaluator:
         return decision
 
     def reload(self, bundle: Path | None, overrides: Path | None) -> str:
-        snapshot = PolicySnapshot(bundle, overrides)
-        try:
-            engine = load_engine(snapshot.bundle, snapshot.overrides)  # raises on a bad bundle; old one stays
-        except Exception:
-            snapshot.remove()
-            raise
+        snapshot, engine = PolicySnapshot.validated(bundle, overrides)  # raises on a bad bundle; old one stays
         with self._lock:
             self._bundle, self._overrides = snapshot.bundle, snapshot.overrides
             self.version = engine.version
