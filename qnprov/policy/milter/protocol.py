@@ -136,16 +136,16 @@ class PolicyMilter(Milter.Base):
             # what was kept; a redirect header sits at the top and is always among them.
             refused = self.runtime.null_sender_forward_guard(envelope, self.daemon_name, self.headers)
         if refused is not None:
-            self.chunks = []
-            try:
-                self.runtime.record(refused, envelope, self.message_id)
-            except OSError:
-                refused = self.runtime.error_decision(envelope, "audit log unwritable")
-            return self._finish(refused)
+            return self._record_and_finish(refused, envelope)
         if self.oversize:
             decision = self.runtime.oversize_decision(envelope, self.size)
         else:
             decision = self.runtime.decide(self.message_parts(), envelope)
+        return self._record_and_finish(decision, envelope)
+
+    def _record_and_finish(self, decision: Decision, envelope: Envelope) -> int:
+        """Drop the buffered body, audit the decision, then apply it. A decision that cannot
+        be audited is not applied: the on-error decision ("audit log unwritable") is."""
         self.chunks = []
         try:
             self.runtime.record(decision, envelope, self.message_id)
