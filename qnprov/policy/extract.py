@@ -28,12 +28,12 @@ from qnprov.policy.extract_types import (
     add_segment,
 )
 from qnprov.policy.html_text import html_to_text
-from qnprov.policy.vnfonts import legacy_font_readings
 from qnprov.policy.legacy_files import inspect_ole, rtf_to_text
 from qnprov.policy.markings import may_contain_marking
 from qnprov.policy.mime import Entity, decode_body, decode_bytes, decode_header_value, split_entity, split_multipart
 from qnprov.policy.models import Limits
 from qnprov.policy.pdf import inspect_pdf
+from qnprov.policy.vnfonts import legacy_font_readings
 from qnprov.policy.ziparchives import inspect_zip
 
 # -- message level -----------------------------------------------------------------
