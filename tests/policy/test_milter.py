@@ -268,6 +268,28 @@ def test_process_pool_shared_buffer_grows_and_shrinks_with_the_message(tmp_path:
         pool.close()
 
 
+def test_process_pool_without_shared_buffer_or_malloc_tuning_decides_the_same(tmp_path: Path) -> None:
+    """The switches benchmarks/milter_pool.py measures: messages pickled through the pipe, glibc defaults."""
+    overrides = corpus.write_overrides(tmp_path)
+    inline = InlineEvaluator(None, overrides)
+    pool = ProcessPoolEvaluator(1, None, overrides, timeout=60, shared_buffer=False, malloc_keep=None)
+    try:
+        envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
+        for message in (corpus.marked_subject(), corpus.marked_docx(), corpus.clean_internal()):
+            expected = inline.evaluate(message, envelope)
+            head, _, body = message.partition(b"\r\n\r\n")
+            for sent in (message, [head + b"\r\n", b"\r\n", body]):
+                decision = pool.evaluate(sent, envelope)
+                assert (decision.verdict, decision.findings) == (expected.verdict, expected.findings)
+        assert {expected.verdict for expected in (inline.evaluate(corpus.marked_subject(), envelope),
+                                                  inline.evaluate(corpus.clean_internal(), envelope))} == {
+            "reject", "accept"}
+        (worker,) = pool._idle.queue
+        assert worker.buffer is None  # nothing shared: the message really went through the pipe
+    finally:
+        pool.close()
+
+
 def test_reload_switches_bundle_without_restarting_pool(tmp_path: Path) -> None:
     overrides = corpus.write_overrides(tmp_path)
     pool = ProcessPoolEvaluator(1, None, overrides, timeout=30)

@@ -142,23 +142,29 @@ class _MessageReader:
         return self._map[:length]
 
 
-def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None) -> None:
+def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None, shared_buffer: bool = True,
+                 malloc_keep: int | None = MALLOC_KEEP_BYTES) -> None:
     """Evaluator process: answers ("eval", length, buffer size, envelope) and ("reload", bundle, overrides).
 
     After "ready" the front sends the descriptor of the worker's :class:`MessageBuffer`.
+    Without a shared buffer (``shared_buffer=False``, for benchmarks/milter_pool.py only) the
+    message comes pickled through the pipe instead: ("eval-bytes", message, envelope).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    tune_malloc()
+    if malloc_keep is not None:
+        tune_malloc(malloc_keep)
     try:
         engine = load_engine(bundle, overrides)
         conn.send(("ready", engine.version))
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    try:
-        reader = _MessageReader(multiprocessing.reduction.recv_handle(conn))
-    except (EOFError, OSError):
-        return
+    reader: _MessageReader | None = None
+    if shared_buffer:
+        try:
+            reader = _MessageReader(multiprocessing.reduction.recv_handle(conn))
+        except (EOFError, OSError):
+            return
     while True:
         try:
             request = conn.recv()
@@ -166,9 +172,11 @@ def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None) 
             return
         kind = request[0]
         try:
-            if kind == "eval":
+            if kind == "eval" and reader is not None:
                 message = reader.read(request[1], request[2])
                 conn.send(("ok", engine.evaluate(message, request[3])))
+            elif kind == "eval-bytes":
+                conn.send(("ok", engine.evaluate(request[1], request[2])))
             elif kind == "reload":
                 engine = load_engine(request[1], request[2])
                 conn.send(("ok", engine.version))
@@ -237,7 +245,13 @@ class _Worker:
 
 
 class ProcessPoolEvaluator:
-    """N evaluator processes; one message per worker at a time; per-message timeout."""
+    """N evaluator processes; one message per worker at a time; per-message timeout.
+
+    ``shared_buffer`` and ``malloc_keep`` exist so that benchmarks/milter_pool.py can
+    measure what the :class:`MessageBuffer` and :func:`tune_malloc` save: with
+    ``shared_buffer=False`` messages are pickled through the pipe, with ``malloc_keep=None``
+    the evaluators keep glibc's default malloc settings. The milter always runs the defaults.
+    """
 
     def __init__(
         self,
@@ -247,12 +261,16 @@ class ProcessPoolEvaluator:
         *,
         timeout: float,
         start_timeout: float = 60.0,
+        shared_buffer: bool = True,
+        malloc_keep: int | None = MALLOC_KEEP_BYTES,
     ) -> None:
         if workers < 1:
             raise ConfigError("a process pool needs at least one worker")
         self._context = multiprocessing.get_context("spawn")
         self._timeout = timeout
         self._start_timeout = start_timeout
+        self._shared_buffer = shared_buffer
+        self._malloc_keep = malloc_keep
         self._lock = threading.Lock()
         PolicySnapshot.remove_stale()
         snapshot, engine = PolicySnapshot.validated(bundle, overrides)  # validate before starting anyone
@@ -273,7 +291,8 @@ class ProcessPoolEvaluator:
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, self._bundle, self._overrides), daemon=True, name="qnprov-eval"
+            target=_worker_main, args=(child, self._bundle, self._overrides, self._shared_buffer, self._malloc_keep),
+            daemon=True, name="qnprov-eval",
         )
         process.start()
         child.close()
@@ -294,6 +313,8 @@ class ProcessPoolEvaluator:
         if status != "ready":
             self._kill(worker)
             raise EvaluationError(f"evaluator process failed to start: {detail}")
+        if not self._shared_buffer:
+            return
         try:
             worker.buffer = MessageBuffer()
             multiprocessing.reduction.send_handle(worker.conn, worker.buffer.fd, worker.process.pid)
@@ -351,11 +372,16 @@ class ProcessPoolEvaluator:
         if worker.generation != generation:
             self._call(worker, ("reload", bundle, overrides), self._start_timeout)
             worker.generation = generation
-        assert worker.buffer is not None
-        length = worker.buffer.write(message)
+        if worker.buffer is None:  # shared_buffer=False: the message goes pickled through the pipe
+            whole = message if isinstance(message, bytes) else b"".join(message)
+            request: tuple[Any, ...] = ("eval-bytes", whole, envelope)
+        else:
+            length = worker.buffer.write(message)
+            request = ("eval", length, worker.buffer.size, envelope)
         remaining = max(0.001, deadline - time.monotonic())
-        decision: Decision = self._call(worker, ("eval", length, worker.buffer.size, envelope), remaining)
-        worker.buffer.trim()
+        decision: Decision = self._call(worker, request, remaining)
+        if worker.buffer is not None:
+            worker.buffer.trim()
         self._idle.put(worker)
         return decision
 
