@@ -27,7 +27,8 @@ def test_goal_lines_say_met_or_not_met() -> None:
 def test_every_benchmark_prints_its_goals() -> None:
     scripts = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "goals.py")
     assert {p.name for p in scripts} >= {"ber_encoder.py", "converge.py", "ldap_provision.py",
-                                         "milter_throughput.py", "policy_engine.py", "verify_time.py"}
+                                         "milter_throughput.py", "policy_engine.py", "verify_time.py",
+                                         "office_reader.py", "pdf_reader.py", "milter_pool.py"}
     for script in scripts:
         calls = {node.func.id for node in ast.walk(ast.parse(script.read_text(encoding="utf-8")))
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
@@ -92,3 +93,28 @@ def test_detector_quality_benchmark_measures_both_clauses_against_the_goals() ->
     assert (recall.target, recall.at_most, recall.figure) == (1.0, False, registration["recall"])
     assert goals["1.3(1) false positives"].figure == marking["false_positives"]
     assert goals["1.3(1) recall (reference: perfect classifier = 1)"].target == 0.95
+
+
+def test_office_reader_benchmark_checks_what_each_reader_finds() -> None:
+    import office_reader
+
+    result = office_reader.run(1)
+    docx, xlsx = result["rows"]["docx"]["readers"], result["rows"]["xlsx"]["readers"]
+    assert docx["qnprov"]["missing"] == [] and xlsx["qnprov"]["missing"] == []
+    assert docx["python-docx"]["missing"] == [office_reader.TEXTBOX]  # the API skips text boxes
+    assert docx["python-docx + text boxes"]["missing"] == []
+    assert xlsx["openpyxl read-only"]["missing"] == [office_reader.SHEET_HEADER]
+    assert xlsx["openpyxl full"]["missing"] == []
+    speed = [goal for goal in result["goals"] if "CPU time" in goal.what]
+    assert [(goal.target, goal.at_most) for goal in speed] == [(4.0, False), (1.0, False)]
+    assert speed[0].figure == docx["python-docx"]["ratio_to_qnprov"] > 0
+
+
+def test_pdf_reader_benchmark_reads_the_same_lines_with_both_parsers() -> None:
+    import pdf_reader
+
+    result = pdf_reader.run(1)
+    for row in result["rows"].values():
+        assert all(reading["missing"] == [] for reading in row["readers"].values())
+    ratios = [goal for goal in result["goals"] if "CPU time" in goal.what]
+    assert [goal.target for goal in ratios] == [10.0, 10.0] and all(goal.figure > 0 for goal in ratios)
