@@ -3,7 +3,7 @@
 Why not python-docx/openpyxl (measured by benchmarks/office_reader.py, figures in
 docs/policy.md): on a docx this reader takes about a fifth of python-docx's CPU time
 (4-5x faster) and also reads text boxes, which python-docx's API does not return; on an
-xlsx it is only about as fast as openpyxl in read-only mode (1.2-1.4x), and the reason is
+xlsx it is only about as fast as openpyxl in read-only mode (0.8-1.4x), and the reason is
 coverage: read-only openpyxl drops page headers/footers and comments, and neither library
 returns the text of drawn shapes, where stamps also appear. One reader also serves
 docx, xlsx, pptx and ODF alike, and the mail host needs no python-docx.
