@@ -268,11 +268,11 @@ def test_process_pool_shared_buffer_grows_and_shrinks_with_the_message(tmp_path:
         pool.close()
 
 
-def test_process_pool_without_shared_buffer_or_malloc_tuning_decides_the_same(tmp_path: Path) -> None:
-    """The switches benchmarks/milter_pool.py measures: messages pickled through the pipe, glibc defaults."""
+def test_process_pool_without_shared_buffer_decides_the_same(tmp_path: Path) -> None:
+    """The switch benchmarks/milter_pool.py measures: messages pickled through the pipe."""
     overrides = corpus.write_overrides(tmp_path)
     inline = InlineEvaluator(None, overrides)
-    pool = ProcessPoolEvaluator(1, None, overrides, timeout=60, shared_buffer=False, malloc_keep=None)
+    pool = ProcessPoolEvaluator(1, None, overrides, timeout=60, shared_buffer=False)
     try:
         envelope = Envelope(corpus.OFFICIAL, (corpus.COLLEAGUE,), authenticated_user=corpus.OFFICIAL)
         for message in (corpus.marked_subject(), corpus.marked_docx(), corpus.clean_internal()):

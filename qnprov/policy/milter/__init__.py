@@ -36,7 +36,7 @@ next message. Connections and in-flight messages are not touched.
 
 Modules: :mod:`.settings` (the command line), :mod:`.evaluator` (the interface the
 front calls, and the inline evaluator), :mod:`.pool` (the evaluator processes, their
-shared buffer and malloc tuning), :mod:`.decisions` (what the front decides itself and
+shared buffer), :mod:`.decisions` (what the front decides itself and
 how a decision becomes replies, headers and an audit record), :mod:`.protocol` (the
 libmilter callbacks, free of process management) and :mod:`.supervisor` (signals and
 lifecycle). The names below are re-exported so ``qnprov.policy.milter.X`` keeps working.
@@ -56,11 +56,9 @@ from qnprov.policy.milter.decisions import (
 )
 from qnprov.policy.milter.evaluator import EvaluationError, Evaluator, InlineEvaluator, MessageData, load_engine
 from qnprov.policy.milter.pool import (
-    MALLOC_KEEP_BYTES,
     MessageBuffer,
     PolicySnapshot,
     ProcessPoolEvaluator,
-    tune_malloc,
 )
 from qnprov.policy.milter.protocol import PolicyMilter
 from qnprov.policy.milter.settings import (
@@ -75,7 +73,6 @@ from qnprov.policy.milter.settings import (
 from qnprov.policy.milter.supervisor import build_runtime, run_milter, serve_front
 
 __all__ = [
-    "MALLOC_KEEP_BYTES",
     "MILTER_NAME",
     "POLICY_HEADER",
     "REPLY_LINE_LIMIT",
@@ -103,5 +100,4 @@ __all__ = [
     "run_milter",
     "serve_front",
     "synthetic_decision",
-    "tune_malloc",
 ]

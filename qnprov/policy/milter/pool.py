@@ -1,4 +1,4 @@
-"""The evaluator processes: a pool of workers, the shared message buffer, malloc tuning.
+"""The evaluator processes: a pool of workers and the shared message buffer.
 
 ``PolicyEngine.evaluate`` is the CPU-heavy, hostile-input part. Threads alone would
 serialise on the GIL, and a process can be killed when one message overruns its
@@ -17,8 +17,6 @@ worker reloads before its next message.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import mmap
 import multiprocessing
@@ -42,36 +40,6 @@ from qnprov.policy.engine import Decision, Envelope, PolicyEngine
 from qnprov.policy.milter.evaluator import EvaluationError, MessageData, load_engine
 
 log = logging.getLogger("qnprov.milter")
-
-
-#: Freed heap memory glibc may keep per arena instead of handing it back (see tune_malloc).
-MALLOC_KEEP_BYTES = 8 << 20
-
-
-def tune_malloc(keep: int = MALLOC_KEEP_BYTES) -> bool:
-    """Let glibc keep up to ``keep`` bytes of freed heap for the next message.
-
-    By default glibc trims the top of a heap as soon as more than about twice its
-    (dynamic, 128 KiB and up) mmap threshold is free, so the buffers of every large
-    message (the body chunks in the front; the body, its decoded bytes and its text in
-    an evaluator) were paged in afresh each time: page faults and madvise were ~10% of
-    the front's CPU and ~20% of an evaluator's on 1 MB mail. Blocks of ``keep`` bytes
-    or more are still mmap()ed and returned when freed, so one huge message does not
-    stay resident. Returns False where there is no glibc mallopt (nothing changes).
-
-    Not shown by benchmarks/milter_pool.py (docs/milter.md): driving the pool directly,
-    glibc's own dynamic thresholds already keep 1 MB messages from page-faulting (about
-    0.02 faults per message with and without this), and CPU per 1 MB message is the same
-    within 3% (small messages 4-25% less with it, no fewer faults: cause unknown).
-    Unless a measurement through libmilter shows the gain, this should go.
-    """
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(m_mmap_threshold, keep)) and bool(mallopt(m_trim_threshold, keep))
 
 
 class MessageBuffer:
@@ -150,8 +118,7 @@ class _MessageReader:
         return self._map[:length]
 
 
-def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None, shared_buffer: bool = True,
-                 malloc_keep: int | None = MALLOC_KEEP_BYTES) -> None:
+def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None, shared_buffer: bool = True) -> None:
     """Evaluator process: answers ("eval", length, buffer size, envelope) and ("reload", bundle, overrides).
 
     After "ready" the front sends the descriptor of the worker's :class:`MessageBuffer`.
@@ -159,8 +126,6 @@ def _worker_main(conn: Connection, bundle: Path | None, overrides: Path | None, 
     message comes pickled through the pipe instead: ("eval-bytes", message, envelope).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    if malloc_keep is not None:
-        tune_malloc(malloc_keep)
     try:
         engine = load_engine(bundle, overrides)
         conn.send(("ready", engine.version))
@@ -255,10 +220,9 @@ class _Worker:
 class ProcessPoolEvaluator:
     """N evaluator processes; one message per worker at a time; per-message timeout.
 
-    ``shared_buffer`` and ``malloc_keep`` exist so that benchmarks/milter_pool.py can
-    measure what the :class:`MessageBuffer` and :func:`tune_malloc` save: with
-    ``shared_buffer=False`` messages are pickled through the pipe, with ``malloc_keep=None``
-    the evaluators keep glibc's default malloc settings. The milter always runs the defaults.
+    ``shared_buffer`` exists so that benchmarks/milter_pool.py can measure what the
+    :class:`MessageBuffer` saves: with ``shared_buffer=False`` messages are pickled through
+    the pipe. The milter always runs with the shared buffer.
     """
 
     def __init__(
@@ -270,7 +234,6 @@ class ProcessPoolEvaluator:
         timeout: float,
         start_timeout: float = 60.0,
         shared_buffer: bool = True,
-        malloc_keep: int | None = MALLOC_KEEP_BYTES,
     ) -> None:
         if workers < 1:
             raise ConfigError("a process pool needs at least one worker")
@@ -278,7 +241,6 @@ class ProcessPoolEvaluator:
         self._timeout = timeout
         self._start_timeout = start_timeout
         self._shared_buffer = shared_buffer
-        self._malloc_keep = malloc_keep
         self._lock = threading.Lock()
         PolicySnapshot.remove_stale()
         snapshot, engine = PolicySnapshot.validated(bundle, overrides)  # validate before starting anyone
@@ -299,7 +261,7 @@ class ProcessPoolEvaluator:
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, self._bundle, self._overrides, self._shared_buffer, self._malloc_keep),
+            target=_worker_main, args=(child, self._bundle, self._overrides, self._shared_buffer),
             daemon=True, name="qnprov-eval",
         )
         process.start()

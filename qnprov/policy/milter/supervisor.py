@@ -31,7 +31,7 @@ from qnprov.policy.agencies import AgencyResolver, NoAgencyResolver, StaticAgenc
 from qnprov.policy.audit import AuditLog
 from qnprov.policy.milter.decisions import MilterRuntime
 from qnprov.policy.milter.evaluator import Evaluator, InlineEvaluator, load_engine
-from qnprov.policy.milter.pool import ProcessPoolEvaluator, tune_malloc
+from qnprov.policy.milter.pool import ProcessPoolEvaluator
 from qnprov.policy.milter.protocol import PolicyMilter
 from qnprov.policy.milter.settings import MILTER_NAME, MilterSettings
 
@@ -66,7 +66,6 @@ def serve_front(settings: MilterSettings, ready: Callable[[], None] | None = Non
     handler's C half writes the signal number to a wakeup socket and a small
     thread does the reload.
     """
-    tune_malloc()
     runtime = build_runtime(settings)
     PolicyMilter.runtime = runtime
     Milter.factory = PolicyMilter
