@@ -111,6 +111,7 @@ def _wait_active(container: str, units: tuple[str, ...], timeout: float = 120.0)
     return states
 
 
+@pytest.mark.mailflow  # the conftest's no-silent-loss check runs afterwards
 def test_slapd_stopped_mail_is_deferred_never_bounced_then_delivered(container, endpoints, tls,  # type: ignore[no-untyped-def]
                                                                    accounts) -> None:
     recipient = accounts[1]

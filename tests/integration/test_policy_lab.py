@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "policy"))
 import milter_corpus as corpus
 import signing_fixtures
 
-pytestmark = pytest.mark.lab
+# mailflow: the conftest's no-silent-loss check runs after every test here.
+pytestmark = [pytest.mark.lab, pytest.mark.mailflow]
 
 SMTP_TIMEOUT = 60.0
 DELIVERY_DEADLINE = 60.0

@@ -35,7 +35,8 @@ from labenv import send_from_outside
 
 from qnprov import paths
 
-pytestmark = pytest.mark.lab
+# mailflow: the conftest's no-silent-loss check runs after every test here.
+pytestmark = [pytest.mark.lab, pytest.mark.mailflow]
 
 TIMEOUT = 30.0
 SELECTOR = yaml.safe_load((paths.ROLES_DIR / "rspamd" / "defaults" / "main.yml").read_text())[
