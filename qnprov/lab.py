@@ -221,6 +221,11 @@ def ensure_container(host: LabHost, state: Path | None = None) -> bool:
     state = state or paths.state_dir()
     created = False
     current = container_state(host.container)
+    if current == "running" and not publishes_ssh(host):
+        # A container from before the lab used SSH (or with other ports): its port
+        # mappings are fixed at creation, so it is replaced.
+        testbed.remove_container(host.container)
+        current = None
     if current != "running":
         if current is not None:
             testbed.remove_container(host.container)
@@ -230,6 +235,12 @@ def ensure_container(host: LabHost, state: Path | None = None) -> bool:
         created = True
     bootstrap_ssh(host, SshFiles(state))
     return created
+
+
+def publishes_ssh(host: LabHost) -> bool:
+    """Whether the host's container publishes sshd on the inventory's loopback port."""
+    proc = _podman("port", host.container, "22/tcp", check=False, timeout=30)
+    return proc.returncode == 0 and f"127.0.0.1:{ssh_port(host)}" in proc.stdout.split()
 
 
 def forget_host(state: Path, name: str) -> None:

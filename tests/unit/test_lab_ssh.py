@@ -153,3 +153,36 @@ def test_ansible_runner_keeps_host_key_checking_and_our_fact_cache(tmp_path: Pat
     assert config.env["ANSIBLE_CACHE_PLUGIN"] == "jsonfile"
     assert config.env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "state" / "facts")
     assert config.env["ANSIBLE_GATHERING"] == "smart"
+
+
+def test_a_running_container_without_the_ssh_port_is_replaced(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """A lab container from before SSH has no 22/tcp mapping; podman cannot add one later."""
+    import subprocess as sp
+
+    host = lab.LabHost("mail1", "qnprov-x-mail1", "mail1.test", {"ssh": (11022, 22)})
+    calls: list[tuple[str, ...]] = []
+    mapping = {"22/tcp": ""}
+
+    def podman(*args: str, **_: object) -> sp.CompletedProcess[str]:
+        calls.append(args)
+        if args[0] == "port":
+            out = mapping["22/tcp"]
+            return sp.CompletedProcess(args, 0 if out else 125, out, "" if out else "no port 22 published")
+        return sp.CompletedProcess(args, 0, "", "")
+
+    removed: list[str] = []
+    monkeypatch.setattr(lab, "_podman", podman)
+    monkeypatch.setattr(lab, "container_state", lambda name: "running")
+    monkeypatch.setattr(lab.testbed, "remove_container", lambda name: removed.append(name))
+    monkeypatch.setattr(lab.testbed, "_run", lambda *a, **k: sp.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(lab.testbed, "wait_for_systemd", lambda name: "running")
+    monkeypatch.setattr(lab, "bootstrap_ssh", lambda h, files: "")
+    assert lab.ensure_container(host, tmp_path) is True
+    assert removed == ["qnprov-x-mail1"]
+    mapping["22/tcp"] = "127.0.0.1:11022\n"
+    removed.clear()
+    assert lab.ensure_container(host, tmp_path) is False
+    assert removed == []
+    mapping["22/tcp"] = "127.0.0.1:10022\n"  # another lab's port: replaced too
+    assert lab.ensure_container(host, tmp_path) is True
