@@ -7,25 +7,18 @@ base image) and publishes their endpoints on host loopback ports.
 
 from __future__ import annotations
 
-import imaplib
 import json
 import os
 import secrets
 import shutil
-import smtplib
-import ssl
 import string
 import subprocess
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from qnprov import inventory as inventory_mod
-from qnprov import paths, testbed
+from qnprov import paths, runner, testbed
 from qnprov.errors import ConfigError, ExternalError
 
 LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
@@ -34,6 +27,11 @@ LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
 LAB_INVENTORY_ENV = "QNPROV_LAB_INVENTORY"
 SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nginx", "nftables", "fail2ban")
 ADMIN_SECRET = "ldap_admin"  # noqa: S105 - the name of a secret file, not a secret
+#: The account Ansible logs in as over SSH and becomes root from with sudo, as the
+#: production inventory does (inventories/example-production: ansible_user deploy, become).
+DEPLOY_USER = "deploy"
+#: The lab publishes sshd on this endpoint name (qnprov_lab_publish), on host loopback.
+SSH_ENDPOINT = "ssh"
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,30 @@ class LabHost:
     container: str
     hostname: str
     publish: dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class SshFiles:
+    """Where the lab keeps what Ansible's ssh connection needs (the inventory's
+    group_vars name the same paths under ``qnprov_state_dir``)."""
+
+    state: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.state / "ssh"
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.dir / "cp"
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,10 @@ class LabConfig:
     @property
     def ca_cert(self) -> Path:
         return self.state / "ca" / "ca.crt"
+
+    @property
+    def ssh(self) -> SshFiles:
+        return SshFiles(self.state)
 
     def endpoints(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -134,11 +160,15 @@ def ensure_secrets(config: LabConfig) -> list[str]:
         with os.fdopen(fd, "w") as handle:
             handle.write(_random_secret() + "\n")
         created.append(name)
+    if not config.ssh.key.is_file():
+        ensure_ssh_key(config.ssh)
+        created.append("ssh/id_ed25519")
     return created
 
 
-def _podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return testbed.run_command(["podman", *args], check=check, timeout=timeout)
+def podman(*args: str, check: bool = True, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return testbed.run_command(["podman", *args], check=check, timeout=timeout, input=input)
 
 
 def container_state(name: str) -> str | None:
@@ -150,11 +180,11 @@ def container_state(name: str) -> str | None:
     refuses to exec in it. A "running" record is therefore confirmed with a
     real exec, and reported as "stale" when that fails.
     """
-    proc = _podman("inspect", "--format", "{{.State.Status}}", name, check=False)
+    proc = podman("inspect", "--format", "{{.State.Status}}", name, check=False)
     if proc.returncode != 0:
         return None
     state = proc.stdout.strip()
-    if state == "running" and _podman("exec", name, "true", check=False, timeout=30).returncode != 0:
+    if state == "running" and podman("exec", name, "true", check=False, timeout=30).returncode != 0:
         return "stale"
     return state
 
@@ -173,125 +203,139 @@ def container_run_args(host: LabHost) -> list[str]:
                                     extra=["--dns=none"])
 
 
-def ensure_container(host: LabHost) -> bool:
-    """Start the host's container; reuse it only when it really runs. True if created."""
-    state = container_state(host.container)
-    if state == "running":
-        return False
-    if state is not None:
+def ensure_container(host: LabHost, state: Path | None = None) -> bool:
+    """Start the host's container; reuse it only when it really runs. True if created.
+
+    Either way the host is then reachable as production hosts are: over SSH as
+    ``DEPLOY_USER`` with the lab's key (see ``bootstrap_ssh``). A new container has
+    new host keys and new facts, so the lab's cached facts for it are dropped.
+    """
+    state = state or paths.state_dir()
+    created = False
+    current = container_state(host.container)
+    if current == "running" and not publishes_ssh(host):
+        # A container from before the lab used SSH (or with other ports): its port
+        # mappings are fixed at creation, so it is replaced.
         testbed.remove_container(host.container)
-    testbed.run_command(container_run_args(host), timeout=120)
-    testbed.wait_for_systemd(host.container)
-    return True
+        current = None
+    if current != "running":
+        if current is not None:
+            testbed.remove_container(host.container)
+        testbed.run_command(container_run_args(host), timeout=120)
+        testbed.wait_for_systemd(host.container)
+        forget_host(state, host.name)
+        created = True
+    bootstrap_ssh(host, SshFiles(state))
+    return created
 
 
-def service_states(container: str) -> dict[str, str]:
-    proc = _podman("exec", container, "systemctl", "is-active", *SERVICES, check=False)
-    states = proc.stdout.split()
-    return {svc: (states[i] if i < len(states) else "unknown") for i, svc in enumerate(SERVICES)}
+def publishes_ssh(host: LabHost) -> bool:
+    """Whether the host's container publishes sshd on the inventory's loopback port."""
+    proc = podman("port", host.container, "22/tcp", check=False, timeout=30)
+    return proc.returncode == 0 and f"127.0.0.1:{ssh_port(host)}" in proc.stdout.split()
 
 
-def status(config: LabConfig) -> dict[str, Any]:
-    """The lab's status document (what ``qnprov lab status --json`` prints)."""
-    hosts = []
-    running = True
-    for host in config.hosts:
-        state = container_state(host.container)
-        services = service_states(host.container) if state == "running" else {s: "absent" for s in SERVICES}
-        running = running and state == "running"
-        hosts.append({"name": host.name, "container": host.container, "state": state or "absent",
-                      "services": services})
-    have_secrets = (config.secrets_dir / ADMIN_SECRET).is_file()
-    accounts = []
-    for account in config.accounts:
-        secret = config.secrets_dir / f"account_{account.employee_id}"
-        accounts.append({"address": account.address,
-                         "password": secret.read_text().split()[0] if secret.is_file() else None})
-    ldap_port = config.endpoints().get("ldap", "127.0.0.1:636").rsplit(":", 1)[1]
-    return {
-        "running": running,
-        "endpoints": config.endpoints(),
-        "domain": config.domain,
-        "accounts": accounts,
-        "ldap": {
-            "url": f"ldaps://127.0.0.1:{ldap_port}",
-            "base_dn": config.base_dn,
-            "bind_dn": f"cn=admin,{config.base_dn}",
-            "bind_password": config.secret(ADMIN_SECRET) if have_secrets else None,
-        },
-        "ca_cert": str(config.ca_cert),
-        "state_dir": str(config.state),
-        "hosts": hosts,
-    }
+def forget_host(state: Path, name: str) -> None:
+    """Drop what the lab state remembers of a host that was replaced: its cached facts
+    and any SSH control socket still pointing at the old container."""
+    cache = runner.fact_cache_dir(state)
+    if cache.is_dir():
+        for entry in cache.iterdir():
+            if runner.fact_cache_host(entry.name) == name:
+                entry.unlink(missing_ok=True)
+    control = SshFiles(state).control_dir
+    if control.is_dir():
+        for sock in control.iterdir():
+            sock.unlink(missing_ok=True)
 
 
-def write_status_file(config: LabConfig, doc: dict[str, Any]) -> Path:
-    """Keep a copy of the status (it holds secrets: 0600) for other tools."""
-    path = config.state / "lab.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def ensure_ssh_key(files: SshFiles) -> Path:
+    """The lab's ed25519 deploy key (0600, in a 0700 directory); created once per lab state."""
+    files.dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(files.dir, 0o700)
+    files.control_dir.mkdir(exist_ok=True)
+    os.chmod(files.control_dir, 0o700)
+    if not files.key.is_file():
+        files.key.with_suffix(".pub").unlink(missing_ok=True)
+        testbed.run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qnprov-lab-deploy",
+                      "-f", str(files.key)], timeout=60)
+    os.chmod(files.key, 0o600)
+    return files.key
+
+
+#: Run in a lab container through podman, once per `lab up` (idempotent; fast when done).
+#: What a production host has before qnprov ever deploys to it: sshd, sudo, and a deploy
+#: account that logs in with a key only (password field "*": no password, not locked, so
+#: sshd's UsePAM account check passes) and becomes root with sudo. The os_hardening role
+#: then hardens this sshd like any other (sshd_config validated with sshd -T).
+SSH_BOOTSTRAP = r"""set -eu
+user="$1"
+if ! command -v sshd >/dev/null 2>&1 || ! command -v sudo >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openssh-server sudo >/dev/null
+fi
+id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
+usermod -p '*' "$user"
+home=$(getent passwd "$user" | cut -d: -f6)
+install -d -m 0700 -o "$user" -g "$user" "$home/.ssh"
+cat > "$home/.ssh/authorized_keys.new"
+chown "$user:$user" "$home/.ssh/authorized_keys.new"
+chmod 0600 "$home/.ssh/authorized_keys.new"
+mv "$home/.ssh/authorized_keys.new" "$home/.ssh/authorized_keys"
+printf '%s ALL=(ALL:ALL) NOPASSWD: ALL
+' "$user" > /etc/sudoers.d/qnprov-deploy.new
+chmod 0440 /etc/sudoers.d/qnprov-deploy.new
+visudo -cqf /etc/sudoers.d/qnprov-deploy.new
+mv /etc/sudoers.d/qnprov-deploy.new /etc/sudoers.d/qnprov-deploy
+test -s /etc/ssh/ssh_host_ed25519_key || ssh-keygen -q -t ed25519 -N '' -C '' -f /etc/ssh/ssh_host_ed25519_key
+systemctl enable --now ssh.service >/dev/null 2>&1
+systemctl is-active --quiet ssh.service
+cat /etc/ssh/ssh_host_ed25519_key.pub
+"""
+
+
+def ssh_port(host: LabHost) -> int:
+    if SSH_ENDPOINT not in host.publish:
+        raise ConfigError(f"lab host {host.name}: qnprov_lab_publish has no {SSH_ENDPOINT} port; "
+                          "Ansible reaches lab hosts over SSH as it does production")
+    return host.publish[SSH_ENDPOINT][0]
+
+
+def known_hosts_line(host: LabHost, host_key: str) -> str:
+    """The known_hosts entry for the host's published sshd (``[127.0.0.1]:PORT``)."""
+    fields = host_key.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519":
+        raise ExternalError(f"{host.container}: unexpected sshd host key {host_key[:40]!r}")
+    return f"[127.0.0.1]:{ssh_port(host)} {fields[0]} {fields[1]}"
+
+
+def write_known_host(files: SshFiles, line: str) -> None:
+    """Put ``line`` into the lab's known_hosts (0600), replacing the entry for the same address."""
+    address = line.split()[0]
+    kept = []
+    if files.known_hosts.is_file():
+        kept = [entry for entry in files.known_hosts.read_text().splitlines()
+                if entry.strip() and entry.split()[0] != address]
+    fd = os.open(files.known_hosts.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(doc, handle, indent=2)
-    return path
+        handle.write("\n".join([*kept, line]) + "\n")
+    os.replace(files.known_hosts.with_suffix(".new"), files.known_hosts)
 
 
-def tls_context(ca_file: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+def bootstrap_ssh(host: LabHost, files: SshFiles) -> str:
+    """Make the lab host reachable over SSH as production hosts are; return its known_hosts line.
 
-
-@dataclass(frozen=True)
-class SmokeResult:
-    sender: str
-    recipient: str
-    token: str
-    submit_seconds: float
-    delivery_seconds: float
-
-
-def smoke(config: LabConfig, *, timeout: float = 60.0) -> SmokeResult:
-    """Authenticated submission on 587 from one demo account, IMAP fetch by another."""
-    if len(config.accounts) < 2:
-        raise ConfigError("the lab needs at least two demo accounts for the smoke test")
-    sender, recipient = config.accounts[0], config.accounts[1]
-    endpoints = config.endpoints()
-    context = tls_context(config.ca_cert)
-    token = uuid.uuid4().hex
-    message = EmailMessage()
-    message["From"] = sender.address
-    message["To"] = recipient.address
-    message["Subject"] = f"qnprov smoke {token}"
-    message["Message-ID"] = f"<{token}@{config.domain}>"
-    message.set_content(f"Smoke test {token}: submission on 587, delivery over LMTP, IMAP fetch.\n")
-    host, port = endpoints["submission"].rsplit(":", 1)
-    started = time.monotonic()
-    try:
-        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
-            smtp.ehlo("smoke.qnprov.test")
-            smtp.starttls(context=context)
-            smtp.ehlo("smoke.qnprov.test")
-            smtp.login(sender.address, config.secret(f"account_{sender.employee_id}"))
-            smtp.send_message(message)
-    except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-        raise ExternalError(f"smoke: submission as {sender.address} on {host}:{port} failed: {exc}") from exc
-    submitted = time.monotonic()
-    host, port = endpoints["imaps"].rsplit(":", 1)
-    deadline = submitted + timeout
-    last_error = "not delivered yet"
-    while time.monotonic() < deadline:
-        try:
-            with imaplib.IMAP4_SSL(host, int(port), ssl_context=context, timeout=30) as imap:
-                imap.login(recipient.address, config.secret(f"account_{recipient.employee_id}"))
-                imap.select("INBOX", readonly=True)
-                typ, data = imap.search(None, "HEADER", "Message-ID", f"<{token}@{config.domain}>")
-                if typ == "OK" and data and data[0].split():
-                    return SmokeResult(sender.address, recipient.address, token, submitted - started,
-                                       time.monotonic() - submitted)
-        except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
-            last_error = str(exc)
-        time.sleep(0.5)
-    raise ExternalError(f"smoke: {recipient.address} did not receive {token} within {timeout:.0f}s "
-                        f"over IMAP ({last_error})")
+    The host key is read through podman, a channel the lab already trusts, so host key
+    checking stays on and nothing is accepted on first use.
+    """
+    ssh_port(host)
+    public = ensure_ssh_key(files).with_suffix(".pub").read_text()
+    proc = podman("exec", "-i", host.container, "sh", "-c", SSH_BOOTSTRAP, "qnprov-ssh-bootstrap",
+                   DEPLOY_USER, input=public, timeout=600)
+    line = known_hosts_line(host, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "")
+    write_known_host(files, line)
+    return line
 
 
 def with_port_base(config: LabConfig, *, containers: dict[str, str], port_base: int,

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qnprov import cliout, lab, paths, testbed
+from qnprov import cliout, lab, labcheck, paths, testbed
 from qnprov.cliout import JsonOpt, err, out, print_json
 from qnprov.ui import host_table, report_failures, run_site
 
@@ -74,17 +74,17 @@ def lab_up(
     if result.failed:
         report_failures(result)
         cliout.finish(ok=False)
-    doc = lab.status(config)
+    doc = labcheck.status(config)
     if not skip_smoke:
         mark = time.monotonic()
-        smoke = lab.smoke(config)
+        smoke = labcheck.smoke(config)
         timings["smoke"] = time.monotonic() - mark
         doc["smoke"] = {"sender": smoke.sender, "recipient": smoke.recipient,
                         "delivery_seconds": round(smoke.delivery_seconds, 2)}
     timings["total"] = time.monotonic() - started
     doc["timings"] = {k: round(v, 1) for k, v in timings.items()}
     doc["changed"] = sum(h.changed for h in result.hosts.values())
-    lab.write_status_file(config, doc)
+    labcheck.write_status_file(config, doc)
     if as_json:
         print_json(doc)
     else:
@@ -95,7 +95,7 @@ def lab_up(
 def lab_status(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
     """Show the lab's endpoints, accounts and service states."""
     config = _lab_config(inventory)
-    doc = lab.status(config)
+    doc = labcheck.status(config)
     if as_json:
         print_json(doc)
         return
@@ -116,7 +116,7 @@ def lab_status(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> N
 def lab_smoke(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
     """Submit a message as one demo account and fetch it over IMAP as another."""
     config = _lab_config(inventory)
-    result = lab.smoke(config)
+    result = labcheck.smoke(config)
     doc = {"ok": True, "sender": result.sender, "recipient": result.recipient,
            "submit_seconds": round(result.submit_seconds, 2),
            "delivery_seconds": round(result.delivery_seconds, 2)}

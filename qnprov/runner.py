@@ -8,6 +8,7 @@ progress display, ``runner_on_*`` events count per host, and the final
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -52,6 +53,9 @@ class PlaybookResult:
     changed_tasks: list[tuple[str, str]] = field(default_factory=list)
     tasks_started: int = 0
     seconds: float = 0.0
+    #: (host, task, seconds) of every task result that ran (ok, changed or failed; loops
+    #: count once, all items together); skipped tasks are left out.
+    task_seconds: list[tuple[str, str, float]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -99,20 +103,58 @@ def _failure_message(res: Mapping[str, Any]) -> str:
     return "failed"
 
 
+#: How long cached facts stand in for gathering (seconds). A run within this time of the
+#: last one reads the host's facts from the state instead of gathering them again.
+FACT_CACHE_TIMEOUT = 3600
+
+
+def fact_cache_dir(state: Path | None = None) -> Path:
+    """Ansible's jsonfile fact cache: one file per inventory host name, in the qnprov state."""
+    return (state or paths.state_dir()) / "facts"
+
+
+def fact_cache_host(file_name: str) -> str:
+    """The inventory host name a jsonfile cache file holds facts for. ansible-core 2.19
+    prefixes its schema version (``s1_mail1``); older versions wrote the bare name."""
+    match = re.fullmatch(r"s\d+_(.+)", file_name)
+    return match[1] if match else file_name
+
+
 def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment every qnprov Ansible run uses, whatever the entry point."""
+    """Environment every qnprov Ansible run uses, whatever the entry point.
+
+    Facts are gathered only when the cache in the state directory has none for the
+    host (``gathering = smart`` with the jsonfile cache). This is set here, for qnprov's
+    own runs, not in ansible.cfg: a plain ``ansible-playbook`` keeps the memory cache.
+    """
+    state = Path(extra["QNPROV_STATE_DIR"]) if extra and extra.get("QNPROV_STATE_DIR") else paths.state_dir()
     env = {
         "ANSIBLE_CONFIG": str(paths.ANSIBLE_CFG),
         "ANSIBLE_ROLES_PATH": str(paths.ROLES_DIR),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        # ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False unless the environment names
+        # it, which makes Ansible pass -o StrictHostKeyChecking=no to ssh ahead of anything
+        # an inventory says: every qnprov run would accept any host key. Keep ansible.cfg's.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(fact_cache_dir(state)),
+        "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_TIMEOUT),
     }
     if "QNPROV_STATE_DIR" not in os.environ:
         env["QNPROV_STATE_DIR"] = str(paths.state_dir())
     if extra:
         env.update(extra)
     return env
+
+
+def runner_fact_cache(env: Mapping[str, str]) -> dict[str, str]:
+    """ansible-runner's fact-cache settings for ``env``. Left alone, the runner points
+    ANSIBLE_CACHE_PLUGIN_CONNECTION at its private, per-run artifacts directory (removed
+    after the run); an absolute ``fact_cache`` replaces that with the state's cache."""
+    return {"fact_cache_type": "jsonfile", "fact_cache": env["ANSIBLE_CACHE_PLUGIN_CONNECTION"]}
 
 
 def run_playbook(
@@ -157,6 +199,8 @@ def run_playbook(
                 if kind == "ok" and res.get("changed"):
                     kind = "changed"
                     result.changed_tasks.append((host, str(data.get("task", ""))))
+                if kind in {"ok", "changed", "failed"} and isinstance(data.get("duration"), (int, float)):
+                    result.task_seconds.append((host, str(data.get("task", "")), float(data["duration"])))
                 if kind in {"failed", "unreachable"} and not data.get("ignore_errors"):
                     result.failures.append(TaskFailure(host, str(data.get("task", "")), _failure_message(res)))
                 if on_event:
@@ -186,6 +230,10 @@ def run_playbook(
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    env = ansible_env(envvars)
+    cache = Path(env["ANSIBLE_CACHE_PLUGIN_CONNECTION"])
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache, 0o700)  # facts describe the hosts; they stay with the operator
     private = Path(tempfile.mkdtemp(prefix="qnprov-runner-"))
     os.chmod(private, 0o700)
     started = time.monotonic()
@@ -198,7 +246,8 @@ def run_playbook(
             limit=limit,
             tags=tags,
             cmdline=" ".join(_quote(c) for c in cmdline) or None,
-            envvars=ansible_env(envvars),
+            envvars=env,
+            **runner_fact_cache(env),
             event_handler=handle,
             quiet=True,
             verbosity=verbosity or None,

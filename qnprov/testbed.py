@@ -34,7 +34,8 @@ IMAGE_TAG = "bookworm"
 IMAGE_REF = f"{IMAGE_NAME}:{IMAGE_TAG}"
 IMAGE_LABEL = "org.qnprov.image-version"
 
-HOST_PACKAGES = ("podman", "runc", "debootstrap", "uidmap", "slirp4netns", "fuse-overlayfs")
+#: openssh-client: the lab is reached over SSH (ssh, ssh-keygen for the lab key).
+HOST_PACKAGES = ("podman", "runc", "debootstrap", "uidmap", "slirp4netns", "fuse-overlayfs", "openssh-client")
 #: Packages baked into the base image: what Ansible and systemd need, nothing
 #: of the mail stack (the roles install that, so converge is measured honestly).
 IMAGE_PACKAGES = (

@@ -10,6 +10,8 @@ SYSTEM_PACKAGES=(
   python3 python3-venv python3-dev gcc make git
   # the testbed: podman with runc, and debootstrap for the base image
   podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+  # the lab is reached over SSH, as production is (ssh, ssh-keygen)
+  openssh-client
   # pymilter builds against libmilter
   libmilter-dev
   # probes, scanners and the throwaway services the tests start on loopback

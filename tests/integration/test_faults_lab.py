@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from labenv import OUTSIDE_RETRY_DEADLINE, date_header, require_env, send_from_outside
 
-from qnprov import paths, testbed
+from qnprov import lab, paths, testbed
 from qnprov.lab import SERVICES
 
 pytestmark = pytest.mark.lab
@@ -195,7 +195,7 @@ def test_container_restart_every_service_returns_and_verify_stays_green(containe
             time.sleep(2)
     _fetch(endpoints, tls, recipient, token)
     verify = subprocess.run(
-        [sys.executable, "-m", "qnprov", "verify", "-i", "inventories/lab", "--no-scanners", "--json",
+        [sys.executable, "-m", "qnprov", "verify", "-i", str(lab.default_inventory()), "--no-scanners", "--json",
          "--waivers", str(LAB_WAIVERS), "--results", str(tmp_path / "verify.json")],
         capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=600, check=False)
     doc = json.loads(verify.stdout)

@@ -40,7 +40,7 @@ def _verify(tmp_path: Path, *extra: str, hang_timeout: float) -> tuple[dict[str,
     _require_running_lab()
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "qnprov", "verify", "-i", "inventories/lab", "--json",
+        [sys.executable, "-m", "qnprov", "verify", "-i", str(lab.default_inventory()), "--json",
          "--junit", str(tmp_path / "verify.xml"), "--html", str(tmp_path / "verify.html"),
          "--results", str(tmp_path / "last-verify.json"), "--waivers", str(LAB_WAIVERS), *extra],
         capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=hang_timeout, check=False)

@@ -118,3 +118,38 @@ def test_pdf_reader_benchmark_reads_the_same_lines_with_both_parsers() -> None:
         assert all(reading["missing"] == [] for reading in row["readers"].values())
     ratios = [goal for goal in result["goals"] if "CPU time" in goal.what]
     assert [goal.target for goal in ratios] == [10.0, 10.0] and all(goal.figure > 0 for goal in ratios)
+
+
+def test_converge_percentiles_and_profile() -> None:
+    import converge
+
+    from qnprov import runner
+
+    assert converge.percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert converge.percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    assert converge.percentile([0.5], 99) == 0.5
+    with pytest.raises(ValueError):
+        converge.percentile([], 50)
+    result = runner.PlaybookResult(rc=0, status="successful", task_seconds=[
+        ("mail1", "a", 0.2), ("mail1", "b", 0.1), ("mail1", "c", 3.0), ("mail1", "d", 0.3)])
+    profile = converge.task_profile(result, top=2)
+    assert (profile["tasks"], profile["p50_seconds"], profile["p99_seconds"]) == (4, 0.2, 3.0)
+    assert [row["task"] for row in profile["slowest"]] == ["c", "d"]
+
+
+def test_converge_benchmark_host_has_its_own_ports_and_state(tmp_path: Path) -> None:
+    import converge
+    import yaml
+
+    from qnprov import lab
+
+    config = converge.bench_inventory(lab.load_lab_config(lab.LAB_INVENTORY), tmp_path, container="bench-m1",
+                                      port_base=40000)
+    host = config.hosts[0]
+    assert host.container == "bench-m1"
+    assert host.publish["ssh"] == (40022, 22) and host.publish["smtp"] == (40025, 25)
+    assert config.state == tmp_path / "state"
+    written = yaml.safe_load((config.inventory / "hosts.yml").read_text())["all"]["hosts"]["mail1"]
+    assert written["qnprov_lab_container"] == "bench-m1"
+    assert written["qnprov_lab_publish"]["ssh"] == [40022, 22]
+    assert lab.load_lab_config(config.inventory).hosts[0].publish == host.publish

@@ -68,7 +68,8 @@ def test_lab_status_json_has_the_documented_shape(tmp_path: Path):
     doc = json.loads(proc.stdout)
     assert isinstance(doc["running"], bool)
     assert doc["endpoints"] == {
-        "smtp": "127.0.0.1:10025", "submission": "127.0.0.1:10587", "submissions": "127.0.0.1:10465",
+        "ssh": "127.0.0.1:10022", "smtp": "127.0.0.1:10025", "submission": "127.0.0.1:10587",
+        "submissions": "127.0.0.1:10465",
         "imaps": "127.0.0.1:10993", "imap": "127.0.0.1:10143", "ldap": "127.0.0.1:10636",
         "sieve": "127.0.0.1:14190", "https": "127.0.0.1:10443"}
     assert doc["domain"] == "quangninh.test"
