@@ -5,6 +5,9 @@ Run as ``python benchmarks/<name>.py``, a benchmark finds this module beside it.
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,3 +40,25 @@ class Goal:
 def print_goals(goals: list[Goal]) -> None:
     for goal in goals:
         print(goal.line())
+
+
+def reader_main(description: str, run: Callable[[int], dict[str, Any]], default_rounds: int) -> int:
+    """The command line of a benchmark that reads documents with several readers
+    (office_reader, pdf_reader): ``--rounds``, ``--json``; each row's readers with their
+    CPU time and what they miss, then the goals. Exit 0 only if every goal is met."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=default_rounds)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.rounds)
+    goals: list[Goal] = result["goals"]
+    if args.json:
+        print(json.dumps({**result, "goals": [goal.as_dict() for goal in goals]}, indent=2, ensure_ascii=False))
+    else:
+        for name, row in result["rows"].items():
+            print(f"{name} ({row['bytes']} bytes), CPU ms per document (median of {args.rounds}):")
+            for reader, reading in row["readers"].items():
+                ratio = f" ({reading['ratio_to_qnprov']}x qnprov)" if "ratio_to_qnprov" in reading else ""
+                print(f"  {reader}: {reading['cpu_ms']} ms{ratio}, misses {', '.join(reading['missing']) or 'nothing'}")
+        print_goals(goals)
+    return 0 if all(goal.met for goal in goals) else 1

@@ -29,9 +29,7 @@ ours >= 1 on the xlsx (no slower); ours finds every expected string in both.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import statistics
 import sys
 import time
@@ -44,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "polic
 
 import docx as python_docx
 import openpyxl
-from goals import Goal, print_goals
+from goals import Goal, reader_main
 from policy_corpus import docx
 
 from qnprov.policy.extract_types import Budget, Extraction
@@ -188,23 +186,7 @@ def run(rounds: int) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    result = run(args.rounds)
-    goals: list[Goal] = result["goals"]  # type: ignore[assignment]
-    if args.json:
-        print(json.dumps({**result, "goals": [goal.as_dict() for goal in goals]}, indent=2, ensure_ascii=False))
-    else:
-        for kind, row in result["rows"].items():  # type: ignore[attr-defined]
-            print(f"{kind} ({row['bytes']} bytes), CPU ms per document (median of {args.rounds}):")
-            for name, reading in row["readers"].items():
-                missing = ", ".join(reading["missing"]) or "nothing"
-                print(f"  {name}: {reading['cpu_ms']} ms ({reading['ratio_to_qnprov']}x qnprov), "
-                      f"misses {missing}")
-        print_goals(goals)
-    return 0 if all(goal.met for goal in goals) else 1
+    return reader_main(__doc__.split("\n", 1)[0], run, 40)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Goal (issue 16): pypdf / ours >= 10 in CPU time on each file.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import logging
 import re
 import statistics
@@ -34,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "policy"))
 
 import pymupdf
-from goals import Goal, print_goals
+from goals import Goal, reader_main
 from policy_corpus import FONT
 from pypdf import PdfReader
 
@@ -118,21 +116,7 @@ def run(rounds: int) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    result = run(args.rounds)
-    goals: list[Goal] = result["goals"]  # type: ignore[assignment]
-    if args.json:
-        print(json.dumps({**result, "goals": [goal.as_dict() for goal in goals]}, indent=2, ensure_ascii=False))
-    else:
-        for name, row in result["rows"].items():  # type: ignore[attr-defined]
-            print(f"{name} ({row['bytes']} bytes), CPU ms per document (median of {args.rounds}):")
-            for reader, reading in row["readers"].items():
-                print(f"  {reader}: {reading['cpu_ms']} ms, misses {', '.join(reading['missing']) or 'nothing'}")
-        print_goals(goals)
-    return 0 if all(goal.met for goal in goals) else 1
+    return reader_main(__doc__.split("\n", 1)[0], run, 30)
 
 
 if __name__ == "__main__":
