@@ -32,7 +32,8 @@ def test_every_benchmark_prints_its_goals() -> None:
     for script in scripts:
         calls = {node.func.id for node in ast.walk(ast.parse(script.read_text(encoding="utf-8")))
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
-        assert {"Goal", "print_goals"} <= calls, f"{script.name} does not print its goals"
+        # print_goals directly, or through goals.reader_main (which calls it)
+        assert "Goal" in calls and calls & {"print_goals", "reader_main"}, f"{script.name} does not print its goals"
 
 
 def test_verify_reference_is_the_slowest_single_scan() -> None:
