@@ -126,8 +126,15 @@ class SmtpSink:
         while time.monotonic() < deadline:
             found = self.messages()
             if len(found) >= count:
-                time.sleep(0.1)  # smtp-sink writes the file while the transaction runs
-                return self.messages()
+                # smtp-sink writes each dump while the transaction runs: wait (bounded)
+                # until no file has grown for 0.3 s.
+                while time.monotonic() < deadline:
+                    sizes = {m.path: m.path.stat().st_size for m in found}
+                    time.sleep(0.3)
+                    found = self.messages()
+                    if {m.path: m.path.stat().st_size for m in found} == sizes:
+                        break
+                return found
             time.sleep(0.05)
         raise ExternalError(f"smtp-sink received {len(self.messages())} of {count} messages in {timeout:g}s")
 

@@ -36,6 +36,7 @@ from qnprov_testing.postfix import (
     SmtpSink,
     free_port,
     make_workdir,
+    parse_sink_dump,
     wait_for_port,
 )
 
@@ -87,11 +88,24 @@ class Stack:
             client.sendmail(sender, rcpts, message)
 
     def delivered(self, message_id: str, timeout: float = 30) -> SinkMessage:
+        """The sink's copy of the message, once it is complete.
+
+        smtp-sink writes its dump file while the DATA transaction runs, so the file holds
+        the Message-ID long before the body ends. A copy counts once Postfix has logged
+        ``status=sent`` for that message (the sink answered 250 to the final dot) and the
+        file has stopped growing."""
         deadline = time.monotonic() + timeout
+        sent = re.compile(r"\b([0-9A-Za-z]+): message-id=" + re.escape(message_id))
         while time.monotonic() < deadline:
-            for message in self.sink.messages():
-                if message_id.encode() in message.content:
-                    return message
+            log = self.postfix.log_text()
+            queue_ids = set(sent.findall(log))
+            if any(re.search(rf"\b{qid}: to=<.*status=sent", log) for qid in queue_ids):
+                found = [m for m in self.sink.messages() if message_id.encode() in m.content]
+                if found:
+                    time.sleep(0.3)
+                    again = parse_sink_dump(found[0].path)
+                    if again.content == found[0].content:
+                        return again
             time.sleep(0.1)
         raise AssertionError(f"{message_id} not delivered; log:\n{self.postfix.log_text()[-3000:]}")
 
