@@ -364,6 +364,16 @@ _ODF_UPPER_STYLE = re.compile(
 _ODF_STYLED_TEXT = re.compile(rb'(<text:(?:span|p|h)\b[^<>]*text:style-name="([^"<>]{1,200})"[^<>]*>)([^<]*)')
 
 
+_ODF_TABLE_NAME = re.compile(r'<table:table\s[^<>]*?\btable:name="([^"<>]*)"')
+
+
+def attribute_lines(xml: bytes, pattern: re.Pattern[str]) -> str:
+    """The attribute values ``pattern`` captures (comments and the like removed), each a line
+    ending in a newline: sheet names of a workbook or an ODF spreadsheet."""
+    text = strip_invisible(xml.decode("utf-8", errors="replace"))
+    return "".join(html.unescape(match.group(1)) + "\n" for match in pattern.finditer(text))
+
+
 def _odf_apply_uppercase(xml: bytes, styles: frozenset[bytes]) -> bytes:
     """Text directly inside a span/paragraph whose style is fo:text-transform="uppercase"."""
     if not styles:
@@ -384,4 +394,6 @@ def odf_segments(names: set[str], read: ReadMember, check: Check = _no_check) ->
     )
     for name, xml in parts.items():
         if xml_may_contain_marking(xml):
-            yield name, xml_to_text(_odf_apply_uppercase(xml, upper_styles), check)
+            # A spreadsheet's sheet names (its tabs) are attributes: one line each, before the cells.
+            tables = attribute_lines(xml, _ODF_TABLE_NAME) if name == "content.xml" else ""
+            yield name, tables + xml_to_text(_odf_apply_uppercase(xml, upper_styles), check)

@@ -4,7 +4,7 @@ A property is a field of its own, so each becomes its own line: the matcher must
 "Độ mật: Tối mật" in the category, or "TUYỆT MẬT" in the keywords, alone on a line, never
 run together with the creator before it ("openpyxlTUYỆT MẬT"). Sheet names (the tabs of a
 workbook, "TỐI MẬT") are attributes of xl/workbook.xml, never text, so they are read
-separately, one per line.
+separately, one per line (an ODF spreadsheet's, in content.xml, by :mod:`qnprov.policy.office`).
 
 The XML goes through the same lexer as :mod:`qnprov.policy.office` (no DTD, the five
 predefined entities, comments and processing instructions removed, linear time).
@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 
 from qnprov.policy.markings import xml_may_contain_marking
-from qnprov.policy.office import Check, ReadMember, lex_xml, strip_invisible
+from qnprov.policy.office import Check, ReadMember, attribute_lines, lex_xml, strip_invisible
 
 # Core (title, subject, creator, keywords, description, category, contentStatus...),
 # extended (company, manager, titles of parts) and custom properties.
@@ -77,16 +77,10 @@ def named_properties_to_text(xml: bytes, element: str, check: Check = _no_check)
     return "\n".join(lines)
 
 
-def sheet_names(xml: bytes) -> str:
-    """The workbook's sheet names (hidden ones too), one per line."""
-    text = strip_invisible(xml.decode("utf-8", errors="replace"))
-    return "\n".join(html.unescape(match.group(1)) for match in _SHEET_NAME.finditer(text))
-
-
 def ooxml_meta_segments(names: set[str], read: ReadMember, check: Check = _no_check) -> Iterator[tuple[str, str]]:
     """(part name, text) for the sheet names and the core, extended and custom properties."""
     if _WORKBOOK in names and xml_may_contain_marking(xml := read(_WORKBOOK)):
-        yield _WORKBOOK, sheet_names(xml)
+        yield _WORKBOOK, attribute_lines(xml, _SHEET_NAME)
     for part in (_CORE_PROPS, _APP_PROPS):
         if part in names and xml_may_contain_marking(xml := read(part)):
             yield part, element_lines(xml, check)

@@ -144,3 +144,34 @@ def test_odf_meta_ordinary_keyword_is_accepted() -> None:
     decision = decide("cong-van.odt", odt_with_meta("bảo mật"))
     assert decision.verdict == "accept", decision.findings
     assert decision.findings == ()
+
+
+def ods(sheet_name: str) -> bytes:
+    """An ODF spreadsheet as LibreOffice Calc stores it: the sheet name is table:name."""
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:spreadsheet>'
+        f'<table:table table:name="{sheet_name}" table:style-name="ta1"><table:table-row>'
+        "<table:table-cell><text:p>Sở Nội vụ</text:p></table:table-cell>"
+        '<table:table-cell office:value-type="float" office:value="12"><text:p>12</text:p></table:table-cell>'
+        "</table:table-row></table:table></office:spreadsheet></office:body></office:document-content>"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def test_ods_sheet_name_marking_is_found() -> None:
+    decision = decide("bang.ods", ods("TUYỆT MẬT"))
+    assert decision.verdict == "reject", decision.findings
+    assert markings(decision) == [("attachment:bang.ods/content.xml", "Tuyệt mật (stamp): TUYỆT MẬT")]
+
+
+def test_ods_ordinary_sheet_name_is_accepted() -> None:
+    decision = decide("bang.ods", ods("Mật độ dân số"))
+    assert decision.verdict == "accept", decision.findings
+    assert decision.findings == ()
