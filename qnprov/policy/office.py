@@ -45,8 +45,6 @@ _OFFICE_EXTRA = re.compile(
 _SLIDE_PARTS = re.compile(
     r"^ppt/(slides/slide|notesSlides/notesSlide|slideMasters/slideMaster|slideLayouts/slideLayout)\d+\.xml$"
 )
-_PROPS = "docProps/core.xml"
-_CUSTOM_PROPS = "docProps/custom.xml"
 
 # Tag name (without namespace prefix) -> text emitted where that element ends/occurs.
 _BREAKS = {
@@ -64,7 +62,6 @@ _SELF_CONTAINED = {"tab", "br", "cr", "s", "line-break"}
 _CELLS = {"tc", "table-cell"}
 # One lexer for all XML here: a tag (never spanning a '<'), or a run of text.
 _LEX = re.compile(r"<(/?)(?:[\w.-]+:)?([\w.-]+)([^<>]*?)(/?)>|([^<]+)|<")
-_ATTR_NAME = re.compile(r'\b(?:meta:)?name="([^"]*)"')
 # Field codes and markup that carry no visible text; an unclosed block runs to the end.
 _INVISIBLE_BLOCKS = (("<w:instrText", "</w:instrText>"), ("<w:delInstrText", "</w:delInstrText>"),
                      ("<?", "?>"), ("<!--", "-->"), ("<!DOCTYPE", ">"))
@@ -99,7 +96,7 @@ def _no_check() -> None:
     return None
 
 
-def _lex(text: str, check: Check) -> Iterator[tuple[str | None, re.Match[str]]]:
+def lex_xml(text: str, check: Check) -> Iterator[tuple[str | None, re.Match[str]]]:
     """The lexer: ``(content, match)`` per token, where ``content`` is the text between tags
     (None for a tag or a stray '<'). It calls ``check`` (the inspection clock) every 65,536
     tokens: a single huge part must not run past the wall-clock budget unnoticed."""
@@ -128,17 +125,17 @@ def remove_blocks(text: str, start: str, end: str) -> str:
     return "".join(out)
 
 
-def _strip_invisible(text: str) -> str:
+def strip_invisible(text: str) -> str:
     for start, end in _INVISIBLE_BLOCKS:
         text = remove_blocks(text, start, end)
     return text
 
 
 def xml_to_text(xml: bytes, check: Check = _no_check) -> str:
-    text = _strip_invisible(xml.decode("utf-8", errors="replace"))
+    text = strip_invisible(xml.decode("utf-8", errors="replace"))
     out: list[str] = []
     open_cells = 0
-    for content, match in _lex(text, check):
+    for content, match in lex_xml(text, check):
         if content is not None:
             out.append(content)
             continue
@@ -248,33 +245,6 @@ def _apply_caps(xml: bytes, styles: frozenset[bytes] = frozenset()) -> bytes:
     return b"</w:r>".join(pieces)
 
 
-def named_properties_to_text(xml: bytes, element: str, check: Check = _no_check) -> str:
-    """Document-management software stores "Độ mật" as a named property: render "name: value" lines.
-
-    ``element`` is the local name of the property element: ``property`` (docx custom
-    properties) or ``user-defined`` (ODF meta.xml).
-    """
-    text = _strip_invisible(xml.decode("utf-8", errors="replace"))
-    lines: list[str] = []
-    current: str | None = None
-    value: list[str] = []
-    for content, match in _lex(text, check):
-        if content is not None:
-            if current is not None:
-                value.append(content)
-            continue
-        if match.group(2) != element:
-            continue
-        if match.group(1):  # closing tag
-            if current is not None:
-                lines.append(f"{current}: {html.unescape(''.join(value)).strip()}")
-            current, value = None, []
-        elif not match.group(4):
-            attribute = _ATTR_NAME.search(match.group(3))
-            current, value = (html.unescape(attribute.group(1)) if attribute else ""), []
-    return "\n".join(lines)
-
-
 def ooxml_segments(archive: object, names: set[str], read: ReadMember,
                    check: Check = _no_check) -> Iterator[tuple[str, str]]:
     """(part name, text) for the parts of a docx/xlsx/pptx that people write text into."""
@@ -293,16 +263,12 @@ def ooxml_segments(archive: object, names: set[str], read: ReadMember,
                 yield name, xml_to_text(xml, check)
     if _EXCEL_STRINGS in names or any(_EXCEL_SHEET.match(n) for n in ordered):
         yield from _excel_segments(ordered, names, read, check)
-    if _PROPS in names and xml_may_contain_marking(xml := read(_PROPS)):
-        yield _PROPS, xml_to_text(xml, check)
-    if _CUSTOM_PROPS in names and xml_may_contain_marking(xml := read(_CUSTOM_PROPS)):
-        yield _CUSTOM_PROPS, named_properties_to_text(xml, "property", check)
 
 
 def _shared_strings(xml: str, check: Check) -> list[str]:
     strings: list[str] = []
     current: list[str] | None = None
-    for content, match in _lex(xml, check):
+    for content, match in lex_xml(xml, check):
         if content is not None:
             if current is not None:
                 current.append(content)
@@ -329,7 +295,7 @@ def _sheet_lines(xml: str, shared: list[str], check: Check) -> list[str]:
     cell_text: list[str] = []
     capture = False  # inside <v> or <t>
     header: list[str] | None = None
-    for content, match in _lex(xml, check):
+    for content, match in lex_xml(xml, check):
         if content is not None:
             if header is not None:
                 header.append(content)
@@ -381,13 +347,13 @@ def _excel_segments(ordered: list[str], names: set[str], read: ReadMember,
         raw_shared = read(_EXCEL_STRINGS)
         shared_may_mark = xml_may_contain_marking(raw_shared)
         if shared_may_mark:
-            shared = _shared_strings(_strip_invisible(raw_shared.decode("utf-8", errors="replace")), check)
+            shared = _shared_strings(strip_invisible(raw_shared.decode("utf-8", errors="replace")), check)
     for name in ordered:
         if _EXCEL_SHEET.match(name):
             raw_sheet = read(name)
             # Cells only point into the shared strings; without a possible marking in either, skip.
             if shared_may_mark or xml_may_contain_marking(raw_sheet):
-                xml = _strip_invisible(raw_sheet.decode("utf-8", errors="replace"))
+                xml = strip_invisible(raw_sheet.decode("utf-8", errors="replace"))
                 yield name, "\n".join(_sheet_lines(xml, shared, check))
 
 
@@ -396,6 +362,16 @@ _ODF_UPPER_STYLE = re.compile(
     rb'fo:text-transform="uppercase"'
 )
 _ODF_STYLED_TEXT = re.compile(rb'(<text:(?:span|p|h)\b[^<>]*text:style-name="([^"<>]{1,200})"[^<>]*>)([^<]*)')
+
+
+_ODF_TABLE_NAME = re.compile(r'<table:table\s[^<>]*?\btable:name="([^"<>]*)"')
+
+
+def attribute_lines(xml: bytes, pattern: re.Pattern[str]) -> str:
+    """The attribute values ``pattern`` captures (comments and the like removed), each a line
+    ending in a newline: sheet names of a workbook or an ODF spreadsheet."""
+    text = strip_invisible(xml.decode("utf-8", errors="replace"))
+    return "".join(html.unescape(match.group(1)) + "\n" for match in pattern.finditer(text))
 
 
 def _odf_apply_uppercase(xml: bytes, styles: frozenset[bytes]) -> bytes:
@@ -410,13 +386,14 @@ def _odf_apply_uppercase(xml: bytes, styles: frozenset[bytes]) -> bytes:
 
 
 def odf_segments(names: set[str], read: ReadMember, check: Check = _no_check) -> Iterator[tuple[str, str]]:
-    """content.xml (body, tables, frames), styles.xml (page headers/footers), meta.xml fields."""
+    """content.xml (body, tables, frames), styles.xml (page headers/footers); meta.xml is
+    :func:`qnprov.policy.office_meta.odf_meta_segments`."""
     parts = {name: read(name) for name in ("content.xml", "styles.xml") if name in names}
     upper_styles = frozenset(
         match.group(1) for xml in parts.values() if b"uppercase" in xml for match in _ODF_UPPER_STYLE.finditer(xml)
     )
     for name, xml in parts.items():
         if xml_may_contain_marking(xml):
-            yield name, xml_to_text(_odf_apply_uppercase(xml, upper_styles), check)
-    if "meta.xml" in names and xml_may_contain_marking(meta := read("meta.xml")):
-        yield "meta.xml", xml_to_text(meta, check) + "\n" + named_properties_to_text(meta, "user-defined", check)
+            # A spreadsheet's sheet names (its tabs) are attributes: one line each, before the cells.
+            tables = attribute_lines(xml, _ODF_TABLE_NAME) if name == "content.xml" else ""
+            yield name, tables + xml_to_text(_odf_apply_uppercase(xml, upper_styles), check)

@@ -14,6 +14,7 @@ from typing import Any
 
 from qnprov.policy.extract_types import Budget, Extraction, Problem, Segment, SignedObject
 from qnprov.policy.markings import normalise_text
+from qnprov.policy.pdf_lines import looks_fragmented, rebuild_lines
 
 # Bounded repetitions: a hostile file cannot make the search backtrack over long runs.
 _BYTE_RANGE = re.compile(rb"/ByteRange\s{0,8}\[\s{0,8}" + rb"\s{1,8}".join([rb"(\d{1,12})"] * 4) + rb"\s{0,8}\]")
@@ -87,7 +88,9 @@ def inspect_pdf(data: bytes, location: str, budget: Budget, out: Extraction) -> 
         for page_number in range(pages):
             budget.check_time()
             page = document[page_number]
-            texts.append(page.get_text("text", sort=False))
+            plain = page.get_text("text", sort=False)
+            # Very wide character spacing: one glyph, or one spaced word, per line.
+            texts.append((rebuild_lines(page) or plain) if looks_fragmented(plain) else plain)
             # Stamps added in a PDF editor are annotations (Stamp, FreeText), and
             # document-management forms carry "Độ mật" in fields; neither is page text.
             extras.extend(_annotation_and_field_texts(page, budget.limits.max_archive_members))

@@ -11,6 +11,7 @@ import io
 import struct
 import zipfile
 import zlib
+from itertools import chain
 
 from qnprov.policy.archives import Inspect
 from qnprov.policy.extract_types import (
@@ -21,6 +22,7 @@ from qnprov.policy.extract_types import (
     add_segment,
 )
 from qnprov.policy.office import odf_segments, ooxml_segments
+from qnprov.policy.office_meta import odf_meta_segments, ooxml_meta_segments
 
 
 def declared_zip_entries(data: bytes) -> int | None:
@@ -79,16 +81,18 @@ def inspect_zip(data: bytes, location: str, depth: int, budget: Budget, out: Ext
         if "[Content_Types].xml" in names:
             # XML parts are lexed in Python (several objects per tag): they get a tighter cap.
             xml_cap = budget.limits.max_xml_part_bytes
-            for part_name, text in ooxml_segments(
-                    archive, names, lambda m: _read_member(archive, m, budget, limit=xml_cap), budget.check_time):
+            read_xml = lambda m: _read_member(archive, m, budget, limit=xml_cap)  # noqa: E731
+            for part_name, text in chain(ooxml_segments(archive, names, read_xml, budget.check_time),
+                                         ooxml_meta_segments(names, read_xml, budget.check_time)):
                 add_segment(out, f"{location}/{part_name}" if part_name else location, text)
             _inspect_embedded(archive, members, location, depth, budget, inspect)
             return
         if "mimetype" in names and _read_member(archive, "mimetype", budget).startswith(
                 b"application/vnd.oasis.opendocument"):
             xml_cap = budget.limits.max_xml_part_bytes
-            for part_name, text in odf_segments(names, lambda m: _read_member(archive, m, budget, limit=xml_cap),
-                                                budget.check_time):
+            read_xml = lambda m: _read_member(archive, m, budget, limit=xml_cap)  # noqa: E731
+            for part_name, text in chain(odf_segments(names, read_xml, budget.check_time),
+                                         odf_meta_segments(names, read_xml, budget.check_time)):
                 add_segment(out, f"{location}/{part_name}", text)
             return
         for member in members:

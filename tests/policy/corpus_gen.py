@@ -3,7 +3,7 @@
 Every message is built with the standard library's ``email`` package (multipart
 alternatives, HTML bodies, quoted-printable, base64 and 8-bit transfer encodings,
 Vietnamese in RFC 2047 subjects), and attachments with the same builders as the rest of
-the policy corpus (python-docx, PyMuPDF). Nothing is committed as a binary.
+the policy corpus (python-docx, openpyxl, PyMuPDF, reportlab). Nothing is committed as a binary.
 
 Classes and what the detector must answer:
 
@@ -22,13 +22,16 @@ Classes and what the detector must answer:
 1.3(1) markings (``marking_corpus``)
     positives, expected level: ``spaced-stamp`` (letter-spaced, any space, case, NFC/NFD),
     ``spaced-stamp-pdf``, ``multi-level-stamp``, ``multi-level-metadata``, ``plain-stamp``,
-    ``char-spaced-pdf`` (reportlab Tc/Tw character spacing, extracted in fragments),
+    ``char-spaced-pdf`` (reportlab Tc/Tw character spacing, extracted in fragments, or
+    one glyph per line when the spacing is as wide as the font),
     ``stamp-in-filename`` (RFC 2231 names, "_" separators, NFD), ``title-case-stamp``,
     ``encoded-stamp`` (HTML character references, split RFC 2047 Q subjects, message/rfc822,
-    one docx run per letter);
+    one docx run per letter), ``metadata-stamp`` (an xlsx sheet name, OOXML core
+    properties written by openpyxl and python-docx, an ODF meta.xml keyword);
     negatives: ``training-text``, ``lookalike-words``, ``official-mail``, ``specimen-stamps``
     (a row of the three specimen stamps under an explanation), ``char-spaced-words``
-    (letter- and word-spaced "BẢO MẬT", "MẬT KHẨU" ..., which PyMuPDF breaks over lines).
+    (letter- and word-spaced "BẢO MẬT", "MẬT KHẨU", "TÀI LIỆU MẬT" ..., which PyMuPDF breaks
+    over lines), ``metadata-words`` (ordinary words in the same sheet names and properties).
 
 The same generator feeds ``test_detector_corpus.py`` (per-class assertions) and
 ``benchmarks/detector_quality.py`` (recall and false positives against the goals).
@@ -39,6 +42,7 @@ from __future__ import annotations
 import io
 import random
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.headerregistry import Address
@@ -46,7 +50,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
-from policy_corpus import docx, docx_runs, pdf
+from policy_corpus import docx, docx_runs, odt, pdf
 
 from qnprov.policy.engine import Envelope
 
@@ -59,8 +63,9 @@ REGISTRATION_POSITIVE = ("vn-ecommerce", "global-ecommerce", "forum", "global-di
 REGISTRATION_NEGATIVE = ("gov-portal", "gov-event", "press-release", "official-mail", "newsletter", "citizen",
                          "meeting-registration", "gov-password-reset")
 MARKING_POSITIVE = ("spaced-stamp", "spaced-stamp-pdf", "multi-level-stamp", "multi-level-metadata", "plain-stamp",
-                    "char-spaced-pdf", "stamp-in-filename", "title-case-stamp", "encoded-stamp")
-MARKING_NEGATIVE = ("training-text", "lookalike-words", "official-mail", "specimen-stamps", "char-spaced-words")
+                    "char-spaced-pdf", "stamp-in-filename", "title-case-stamp", "encoded-stamp", "metadata-stamp")
+MARKING_NEGATIVE = ("training-text", "lookalike-words", "official-mail", "specimen-stamps", "char-spaced-words",
+                    "metadata-words")
 
 
 @dataclass(frozen=True)
@@ -500,6 +505,44 @@ def pdf_char_spaced(stamp: str, char_space: float, word_space: float = 0.0) -> b
     return buffer.getvalue()
 
 
+def metadata_document(index: int, stamp: str, field: str) -> tuple[str, bytes, str]:
+    """A document whose only marking is in its metadata: an xlsx sheet name or core property
+    (openpyxl), a docx core property (python-docx), an ODF meta.xml keyword."""
+    import docx as python_docx
+    import openpyxl
+
+    buffer = io.BytesIO()
+    kind = index % 4
+    if kind < 2:
+        book = openpyxl.Workbook()
+        sheet = book.active
+        assert sheet is not None
+        sheet.append(["Đơn vị", "Số văn bản"])
+        sheet.append(["Sở Nội vụ", 12])
+        if kind == 0:
+            sheet.title = stamp
+        else:
+            book.properties.creator, book.properties.keywords, book.properties.category = "Văn thư", stamp, field
+        book.save(buffer)
+        return "bang-tong-hop.xlsx", buffer.getvalue(), ["sheet name", "xlsx keywords/category"][kind] + f" {stamp!r}"
+    if kind == 2:
+        document = python_docx.Document()
+        document.add_paragraph("Kính gửi các phòng ban.")
+        document.core_properties.subject, document.core_properties.category = stamp, field
+        document.save(buffer)
+        return "cong-van.docx", buffer.getvalue(), f"docx subject/category {stamp!r}"
+    meta = ('<?xml version="1.0" encoding="UTF-8"?><office:document-meta '
+            'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+            'xmlns:meta="urn:oasis:names:tc:opendocument:xmlns:meta:1.0"><office:meta>'
+            "<meta:generator>LibreOffice/7.4.7.2$Linux_X86_64</meta:generator>"
+            f"<meta:keyword>báo cáo</meta:keyword><meta:keyword>{stamp}</meta:keyword></office:meta>"
+            "</office:document-meta>")
+    buffer.write(odt(["Kính gửi các phòng ban."]))
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("meta.xml", meta)
+    return "cong-van.odt", buffer.getvalue(), f"odt meta.xml keyword {stamp!r}"
+
+
 def _named_attachment(filename: str, ctype: str, data: bytes, *, subject: str = "Gửi tài liệu") -> bytes:
     """A message whose attachment name is written as RFC 2231 (what EmailMessage does for non-ASCII)."""
     message = EmailMessage()
@@ -578,7 +621,7 @@ def marking_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
 
         # 1.3(1) held-out style classes: character spacing, names, title case, encodings.
         stamp, level = LEVELS[index % 3]
-        char_space, word_space = [(3, 0), (5, 0), (8, 0), (4, 10), (6, 10)][index % 5]
+        char_space, word_space = [(3, 0), (5, 0), (8, 0), (4, 10), (6, 10), (12, 0), (15, 8)][index % 7]
         add("char-spaced-pdf", build_mail(("Chuyên viên", OFFICIAL), "Gửi báo cáo", "Gửi kèm.\n", to=COLLEAGUE,
                                           attachments=[("bc.pdf", "application/pdf",
                                                         pdf_char_spaced(stamp, char_space, word_space))]),
@@ -635,12 +678,21 @@ def marking_corpus(seed: int = 13, per_class: int = 8) -> list[Sample]:
                                           attachments=[("tap-huan.docx", "application/octet-stream", attachment)]),
             "", text or specimen[0])
 
-        words = ["BẢO MẬT", "MẬT KHẨU", "MẬT ĐỘ", "THÂN MẬT", "BÍ MẬT"][index % 5]
+        words = ["BẢO MẬT", "MẬT KHẨU", "MẬT ĐỘ", "THÂN MẬT", "BÍ MẬT", "TÀI LIỆU MẬT"][index % 6]
+        char_space = [3, 5, 8, 12][index % 4]
         add("char-spaced-words", build_mail(("Chuyên viên", OFFICIAL), "Gửi tài liệu", "Gửi kèm.\n", to=COLLEAGUE,
                                             attachments=[("hd.pdf", "application/pdf",
-                                                          pdf_char_spaced(words, [3, 5, 8][index % 3],
-                                                                          [0, 10][index % 2]))]),
-            "", f"PDF {words!r} letter-spaced, word spacing {[0, 10][index % 2]}")
+                                                          pdf_char_spaced(words, char_space, [0, 10][index % 2]))]),
+            "", f"PDF {words!r} Tc={char_space}, word spacing {[0, 10][index % 2]}")
+
+        stamp, level = LEVELS[(index + 1) % 3]
+        name, data, note = metadata_document(index, stamp, f"Độ mật: {level}")
+        add("metadata-stamp", _named_attachment(name, "application/octet-stream", data, subject="Gửi báo cáo"),
+            level, note)
+        words = ["Bảo mật", "Mật khẩu wifi", "Mật độ dân số", "bảo mật thông tin"][index % 4]
+        name, data, note = metadata_document(index, words, "Độ mật: Thường")
+        add("metadata-words", _named_attachment(name, "application/octet-stream", data, subject="Gửi báo cáo"),
+            "", note)
 
     training = [
         "Theo Luật Bảo vệ bí mật nhà nước, bí mật nhà nước được phân loại theo ba độ mật: Tuyệt mật, Tối mật và Mật.",
