@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import shlex
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from ldap3 import Connection
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -16,7 +19,7 @@ from qnprov import dns
 from qnprov.cliout import err, out, print_json, user_errors
 from qnprov.directory import ldapio, purge
 from qnprov.directory.inputs import DEFAULT_SOURCE_MAP
-from qnprov.directory.models import Agency, Plan, agency_entries
+from qnprov.directory.models import Agency, DirectoryState, Plan, agency_entries
 from qnprov.directory.names import DEFAULT_ADDRESS_PATTERN
 from qnprov.directory.passwords import CredentialsWriter, PasswordScheme
 from qnprov.directory.settings import ConnectionOptions, resolve_settings
@@ -178,30 +181,6 @@ def _plan_and_maybe_apply(apply: bool, *, connection_options: ConnectionOptions,
         connection.unbind()
 
 
-@accounts_app.command("plan")
-def accounts_plan(
-    inventory: InventoryOpt = None, ldap_url: LdapUrlOpt = None, bind_dn: BindDnOpt = None,
-    bind_password_file: PasswordFileOpt = None, ca_cert: CaCertOpt = None, base_dn: BaseDnOpt = None,
-    domain: DomainOpt = None, agencies: AgenciesOpt = None, roster: RosterOpt = None,
-    source_url: SourceUrlOpt = None, source_base: SourceBaseOpt = None,
-    source_filter: SourceFilterOpt = "(objectClass=person)", source_map: SourceMapOpt = DEFAULT_MAP,
-    source_bind_dn: SourceBindOpt = None, source_bind_password_file: SourcePasswordOpt = None,
-    partial: PartialOpt = False, skip_invalid: SkipInvalidOpt = False,
-    address_pattern: PatternOpt = DEFAULT_ADDRESS_PATTERN, alias_on_rename: AliasOpt = False,
-    mass_change_threshold: ThresholdOpt = DEFAULT_MASS_CHANGE_THRESHOLD, allow_mass_change: AllowMassOpt = False,
-    diff: DiffOpt = False, as_json: JsonOpt = False,
-) -> None:
-    """Show what apply would change. Reads only; exit 2 on invalid input."""
-    with _user_errors(as_json):
-        request = _sync_request(agencies, roster, source_url, source_base, source_filter,
-                                source_map, source_bind_dn, source_bind_password_file, ca_cert,
-                                partial=partial, skip_invalid=skip_invalid, address_pattern=address_pattern,
-                                alias_on_rename=alias_on_rename, mass_change_threshold=mass_change_threshold,
-                                allow_mass_change=allow_mass_change)
-        _plan_and_maybe_apply(False, request=request, as_json=as_json, diff=diff, connection_options=(
-            _connection_options(inventory, ldap_url, bind_dn, bind_password_file, ca_cert, base_dn, domain)))
-
-
 @accounts_app.command("apply")
 def accounts_apply(
     inventory: InventoryOpt = None, ldap_url: LdapUrlOpt = None, bind_dn: BindDnOpt = None,
@@ -222,18 +201,62 @@ def accounts_apply(
                                         help="LDAP requests in flight at once.")] = ldapio.DEFAULT_WINDOW,
 ) -> None:
     """Validate everything, then write the plan (pipelined, with a progress bar)."""
-    with _user_errors(as_json):
-        if hash_scheme not in ("ssha", "argon2"):
+    _plan_or_apply(True, locals())
+
+
+#: Options only `accounts apply` has; `accounts plan` takes every other option of apply.
+_APPLY_ONLY = ("credentials_dir", "hash_scheme", "window")
+
+
+def _plan_or_apply(write: bool, o: dict[str, Any]) -> None:
+    with _user_errors(o["as_json"]):
+        if write and o["hash_scheme"] not in ("ssha", "argon2"):
             raise ConfigError("--password-scheme must be ssha or argon2")
-        request = _sync_request(agencies, roster, source_url, source_base, source_filter,
-                                source_map, source_bind_dn, source_bind_password_file, ca_cert,
-                                partial=partial, skip_invalid=skip_invalid, address_pattern=address_pattern,
-                                alias_on_rename=alias_on_rename, mass_change_threshold=mass_change_threshold,
-                                allow_mass_change=allow_mass_change)
-        _plan_and_maybe_apply(True, request=request, as_json=as_json, diff=diff, credentials_dir=credentials_dir,
-                              hash_scheme=hash_scheme, window=window,  # type: ignore[arg-type]
-                              connection_options=_connection_options(inventory, ldap_url, bind_dn,
-                                                                     bind_password_file, ca_cert, base_dn, domain))
+        request = _sync_request(o["agencies"], o["roster"], o["source_url"], o["source_base"], o["source_filter"],
+                                o["source_map"], o["source_bind_dn"], o["source_bind_password_file"], o["ca_cert"],
+                                partial=o["partial"], skip_invalid=o["skip_invalid"],
+                                address_pattern=o["address_pattern"], alias_on_rename=o["alias_on_rename"],
+                                mass_change_threshold=o["mass_change_threshold"],
+                                allow_mass_change=o["allow_mass_change"])
+        extra = ({"credentials_dir": o["credentials_dir"], "hash_scheme": o["hash_scheme"], "window": o["window"]}
+                 if write else {})
+        _plan_and_maybe_apply(write, request=request, as_json=o["as_json"], diff=o["diff"], **extra,
+                              connection_options=_connection_options(
+                                  o["inventory"], o["ldap_url"], o["bind_dn"], o["bind_password_file"],
+                                  o["ca_cert"], o["base_dn"], o["domain"]))
+
+
+def accounts_plan(**options: Any) -> None:
+    """Show what apply would change. Reads only; exit 2 on invalid input."""
+    _plan_or_apply(False, options)
+
+
+# `plan` is `apply` without writing: the same options, declared once (on apply), less
+# the ones only a write uses. typer reads this signature (annotations evaluated).
+_apply_signature = inspect.signature(accounts_apply, eval_str=True)
+accounts_plan.__signature__ = _apply_signature.replace(  # type: ignore[attr-defined]
+    parameters=[p for p in _apply_signature.parameters.values() if p.name not in _APPLY_ONLY])
+accounts_app.command("plan")(accounts_plan)
+
+
+@contextlib.contextmanager
+def _directory_state(inventory: str | None, ldap_url: str | None, bind_dn: str | None,
+                     bind_password_file: Path | None, ca_cert: Path | None,
+                     base_dn: str | None) -> Iterator[tuple[Connection, DirectoryState]]:
+    """A bound connection and what the directory holds now; unbound on the way out."""
+    settings = resolve_settings(_connection_options(inventory, ldap_url, bind_dn, bind_password_file,
+                                                    ca_cert, base_dn, None))
+    connection = ldapio.connect(settings)
+    try:
+        yield connection, ldapio.read_state(connection, settings.base_dn)
+    finally:
+        connection.unbind()
+
+
+def _read_directory(inventory: str | None, ldap_url: str | None, bind_dn: str | None,
+                    bind_password_file: Path | None, ca_cert: Path | None, base_dn: str | None) -> DirectoryState:
+    with _directory_state(inventory, ldap_url, bind_dn, bind_password_file, ca_cert, base_dn) as (_, state):
+        return state
 
 
 @accounts_app.command("purge")
@@ -248,24 +271,19 @@ def accounts_purge(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove disabled accounts (entry and mailbox) whose retention has passed."""
+    with _user_errors(), _directory_state(inventory, ldap_url, bind_dn, bind_password_file, ca_cert,
+                                          base_dn) as (connection, state):
+        plan = purge.plan_purge(state, older_than, datetime.now(UTC))
+        remover: purge.MailboxRemover
+        printing = purge.PrintingRemover()
+        remover = purge.CommandRemover(shlex.split(mailbox_exec)) if mailbox_exec else printing
+        removed = 0
+        if not dry_run:
+            for item in plan.items:
+                remover.remove(item.mailbox)  # mailbox first: a failure leaves the entry for a retry
+                ldapio.delete_entries(connection, [item.dn])
+                removed += 1
     with _user_errors():
-        settings = resolve_settings(_connection_options(inventory, ldap_url, bind_dn, bind_password_file,
-                                                        ca_cert, base_dn, None))
-        connection = ldapio.connect(settings)
-        try:
-            state = ldapio.read_state(connection, settings.base_dn)
-            plan = purge.plan_purge(state, older_than, datetime.now(UTC))
-            remover: purge.MailboxRemover
-            printing = purge.PrintingRemover()
-            remover = purge.CommandRemover(shlex.split(mailbox_exec)) if mailbox_exec else printing
-            removed = 0
-            if not dry_run:
-                for item in plan.items:
-                    remover.remove(item.mailbox)  # mailbox first: a failure leaves the entry for a retry
-                    ldapio.delete_entries(connection, [item.dn])
-                    removed += 1
-        finally:
-            connection.unbind()
         doc = {"candidates": [{"employee_id": i.employee_id, "mail": i.mail, "disabled_at": i.disabled_at,
                                "mailbox": str(i.mailbox)} for i in plan.items],
                "skipped": plan.skipped, "removed": removed, "dry_run": dry_run,
@@ -354,13 +372,7 @@ def agency_list(
 ) -> None:
     """Agencies in the directory with their account counts."""
     with _user_errors():
-        settings = resolve_settings(_connection_options(inventory, ldap_url, bind_dn, bind_password_file,
-                                                        ca_cert, base_dn, None))
-        connection = ldapio.connect(settings)
-        try:
-            state = ldapio.read_state(connection, settings.base_dn)
-        finally:
-            connection.unbind()
+        state = _read_directory(inventory, ldap_url, bind_dn, bind_password_file, ca_cert, base_dn)
         counts: dict[str, list[int]] = {code: [0, 0] for code in state.agencies}
         for account in state.accounts.values():
             counts.setdefault(account.agency, [0, 0])[0 if account.status == "active" else 1] += 1

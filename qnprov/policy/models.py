@@ -22,6 +22,13 @@ ACTION_STRENGTH: tuple[Action, ...] = ("reject", "quarantine", "tag", "log")
 #: Clause ids exactly as the decision numbers them.
 CLAUSE_IDS = ("1.1", "1.2", "1.3(1)", "1.3(2)", "1.3(3)", "2", "3")
 
+
+def known_clause(value: str, what: str = "clause") -> str:
+    """``value`` if it names one of the decision's clauses; ValueError (pydantic's verdict) if not."""
+    if value not in CLAUSE_IDS:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(CLAUSE_IDS)}")
+    return value
+
 _RULE_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -83,9 +90,7 @@ class Clause(_Strict):
     @field_validator("id")
     @classmethod
     def _known_clause(cls, value: str) -> str:
-        if value not in CLAUSE_IDS:
-            raise ValueError(f"clause id {value!r} is not one of {', '.join(CLAUSE_IDS)}")
-        return value
+        return known_clause(value, "clause id")
 
 
 class Limits(_Strict):
@@ -170,9 +175,7 @@ class Rule(_Strict):
     @field_validator("clause")
     @classmethod
     def _clause_shape(cls, value: str) -> str:
-        if value not in CLAUSE_IDS:
-            raise ValueError(f"clause {value!r} is not one of {', '.join(CLAUSE_IDS)}")
-        return value
+        return known_clause(value)
 
     @model_validator(mode="after")
     def _params_fit_detector(self) -> Rule:
