@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +32,16 @@ def name():
         testbed.remove_container(name)
 
 
+def _host(host_name: str, container: str) -> lab.LabHost:
+    """A lab host as `lab up` sees one: it publishes sshd on a free loopback port (every lab
+    host is reached over SSH, so ensure_container also sets that up)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return lab.LabHost(name=host_name, container=container, hostname=f"{host_name}.quangninh.test",
+                       publish={"ssh": (port, 22)})
+
+
 def _inspect(name: str, field: str) -> str:
     return subprocess.run(["podman", "inspect", "--format", "{{." + field + "}}", name],
                           check=True, capture_output=True, text=True).stdout.strip()
@@ -40,9 +52,9 @@ def _kill_behind_podmans_back(name: str) -> None:
         os.kill(int(pid), signal.SIGKILL)
 
 
-def test_a_container_killed_behind_podmans_back_is_stale_then_recreated(name: str):
-    host = lab.LabHost(name="stale", container=name, hostname="stale.quangninh.test", publish={})
-    assert lab.ensure_container(host) is True
+def test_a_container_killed_behind_podmans_back_is_stale_then_recreated(name: str, tmp_path: Path):
+    host = _host("stale", name)
+    assert lab.ensure_container(host, tmp_path) is True
     assert lab.container_state(name) == "running"
     first_id = _inspect(name, "Id")
 
@@ -51,7 +63,7 @@ def test_a_container_killed_behind_podmans_back_is_stale_then_recreated(name: st
     assert _inspect(name, "State.Status") == "running"
     assert lab.container_state(name) == "stale"
 
-    assert lab.ensure_container(host) is True
+    assert lab.ensure_container(host, tmp_path) is True
     assert _inspect(name, "Id") != first_id
     assert lab.container_state(name) == "running"
     proc = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"],
@@ -59,9 +71,9 @@ def test_a_container_killed_behind_podmans_back_is_stale_then_recreated(name: st
     assert proc.stdout.strip() in {"running", "degraded"}
 
 
-def test_a_live_container_is_reused(name: str):
-    host = lab.LabHost(name="live", container=name, hostname="live.quangninh.test", publish={})
-    assert lab.ensure_container(host) is True
+def test_a_live_container_is_reused(name: str, tmp_path: Path):
+    host = _host("live", name)
+    assert lab.ensure_container(host, tmp_path) is True
     first_id = _inspect(name, "Id")
-    assert lab.ensure_container(host) is False
+    assert lab.ensure_container(host, tmp_path) is False
     assert _inspect(name, "Id") == first_id
