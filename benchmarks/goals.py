@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,3 +64,15 @@ def reader_main(description: str, run: Callable[[int], dict[str, Any]], default_
                 print(f"  {reader}: {reading['cpu_ms']} ms{ratio}, misses {', '.join(reading['missing']) or 'nothing'}")
         print_goals(goals)
     return 0 if all(goal.met for goal in goals) else 1
+
+
+def median_cpu_seconds(readers: Mapping[str, Callable[[bytes], object]], data: bytes, rounds: int) -> dict[str, float]:
+    """Median CPU seconds per reader of a document benchmark; the readers take turns each
+    round, so a change in the machine's load (other jobs share it) falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(rounds):
+        for name, read in readers.items():
+            started = time.process_time()
+            read(data)
+            times[name].append(time.process_time() - started)
+    return {name: statistics.median(values) for name, values in times.items()}

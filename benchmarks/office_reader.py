@@ -30,9 +30,7 @@ ours >= 1 on the xlsx (no slower); ours finds every expected string in both.
 from __future__ import annotations
 
 import io
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "polic
 
 import docx as python_docx
 import openpyxl
-from goals import Goal, reader_main
+from goals import Goal, median_cpu_seconds, reader_main
 from policy_corpus import docx
 
 from qnprov.policy.extract_types import Budget, Extraction
@@ -142,18 +140,6 @@ def with_openpyxl_read_only(data: bytes) -> str:
 
 def with_openpyxl_full(data: bytes) -> str:
     return _openpyxl_text(data, False)
-
-
-def median_cpu_seconds(readers: dict[str, Reader], data: bytes, rounds: int) -> dict[str, float]:
-    """Median CPU seconds per reader; the readers take turns each round, so a change in the
-    machine's load (other jobs share it) falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in readers}
-    for _ in range(rounds):
-        for name, read in readers.items():
-            started = time.process_time()
-            read(data)
-            times[name].append(time.process_time() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run(rounds: int) -> dict[str, object]:

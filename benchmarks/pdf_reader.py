@@ -21,9 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "policy"))
 
 import pymupdf
-from goals import Goal, reader_main
+from goals import Goal, median_cpu_seconds, reader_main
 from policy_corpus import FONT
 from pypdf import PdfReader
 
@@ -83,16 +81,6 @@ def with_pypdf(data: bytes) -> str:
 
 def _squeezed(text: str) -> str:
     return re.sub(r"\s+", "", text)
-
-
-def median_cpu_seconds(readers: dict[str, Reader], data: bytes, rounds: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in readers}
-    for _ in range(rounds):
-        for name, read in readers.items():
-            started = time.process_time()
-            read(data)
-            times[name].append(time.process_time() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run(rounds: int) -> dict[str, object]:
