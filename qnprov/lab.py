@@ -211,20 +211,16 @@ def ensure_container(host: LabHost, state: Path | None = None) -> bool:
     new host keys and new facts, so the lab's cached facts for it are dropped.
     """
     state = state or paths.state_dir()
-    created = False
     current = container_state(host.container)
-    if current == "running" and not publishes_ssh(host):
-        # A container from before the lab used SSH (or with other ports): its port
-        # mappings are fixed at creation, so it is replaced.
-        testbed.remove_container(host.container)
-        current = None
-    if current != "running":
+    # A running container is kept only if it publishes sshd where the inventory says: port
+    # mappings are fixed at creation, so one from before the lab used SSH is replaced.
+    created = not (current == "running" and publishes_ssh(host))
+    if created:
         if current is not None:
             testbed.remove_container(host.container)
         testbed.run_command(container_run_args(host), timeout=120)
         testbed.wait_for_systemd(host.container)
         forget_host(state, host.name)
-        created = True
     bootstrap_ssh(host, SshFiles(state))
     return created
 
@@ -258,7 +254,7 @@ def ensure_ssh_key(files: SshFiles) -> Path:
     if not files.key.is_file():
         files.key.with_suffix(".pub").unlink(missing_ok=True)
         testbed.run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qnprov-lab-deploy",
-                      "-f", str(files.key)], timeout=60)
+                             "-f", str(files.key)], timeout=60)
     os.chmod(files.key, 0o600)
     return files.key
 
