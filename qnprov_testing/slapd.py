@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -168,7 +169,9 @@ class TestSlapd:
         listeners = f"{self.url}/ {self.ldaps_url}/ {self.ldapi_url}"
         with open(self.workdir / "slapd.log", "ab") as log:
             self.process = subprocess.Popen(
-                [str(SLAPD), "-d", "0", "-F", str(self.workdir / "slapd.d"), "-h", listeners],
+                # QNPROV_SLAPD_DEBUG=sync,stats puts slapd's own trace into slapd.log.
+                [str(SLAPD), "-d", os.environ.get("QNPROV_SLAPD_DEBUG", "0"), "-F", str(self.workdir / "slapd.d"),
+                 "-h", listeners],
                 stdout=subprocess.DEVNULL, stderr=log,
             )
         _wait_for_port(self.port, self.process)
@@ -395,5 +398,141 @@ def running_test_slapd(parent: Path | None = None, **kwargs: object) -> Iterator
         yield server
     finally:
         if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class TcpLink:
+    """A loopback TCP relay standing for the network between two providers.
+
+    Provider A's syncrepl points at the link's port, which forwards to provider B's
+    ldaps port (TLS passes through untouched). :meth:`cut` drops every open
+    connection and refuses new ones, so both providers keep running and taking
+    writes while cut off from each other; :meth:`restore` reconnects them.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.port = port or free_loopback_port()
+        self.target_port = target_port
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        if self._listener is not None:
+            return
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class ReplicatedPair:
+    """Two multi-provider slapds replicating over ldaps through :class:`TcpLink` s."""
+
+    first: TestSlapd
+    second: TestSlapd
+    # first pulls from second through to_second, second from first through to_first
+    to_second: TcpLink
+    to_first: TcpLink
+
+    def cut(self) -> None:
+        self.to_second.cut()
+        self.to_first.cut()
+
+    def restore(self) -> None:
+        self.to_second.restore()
+        self.to_first.restore()
+
+
+@contextlib.contextmanager
+def running_replicated_pair(parent: Path | None = None, *, retry: str = "1 +") -> Iterator[ReplicatedPair]:
+    """Providers 1 and 2, configured from templates/openldap/replication.ldif.j2.
+
+    One test CA and one certificate (for 127.0.0.1 too) serve both; each provider
+    verifies the other against it (tls_reqcert=demand). Like the role on two fresh
+    hosts, only provider 1 writes the base DIT; provider 2 starts empty and receives
+    it by replication. Returns once provider 2 holds the replicator's entry.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="qnrepl-", dir=parent))
+    servers: list[TestSlapd] = []
+    links: list[TcpLink] = []
+    try:
+        (workdir / "pki").mkdir()
+        pki = write_test_pki(workdir / "pki", ip_addresses=("127.0.0.1",))
+        ldaps_ports = (free_loopback_port(), free_loopback_port())
+        to_second, to_first = TcpLink(ldaps_ports[1]), TcpLink(ldaps_ports[0])
+        links += [to_second, to_first]
+        # A blank and a single quote in the password prove the template quotes it for slapd.
+        replicator_password = "repl'ica tor-" + secrets.token_urlsafe(12)
+        first = start_test_slapd(workdir / "p1", pki=pki, ldaps_port=ldaps_ports[0], replicator=True,
+                                 service_passwords={"replicator": replicator_password})
+        servers.append(first)
+        enable_replication(first, server_id=1, peers=[f"ldaps://127.0.0.1:{to_second.port}"], retry=retry)
+        second = start_test_slapd(workdir / "p2", pki=pki, ldaps_port=ldaps_ports[1], replicator=True,
+                                  seed=False, service_passwords=first.service_passwords)
+        servers.append(second)
+        enable_replication(second, server_id=2, peers=[f"ldaps://127.0.0.1:{to_first.port}"], retry=retry)
+        for link in links:
+            link.restore()
+        deadline = time.monotonic() + 30
+        while second.ldap_tool("ldapsearch", "-LLL", "-b", second.service_dn("replicator"), "-s", "base", "1.1",
+                               check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise ExternalError("provider 2 did not receive the base DIT from provider 1 within 30 s")
+            time.sleep(0.05)
+        yield ReplicatedPair(first, second, to_second, to_first)
+    finally:
+        for link in links:
+            link.cut()
+        for server in servers:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""Two real slapd providers in multi-provider (mirror-mode) replication, on loopback.
+
+Their replication settings are rendered from templates/openldap/replication.ldif.j2,
+the file the openldap role applies, with the role's ACL template (cn=replicator may
+read everything) and base DIT: provider 1 writes the base DIT, provider 2 starts empty
+and receives it. They replicate over ldaps through :class:`TcpLink` relays, verifying
+each other against the test CA, so a test can cut the network between them while both
+keep running.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import ldap3
+import pytest
+from ldap3.core.exceptions import LDAPInsufficientAccessRightsResult
+
+from qnprov_testing.slapd import ReplicatedPair, TestSlapd, render_replication, running_replicated_pair
+
+DEADLINE = 15.0  # seconds; a replicated write normally arrives in milliseconds
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedPair]:
+    with running_replicated_pair(tmp_path_factory.mktemp("repl")) as providers:
+        yield providers
+
+
+def _writer(server: TestSlapd) -> ldap3.Connection:
+    return ldap3.Connection(ldap3.Server(server.url), user=server.writer_dn, password=server.writer_password,
+                            auto_bind=True, raise_exceptions=True)
+
+
+def _read(server: TestSlapd, dn: str) -> dict[str, list[str]] | None:
+    """The entry's description and entryCSN as the writer sees them, or None when absent."""
+    with _writer(server) as connection:
+        connection.raise_exceptions = False
+        connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["description", "entryCSN"])
+        if not connection.entries:
+            return None
+        attrs = connection.entries[0].entry_attributes_as_dict
+        return {name: [str(v) for v in attrs.get(name, [])] for name in ("description", "entryCSN")}
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> float:
+    """Poll until ``check()`` holds; returns the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def _add(server: TestSlapd, name: str, description: str) -> str:
+    dn = f"ou={name},ou=groups,{server.base_dn}"
+    with _writer(server) as connection:
+        connection.add(dn, ["organizationalUnit"], {"ou": name, "description": description})
+    return dn
+
+
+def _set_description(server: TestSlapd, dn: str, value: str) -> str:
+    """Replace the description; returns the entryCSN this provider stamped on the write."""
+    with _writer(server) as connection:
+        connection.modify(dn, {"description": [(ldap3.MODIFY_REPLACE, [value])]})
+    entry = _read(server, dn)
+    assert entry is not None and entry["description"] == [value]
+    return entry["entryCSN"][0]
+
+
+def test_provider_2_received_the_base_dit_from_provider_1(pair: ReplicatedPair):
+    # Provider 2 was started empty (seed=False): everything it holds came by replication,
+    # including the replicator account it authenticates its own peer with.
+    assert pair.second.count_entries() == pair.first.count_entries() >= 8
+    assert pair.second.count_entries(search_filter="(cn=replicator)") == 1
+
+
+def test_a_write_on_either_provider_is_readable_on_the_other(pair: ReplicatedPair):
+    dn = _add(pair.first, "repl-one-to-two", "written on provider 1")
+    _wait(lambda: _read(pair.second, dn) is not None, "provider 1's add on provider 2")
+    assert _read(pair.second, dn)["description"] == ["written on provider 1"]  # type: ignore[index]
+
+    csn = _set_description(pair.second, dn, "changed on provider 2")
+    _wait(lambda: (_read(pair.first, dn) or {}).get("entryCSN") == [csn], "provider 2's change on provider 1")
+    assert _read(pair.first, dn)["description"] == ["changed on provider 2"]  # type: ignore[index]
+    # The change carries provider 2's server ID in its CSN (…#002#…).
+    assert csn.split("#")[2] == "002"
+
+
+def test_the_replicator_reads_passwords_but_cannot_write(pair: ReplicatedPair):
+    server = pair.first
+    with ldap3.Connection(ldap3.Server(server.url), user=server.service_dn("replicator"),
+                          password=server.service_passwords["replicator"], auto_bind=True,
+                          raise_exceptions=True) as connection:
+        connection.search(server.service_dn("qnprov"), "(objectClass=*)", search_scope=ldap3.BASE,
+                          attributes=["userPassword"])
+        assert connection.entries[0].userPassword.value  # it must copy password hashes
+        with pytest.raises(LDAPInsufficientAccessRightsResult):
+            connection.modify(server.base_dn, {"o": [(ldap3.MODIFY_REPLACE, ["taken over"])]})
+
+
+@pytest.mark.parametrize("first_writer", [1, 2])
+def test_split_brain_converges_on_the_later_write(pair: ReplicatedPair, first_writer: int):
+    providers = {1: pair.first, 2: pair.second}
+    dn = _add(pair.first, f"repl-conflict-{first_writer}", "before the cut")
+    _wait(lambda: _read(pair.second, dn) is not None, "the entry on provider 2")
+
+    pair.cut()
+    try:
+        csns = {}
+        for number in (first_writer, 3 - first_writer):
+            csns[number] = _set_description(providers[number], dn, f"written on provider {number} while cut off")
+            time.sleep(0.02)
+        # Both took their write and neither sees the other's: a real split brain.
+        time.sleep(0.5)
+        for number in (1, 2):
+            assert _read(providers[number], dn)["description"] == [  # type: ignore[index]
+                f"written on provider {number} while cut off"]
+    finally:
+        pair.restore()
+
+    def converged() -> bool:
+        one, two = _read(pair.first, dn), _read(pair.second, dn)
+        return one is not None and one == two
+
+    seconds = _wait(converged, "convergence after reconnecting")
+    final = _read(pair.first, dn)
+    assert final is not None
+    winner = max(csns, key=lambda number: csns[number])
+    # The later CSN wins on both providers, whichever provider wrote it.
+    assert winner == 3 - first_writer
+    assert final == {"description": [f"written on provider {winner} while cut off"], "entryCSN": [csns[winner]]}
+    print(f"split brain (provider {first_writer} wrote first): provider {winner}'s write won "
+          f"(entryCSN {csns[winner]} > {csns[3 - winner]}); converged {seconds:.2f} s after reconnecting")
+
+
+def test_replication_settings_come_from_the_role_template(pair: ReplicatedPair):
+    ldif = render_replication(pair.first, server_id=1, peers=["ldaps://ldap2.quangninh.test"],
+                              password="pa'ss word-12345")
+    syncrepl = next(line for line in ldif.replace("\n  ", " ").splitlines() if line.startswith("olcSyncrepl:"))
+    for setting in ("provider=ldaps://ldap2.quangninh.test", "type=refreshAndPersist", 'retry="1 +"',
+                    "bindmethod=simple", 'binddn="cn=replicator,ou=services,dc=quangninh,dc=test"',
+                    "tls_reqcert=demand", f"tls_cacert={pair.first.ca_cert}",
+                    # quoted: a blank does not end the value
+                    "credentials=\"pa'ss word-12345\""):
+        assert setting in syncrepl
+    assert "olcMultiProvider: TRUE" in ldif and "olcServerID: 1" in ldif
+    # What slapd holds after the pair was configured from the same template.
+    live = subprocess.run(["ldapsearch", "-Q", "-LLL", "-o", "ldif-wrap=no", "-Y", "EXTERNAL",
+                           "-H", pair.first.ldapi_url, "-b", "olcDatabase={1}mdb,cn=config", "-s", "base",
+                           "olcMultiProvider", "olcSyncrepl"], capture_output=True, text=True, check=True)
+    assert "olcMultiProvider: TRUE" in live.stdout
+    assert "tls_reqcert=demand" in live.stdout and "type=refreshAndPersist" in live.stdout
