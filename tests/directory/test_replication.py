@@ -10,16 +10,34 @@ keep running.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import jinja2
 import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPInsufficientAccessRightsResult
+from typer.testing import CliRunner
 
-from qnprov_testing.slapd import ReplicatedPair, TestSlapd, render_replication, running_replicated_pair
+from qnprov import paths
+from qnprov.directory import ldapio
+from qnprov.directory.cli import accounts_app
+from qnprov.errors import ExternalError
+from qnprov_testing import synthetic
+from qnprov_testing.slapd import (
+    ReplicatedPair,
+    TestSlapd,
+    free_loopback_port,
+    render_replication,
+    running_replicated_pair,
+)
 
+pytestmark = pytest.mark.slapd
+AGENCIES = synthetic.agencies(3)
 DEADLINE = 15.0  # seconds; a replicated write normally arrives in milliseconds
 
 
@@ -154,3 +172,90 @@ def test_replication_settings_come_from_the_role_template(pair: ReplicatedPair):
                            "olcMultiProvider", "olcSyncrepl"], capture_output=True, text=True, check=True)
     assert "olcMultiProvider: TRUE" in live.stdout
     assert "tls_reqcert=demand" in live.stdout and "type=refreshAndPersist" in live.stdout
+
+
+# --- clients: several providers, in order ------------------------------------------------
+
+
+def _settings(pair: ReplicatedPair, urls: list[str], password: str | None = None) -> ldapio.LdapSettings:
+    server = pair.second
+    return ldapio.LdapSettings(url=urls[0], fallback_urls=tuple(urls[1:]), base_dn=server.base_dn,
+                               bind_dn=server.writer_dn, bind_password=password or server.writer_password,
+                               ca_cert=server.ca_cert, domain="quangninh.test")
+
+
+def test_the_directory_connection_fails_over_to_the_next_provider(pair: ReplicatedPair):
+    dead = f"ldaps://127.0.0.1:{free_loopback_port()}"  # nothing listens there: provider 1 "down"
+    live = f"ldaps://127.0.0.1:{pair.second.ldaps_port}"
+    connection = ldapio.connect(_settings(pair, [dead, live]))
+    try:
+        assert connection.server.port == pair.second.ldaps_port and connection.bound
+        assert connection.extend.standard.who_am_i() == f"dn:{pair.second.writer_dn}"
+    finally:
+        connection.unbind()
+    # Every provider down: one error naming each, never the password.
+    other_dead = f"ldaps://127.0.0.1:{free_loopback_port()}"
+    with pytest.raises(ExternalError, match="no directory provider answered") as down:
+        ldapio.connect(_settings(pair, [dead, other_dead]))
+    assert dead in str(down.value) and other_dead in str(down.value)
+    assert pair.second.writer_password not in str(down.value)
+    # A refused bind is an answer, not an outage: no failover that would hide it.
+    with pytest.raises(ExternalError, match=r"invalidCredentials|Invalid credentials") as refused:
+        ldapio.connect(_settings(pair, [live, f"ldaps://127.0.0.1:{pair.first.ldaps_port}"], password="wrong-pw"))
+    assert f"cannot bind to {live} " in str(refused.value)
+
+
+def test_accounts_apply_fails_over_and_the_accounts_replicate(pair: ReplicatedPair, tmp_path: Path):
+    """`qnprov accounts apply` with provider 1's URL dead writes on provider 2; provider 1 gets them."""
+    synthetic.write_agencies_csv(tmp_path / "agencies.csv", AGENCIES)
+    synthetic.write_roster_csv(tmp_path / "roster.csv", synthetic.roster(AGENCIES, 20))
+    password_file = tmp_path / "writer.pw"
+    password_file.write_text(pair.second.writer_password + "\n")
+    password_file.chmod(0o600)
+    urls = f"ldaps://127.0.0.1:{free_loopback_port()} ldaps://127.0.0.1:{pair.second.ldaps_port}"
+    result = CliRunner().invoke(accounts_app, [
+        "apply", "--ldap-url", urls, "--ca-cert", str(pair.second.ca_cert), "--bind-dn", pair.second.writer_dn,
+        "--bind-password-file", str(password_file), "--base-dn", pair.second.base_dn,
+        "--primary-domain", "quangninh.test", "--agencies", str(tmp_path / "agencies.csv"),
+        "--roster", str(tmp_path / "roster.csv"), "--credentials-dir", str(tmp_path / "creds"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["create"], report["applied"], report["errors"]) == (20, True, [])
+    accounts = "(objectClass=qnMailAccount)"
+    assert pair.second.count_entries(search_filter=accounts) == 20
+    _wait(lambda: pair.first.count_entries(search_filter=accounts) == 20, "the new accounts on provider 1")
+
+
+def test_postfix_maps_fail_over_to_the_next_provider(pair: ReplicatedPair, tmp_path: Path, postfix_tool):
+    """The role's virtual_mailboxes map with two ldaps URIs answers while the first is down.
+
+    The account is written on provider 1 and looked up on provider 2, so the answer also
+    proves the replication the maps rely on.
+    """
+    dn = f"uid=failover1,ou=people,ou=REPL,ou=agencies,{pair.first.base_dn}"
+    pair.first.ldap_tool("ldapadd", input_text=(
+        f"dn: ou=REPL,ou=agencies,{pair.first.base_dn}\nobjectClass: organizationalUnit\nobjectClass: qnAgency\n"
+        f"ou: REPL\nqnAgencyCode: REPL\n\n"
+        f"dn: ou=people,ou=REPL,ou=agencies,{pair.first.base_dn}\nobjectClass: organizationalUnit\nou: people\n\n"
+        f"dn: {dn}\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\nobjectClass: qnMailAccount\n"
+        "uid: failover1\ncn: failover1\nsn: failover1\nmail: failover1@quangninh.test\n"
+        "qnAccountStatus: active\nqnAgencyCode: REPL\n"))
+    _wait(lambda: pair.second.count_entries(search_filter="(uid=failover1)") == 1, "the account on provider 2")
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES_DIR / "postfix")),
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True,
+                                     autoescape=False)  # noqa: S701 - a Postfix table, not HTML
+    dead = f"ldaps://127.0.0.1:{free_loopback_port()}"
+    text = environment.get_template("ldap/virtual_mailboxes.cf.j2").render(
+        postfix_ldap_uri=f"{dead} ldaps://127.0.0.1:{pair.second.ldaps_port}", postfix_ldap_start_tls=True,
+        postfix_ldap_tls_ca_file=str(pair.second.ca_cert), postfix_ldap_bind_dn=pair.second.service_dn("postfix"),
+        postfix_ldap_bind_password=pair.second.service_passwords["postfix"], postfix_ldap_timeout=5,
+        postfix_ldap_base_dn=pair.second.base_dn)
+    assert "start_tls = no" in text  # ldaps:// URIs: TLS from the start
+    table = tmp_path / "virtual_mailboxes.cf"
+    table.write_text(text)
+    table.chmod(0o640)
+    shutil.chown(table, group="postfix")
+    found = postfix_tool("postmap", "-q", "failover1@quangninh.test", f"ldap:{table}")
+    assert (found.returncode, found.stdout.strip()) == (0, "failover1@quangninh.test"), found.stderr
+    missing = postfix_tool("postmap", "-q", "nobody@quangninh.test", f"ldap:{table}")
+    assert (missing.returncode, missing.stdout) == (1, ""), missing.stderr
