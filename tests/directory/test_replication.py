@@ -259,3 +259,31 @@ def test_postfix_maps_fail_over_to_the_next_provider(pair: ReplicatedPair, tmp_p
     assert (found.returncode, found.stdout.strip()) == (0, "failover1@quangninh.test"), found.stderr
     missing = postfix_tool("postmap", "-q", "nobody@quangninh.test", f"ldap:{table}")
     assert (missing.returncode, missing.stdout) == (1, ""), missing.stderr
+
+
+def test_slapd_keeps_the_rendered_syncrepl_value_so_the_role_converges(pair: ReplicatedPair):
+    """ldap_attrs (state: exact) compares the live olcSyncrepl with the rendered one: they must be equal,
+    also after a restart, or every converge would rewrite it (and restart replication)."""
+    import sys
+
+    sys.path.insert(0, str(paths.ROLES_DIR / "openldap" / "filter_plugins"))
+    from ldif_records import ldif_records
+
+    rendered = render_replication(pair.first, server_id=1, peers=[f"ldaps://127.0.0.1:{pair.to_second.port}"],
+                                  password=pair.first.service_passwords["replicator"])
+    [database] = [r for r in ldif_records(rendered) if r["dn"] == "olcDatabase={1}mdb,cn=config"]
+    expected = database["changes"][0]["values"]
+
+    def live() -> list[str]:
+        out = subprocess.run(["ldapsearch", "-Q", "-LLL", "-o", "ldif-wrap=no", "-Y", "EXTERNAL",
+                              "-H", pair.first.ldapi_url, "-b", "olcDatabase={1}mdb,cn=config", "-s", "base",
+                              "olcSyncrepl"], capture_output=True, text=True, check=True).stdout
+        return [line.removeprefix("olcSyncrepl: ") for line in out.splitlines() if line.startswith("olcSyncrepl: ")]
+
+    assert live() == expected
+    pair.first.stop()
+    pair.first.start()
+    assert live() == expected
+    # And it still replicates after the restart.
+    dn = _add(pair.second, "repl-after-restart", "written on provider 2 after provider 1 restarted")
+    _wait(lambda: _read(pair.first, dn) is not None, "provider 2's add on the restarted provider 1")
