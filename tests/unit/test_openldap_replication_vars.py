@@ -138,3 +138,29 @@ def test_the_role_checks_the_replication_password(tmp_path: Path, password: str,
     assert (result.returncode == 0) is accepted, result.stdout[-1500:]
     if not accepted:
         assert "without double quotes, backslashes or control characters" in " ".join(result.stdout.split())
+
+
+def test_tasks_that_carry_the_replication_password_hide_it():
+    """Issue 10: the replication password never appears in logs or --diff output."""
+    tasks = yaml.safe_load((ROLE / "tasks" / "replication.yml").read_text())
+    secret_names = ("openldap_replication_password", "openldap_admin_password", "__openldap_syncrepl_change")
+    carrying = []
+    for task in tasks:
+        module_args = {key: value for key, value in task.items()
+                       if key not in ("name", "when", "no_log", "diff", "register", "changed_when", "failed_when",
+                                      "check_mode", "until", "retries", "delay", "loop")}
+        if task["name"] == "Check the replication settings":
+            # Conditions and message name the variable; Ansible prints neither its value.
+            assert "{{" not in task["ansible.builtin.assert"]["fail_msg"]
+            continue
+        if any(name in json.dumps(module_args) for name in secret_names):
+            carrying.append(task["name"])
+            assert task.get("no_log") is True, task["name"]
+    assert "Pull the database from the other providers (olcSyncrepl)" in carrying
+    assert "Ask the peers whether they already hold the directory" in carrying
+    [syncrepl] = [t for t in tasks if t["name"] == "Pull the database from the other providers (olcSyncrepl)"]
+    assert syncrepl["diff"] is False
+    # The dit.yml task that sets the replicator's password hides it too.
+    dit = yaml.safe_load((ROLE / "tasks" / "dit.yml").read_text())
+    [passwords] = [t for t in dit if t["name"] == "Keep the service account passwords current"]
+    assert passwords["loop"] == "{{ __openldap_service_accounts_all }}" and passwords["no_log"] is True
