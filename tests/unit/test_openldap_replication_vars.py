@@ -46,20 +46,25 @@ PLAY = f"""
 """
 
 
-def _evaluate(tmp_path: Path, **extra: Any) -> dict[str, dict[str, Any]]:
-    (tmp_path / "play.yml").write_text(PLAY)
-    (tmp_path / "hosts.yml").write_text(
-        "directory:\n  hosts:\n    ldap1.quangninh.test: {openldap_server_id: 1}\n"
-        "    ldap2.quangninh.test: {openldap_server_id: 2}\n")
-    # The role's defaults sit below the host variables, as role defaults do.
-    (tmp_path / "group_vars").mkdir()
-    (tmp_path / "group_vars" / "all.yml").symlink_to(ROLE / "defaults" / "main.yml")
-    env = dict(os.environ, ANSIBLE_FILTER_PLUGINS=str(ROLE / "filter_plugins"), ANSIBLE_STDOUT_CALLBACK="json",
+def _play(tmp_path: Path, play: str, hosts: str, extra: dict[str, Any],
+          callback: str = "default") -> subprocess.CompletedProcess[str]:
+    """ansible-playbook on this machine, the role's defaults as group variables (below the host's)."""
+    (tmp_path / "play.yml").write_text(play)
+    (tmp_path / "hosts.yml").write_text(hosts)
+    (tmp_path / "group_vars").mkdir(exist_ok=True)
+    if not (tmp_path / "group_vars" / "all.yml").exists():
+        (tmp_path / "group_vars" / "all.yml").symlink_to(ROLE / "defaults" / "main.yml")
+    env = dict(os.environ, ANSIBLE_FILTER_PLUGINS=str(ROLE / "filter_plugins"), ANSIBLE_STDOUT_CALLBACK=callback,
                ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="false")
-    result = subprocess.run(
+    return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), "-c", "local",
          str(tmp_path / "play.yml"), "-e", json.dumps({**SHARED, **extra})],
         capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+
+def _evaluate(tmp_path: Path, **extra: Any) -> dict[str, dict[str, Any]]:
+    result = _play(tmp_path, PLAY, "directory:\n  hosts:\n    ldap1.quangninh.test: {openldap_server_id: 1}\n"
+                                   "    ldap2.quangninh.test: {openldap_server_id: 2}\n", extra, callback="json")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(result.stdout[result.stdout.index("{"):])
     hosts = report["plays"][0]["tasks"][0]["hosts"]
@@ -120,21 +125,13 @@ def _assert_task() -> dict[str, Any]:
 ])
 def test_the_role_checks_the_replication_password(tmp_path: Path, password: str, accepted: bool):
     task = _assert_task()
-    (tmp_path / "play.yml").write_text(yaml.safe_dump([{
+    play = yaml.safe_dump([{
         "hosts": "directory", "gather_facts": False, "vars_files": [str(ROLE / "vars" / "main.yml")],
         "tasks": [{"name": task["name"], "ansible.builtin.assert": task["ansible.builtin.assert"]}],
-    }]))
-    (tmp_path / "hosts.yml").write_text("directory:\n  hosts:\n    ldap2.quangninh.test: {openldap_server_id: 2}\n")
-    (tmp_path / "group_vars").mkdir()
-    (tmp_path / "group_vars" / "all.yml").symlink_to(ROLE / "defaults" / "main.yml")
-    env = dict(os.environ, ANSIBLE_FILTER_PLUGINS=str(ROLE / "filter_plugins"),
-               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="false")
-    extra = {**SHARED, "openldap_replication_enabled": True, "openldap_replication_password": password,
-             "openldap_replication_peers": ["ldaps://ldap1.quangninh.test"]}
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), "-c", "local",
-         str(tmp_path / "play.yml"), "-e", json.dumps(extra)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    }])
+    result = _play(tmp_path, play, "directory:\n  hosts:\n    ldap2.quangninh.test: {openldap_server_id: 2}\n",
+                   {"openldap_replication_enabled": True, "openldap_replication_password": password,
+                    "openldap_replication_peers": ["ldaps://ldap1.quangninh.test"]})
     assert (result.returncode == 0) is accepted, result.stdout[-1500:]
     if not accepted:
         assert "without double quotes, backslashes or control characters" in " ".join(result.stdout.split())
