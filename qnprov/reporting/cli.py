@@ -1,0 +1,80 @@
+"""``qnprov report compliance``: the fleet's audit trails as one report (mounted by the root CLI)."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qnprov import paths
+from qnprov.cliout import err, finish, user_errors
+from qnprov.errors import ConfigError, InputError
+from qnprov.reporting import collect, compliance, directoryview, render
+
+
+class _Format(enum.StrEnum):
+    html = "html"
+    json = "json"
+    csv = "csv"
+
+
+class _Lang(enum.StrEnum):
+    vi = "vi"
+    en = "en"
+
+
+@user_errors()
+def compliance_command(
+    inventory: Annotated[str | None, typer.Option("-i", "--inventory",
+                                                  help="Inventory (lab name or path): its mta hosts' trails "
+                                                       "and its directory.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="First day (YYYY-MM-DD, UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Day after the last (YYYY-MM-DD, exclusive).")] = None,
+    month: Annotated[str | None, typer.Option("--month", help="YYYY-MM or 'previous' instead of --since/--until.")]
+    = None,
+    agency: Annotated[str | None, typer.Option("--agency", help="Only this agency's events and accounts.")] = None,
+    fmt: Annotated[_Format, typer.Option("--format", help="html, json or csv.")] = _Format.html,
+    lang: Annotated[_Lang, typer.Option("--lang", help="vi (default) or en.")] = _Lang.vi,
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="Write here (a directory: a dated file in it); "
+                                                     "default stdout.")] = None,
+    trail: Annotated[list[str] | None, typer.Option("--trail", help="[HOST=]PATH of a local trail (file or "
+                                                    "directory) instead of fetching; repeatable.")] = None,
+    no_directory: Annotated[bool, typer.Option("--no-directory", help="Do not read the directory.")] = False,
+) -> None:
+    """Compliance report over the MTAs' audit trails (exit 1 when a chain is broken or a host missing)."""
+    start, end = compliance.parse_period(since, until, month)
+    inv = paths.resolve_inventory(inventory) if inventory else None
+    if trail:
+        trails = [collect.parse_trail(spec) for spec in trail]
+    elif inv is not None:
+        err.print(f"collecting audit trails {start} – {end} from group {collect.MTA_GROUP} of {inv}")
+        trails = collect.fetch_trails(inv, start, end)
+    else:
+        raise InputError("give -i INVENTORY (fetch from its mta hosts) or --trail PATH")
+    if inventory and not no_directory:
+        directory = directoryview.read_directory(inventory)
+    else:
+        directory = directoryview.unavailable("--no-directory" if no_directory else "no inventory given")
+    if not directory.available:
+        err.print(f"directory not read: {directory.reason}", markup=False)
+    document = compliance.build_document(trails, start, end, agency=agency, directory=directory)
+    text = render.render(document, fmt.value, lang.value)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        target = output / f"compliance-{start}_{end}{'-' + agency if agency else ''}.{fmt.value}" \
+            if output.is_dir() else output
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {target}: {exc.strerror}") from exc
+        err.print(f"wrote {target}", markup=False)
+    for host in document["hosts"]:
+        if not host["ok"]:
+            where = f" at {host['bad_file']}:{host['bad_line']}" if host["bad_line"] else ""
+            err.print(f"audit chain of {host['host']}{where}: {host['reason']}", markup=False)
+    finish(compliance.all_chains_intact(document))
