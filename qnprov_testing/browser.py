@@ -107,11 +107,11 @@ def open_page(page: Path, expressions: dict[str, str], *, width: int = 1200, hei
         os.dup2(commands, 3)
         os.dup2(answers, 4)
 
-    process = subprocess.Popen(  # noqa: S603 - a fixed local binary and flags
+    process = subprocess.Popen(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
          "about:blank"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        close_fds=False, preexec_fn=wire_fds)  # noqa: PLW1509 - subprocess would close fds 3 and 4 after it
+        close_fds=False, preexec_fn=wire_fds)  # close_fds would close fds 3 and 4 after the hook
     os.close(to_browser_r)
     os.close(from_browser_w)
     pipe = _Pipe(to_browser_w, from_browser_r)
