@@ -40,8 +40,9 @@ class HostTrail:
 def parse_trail(spec: str) -> HostTrail:
     """``HOST=PATH`` or ``PATH`` (the host is then the file's or directory's name)."""
     host, sep, rest = spec.partition("=")
-    path = Path(rest if sep and host and "/" not in host else spec)
-    name = host if sep and host and "/" not in host else (path.stem if path.is_file() else path.name)
+    named = bool(sep and host and rest) and not Path(spec).exists()
+    path = Path(rest if named else spec)
+    name = host if named else (path.stem if path.is_file() else path.name)
     try:
         return HostTrail(name, audit_files(path))
     except InputError as exc:

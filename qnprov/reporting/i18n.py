@@ -12,6 +12,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "summary": ("Tổng quan", "Summary"),
     "records": ("Bản ghi trong kỳ", "Records in the period"),
     "events": ("Sự kiện", "Events"),
+    "verified": ("Bản ghi đã kiểm tra", "Records verified"),
     "hosts": ("Máy chủ", "Hosts"),
     "integrity": ("Tính toàn vẹn nhật ký kiểm toán", "Audit chain integrity"),
     "host": ("Máy chủ", "Host"),
