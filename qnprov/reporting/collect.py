@@ -90,6 +90,7 @@ def fetch_trails(inventory: Path, since: dt.date, until: dt.date, dest: Path | N
     if not hosts:
         raise InputError(f"inventory {inventory} has no hosts in group {group!r}")
     dest = dest or Path(tempfile.mkdtemp(prefix="qnprov-report-"))
+    dest.mkdir(parents=True, exist_ok=True)
     os.chmod(dest, 0o700)  # the trails name officials' addresses
     settings = dest / "collect-vars.yml"
     settings.write_text(yaml.safe_dump({
