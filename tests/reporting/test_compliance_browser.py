@@ -28,8 +28,8 @@ CHARTS_JS = """[...document.querySelectorAll('svg.week-chart')].map(svg => ({
   bars: [...svg.querySelectorAll('g.bar')].map(g => ({week: g.dataset.week, total: +g.dataset.total,
     segments: [...g.querySelectorAll('rect.seg')].map(r => [r.dataset.action, +r.dataset.count,
       r.getBoundingClientRect().height])}))}))"""
-RANKING_JS = "[...document.querySelectorAll('svg.ranking-chart g.rank')].map(g => [g.dataset.agency, +g.dataset.value, " \
-             "g.querySelector('rect').getBoundingClientRect().width])"
+RANKING_JS = """[...document.querySelectorAll('svg.ranking-chart g.rank')].map(g => [g.dataset.agency,
+  +g.dataset.value, g.querySelector('rect').getBoundingClientRect().width])"""
 ACTIVE_JS = "document.querySelectorAll('script, img, iframe, object, embed, link, [onerror], [onload]').length"
 
 
