@@ -1,4 +1,9 @@
-"""``qnprov report compliance``: the fleet's audit trails as one report (mounted by the root CLI)."""
+"""``qnprov report compliance``: the fleet's audit trails as one report (mounted by the root CLI).
+
+``python -m qnprov.reporting.cli compliance ...`` runs the same command without the root
+CLI, whose other rooms need the controller's stack (ansible-runner): the ``reporting``
+role's monthly service runs it so on a mail host, in the milter's virtualenv.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from qnprov import paths
+from qnprov import cliout, paths
 from qnprov.cliout import err, finish, user_errors
 from qnprov.errors import ConfigError, InputError
 from qnprov.reporting import collect, compliance, directoryview, render
@@ -78,3 +83,17 @@ def compliance_command(
             where = f" at {host['bad_file']}:{host['bad_line']}" if host["bad_line"] else ""
             err.print(f"audit chain of {host['host']}{where}: {host['reason']}", markup=False)
     finish(compliance.all_chains_intact(document))
+
+
+reporting_app = typer.Typer(help="Compliance reports.", no_args_is_help=True, add_completion=False,
+                            pretty_exceptions_enable=False)
+reporting_app.command("compliance")(compliance_command)
+
+
+@reporting_app.callback()
+def _reporting_group() -> None:
+    """Compliance reports (a callback keeps ``compliance`` a named sub-command)."""
+
+
+if __name__ == "__main__":
+    cliout.main(reporting_app)
