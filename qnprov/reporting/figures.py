@@ -81,10 +81,11 @@ class Tally:
         return week
 
     def add(self, record: Mapping[str, Any]) -> None:
-        when = str(record.get("time") or "")
+        # The hot path of a report: called once per record of a year of trails, so lean.
+        when = record.get("time") or ""
         if not self._bounds[0] <= when < self._bounds[1]:
             return
-        agencies = [str(a) for a in (record.get("agencies") or ([record["agency"]] if record.get("agency") else []))]
+        agencies = record.get("agencies") or ([record["agency"]] if record.get("agency") else [])
         if self.agency is not None:
             if self.agency not in agencies:
                 return
@@ -92,7 +93,7 @@ class Tally:
         self.records_in_period += 1
         if self.disabled_addresses and record.get("direction") in ("inbound", "internal"):
             self._disabled_recipients(record)
-        findings = record.get("findings") or ()
+        findings = record.get("findings")
         if not findings:
             return
         self.events += 1
@@ -100,21 +101,25 @@ class Tally:
         strongest: dict[str, str] = {}
         for finding in findings:
             clause = str(finding.get("clause"))
-            action = _ACTION_OF.get(str(finding.get("action")), "log")
+            action = _ACTION_OF.get(finding.get("action"), "log")
             known = strongest.get(clause)
             if known is None or _STRENGTH[action] < _STRENGTH[known]:
                 strongest[clause] = action
             rule = finding.get("rule")
             if rule == FREEMAIL_OUTBOUND_RULE:
-                self.freemail_outbound.update(agencies)
+                for code in agencies:
+                    self.freemail_outbound[code] += 1
             elif rule == FREEMAIL_FORWARD_RULE and action == "reject":
-                self.blocked_forwarding.update(agencies)
-        week = self._week(when)
+                for code in agencies:
+                    self.blocked_forwarding[code] += 1
+        week = self._weeks.get(when[:10]) or self._week(when)
+        weekly, agency_clause, agency_events = self.weekly, self.agency_clause, self.agency_events
         for clause, action in strongest.items():
-            self.weekly[(clause, week, action)] += 1
+            weekly[(clause, week, action)] += 1
             for code in agencies:
-                self.agency_clause[(code, clause)] += 1
-        self.agency_events.update(agencies)
+                agency_clause[(code, clause)] += 1
+        for code in agencies:
+            agency_events[code] += 1
         if REGISTRATION_CLAUSE in strongest:
             self._registration(record, agencies, when)
 
