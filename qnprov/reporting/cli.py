@@ -16,6 +16,7 @@ import typer
 
 from qnprov import cliout, paths
 from qnprov.cliout import err, finish, user_errors
+from qnprov.directory.settings import ConnectionOptions
 from qnprov.errors import ConfigError, InputError
 from qnprov.reporting import collect, compliance, directoryview, render
 
@@ -49,6 +50,13 @@ def compliance_command(
     trail: Annotated[list[str] | None, typer.Option("--trail", help="[HOST=]PATH of a local trail (file or "
                                                     "directory) instead of fetching; repeatable.")] = None,
     no_directory: Annotated[bool, typer.Option("--no-directory", help="Do not read the directory.")] = False,
+    ldap_url: Annotated[str | None, typer.Option("--ldap-url", help="Directory URL, as for qnprov accounts "
+                                                 "(default: the inventory's).")] = None,
+    bind_dn: Annotated[str | None, typer.Option("--bind-dn", help="Reader identity (default: cn=qnprov).")] = None,
+    bind_password_file: Annotated[Path | None, typer.Option("--bind-password-file",
+                                                            help="File holding its password.")] = None,
+    ca_cert: Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle of the LDAP server.")] = None,
+    base_dn: Annotated[str | None, typer.Option("--base-dn", help="DIT suffix (default: the inventory's).")] = None,
 ) -> None:
     """Compliance report over the MTAs' audit trails (exit 1 when a chain is broken or a host missing)."""
     start, end = compliance.parse_period(since, until, month)
@@ -60,10 +68,12 @@ def compliance_command(
         trails = collect.fetch_trails(inv, start, end)
     else:
         raise InputError("give -i INVENTORY (fetch from its mta hosts) or --trail PATH")
-    if inventory and not no_directory:
-        directory = directoryview.read_directory(inventory)
+    if (inventory or ldap_url) and not no_directory:
+        directory = directoryview.read_directory(ConnectionOptions(
+            inventory=inventory, ldap_url=ldap_url, base_dn=base_dn, bind_dn=bind_dn,
+            bind_password_file=bind_password_file, ca_cert=ca_cert))
     else:
-        directory = directoryview.unavailable("--no-directory" if no_directory else "no inventory given")
+        directory = directoryview.unavailable("--no-directory" if no_directory else "no inventory or --ldap-url")
     if not directory.available:
         err.print(f"directory not read: {directory.reason}", markup=False)
     document = compliance.build_document(trails, start, end, agency=agency, directory=directory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from qnprov.directory.models import DirectoryState
+from qnprov.directory.settings import ConnectionOptions
 from qnprov.errors import QnprovError
 
 #: Account hygiene figures that need Dovecot (last login, quota use), not the directory.
@@ -65,15 +66,15 @@ def view_from_state(state: DirectoryState) -> DirectoryView:
     return DirectoryView(True, None, agencies, address_agency, disabled)
 
 
-def read_directory(inventory: str) -> DirectoryView:
-    """The directory's view through the inventory's provisioning connection, or why not."""
+def read_directory(options: ConnectionOptions) -> DirectoryView:
+    """The directory's view through the provisioning connection (as ``qnprov accounts``), or why not."""
     from ldap3.core.exceptions import LDAPException
 
     from qnprov.directory.ldapio import connect, read_state
-    from qnprov.directory.settings import ConnectionOptions, resolve_settings
+    from qnprov.directory.settings import resolve_settings
 
     try:
-        settings = resolve_settings(ConnectionOptions(inventory=inventory))
+        settings = resolve_settings(options)
         connection = connect(settings)
         try:
             state = read_state(connection, settings.base_dn)

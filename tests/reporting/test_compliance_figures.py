@@ -105,7 +105,7 @@ def test_cli_exit_codes_and_outputs(fleet: Fleet, tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     document = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert document["totals"]["events"] == sum(1 for e in fleet.in_period() if e["findings"])
-    assert "no inventory given" in document["directory"]["reason"]
+    assert "no inventory or --ldap-url" in document["directory"]["reason"]
     dirs, bad_file, _ = _tampered(fleet, tmp_path / "t")
     trails = [arg for host, path in dirs.items() for arg in ("--trail", f"{host}={path}")]
     broken = runner.invoke(app, [*base, *trails, "--trail", f"gone={tmp_path / 'missing'}", "-o", str(tmp_path)])
