@@ -82,6 +82,14 @@ def generate(hosts: Sequence[str], count: int, since: dt.date, days: int, *, see
     return trails
 
 
+def _is_day(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def write_chain(directory: Path, events: Sequence[dict[str, Any]]) -> list[Path]:
     """One real chain over ``events``, cut into daily files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,9 +98,13 @@ def write_chain(directory: Path, events: Sequence[dict[str, Any]]) -> list[Path]
         for event in events:
             log.append(event)
     files: dict[str, list[bytes]] = {}
+    day = "0000-00-00"
     with whole.open("rb") as handle:
         for line in handle:
-            day = json.loads(line)["time"][:10]
+            when = json.loads(line).get("time")
+            # A record without a proper time (the tests' malformed ones) stays in the current day's file.
+            if isinstance(when, str) and _is_day(when[:10]):
+                day = when[:10]
             files.setdefault(day, []).append(line)
     whole.unlink()
     written = []

@@ -27,6 +27,7 @@ ACTIONS = ("reject", "hold", "tag", "log")
 _ACTION_OF = {"reject": "reject", "quarantine": "hold", "tag": "tag", "log": "log"}
 _STRENGTH = {name: rank for rank, name in enumerate(ACTIONS)}
 NO_AGENCY = "(none)"
+_FINDING_KEYS = ("rule", "clause", "action")
 REGISTRATION_CLAUSE = "1.3(3)"
 FREEMAIL_OUTBOUND_RULE = "freemail-outbound"
 FREEMAIL_FORWARD_RULE = "freemail-autoforward"
@@ -59,6 +60,7 @@ class Tally:
     disabled_addresses: Mapping[str, str] = field(default_factory=dict)
     records_in_period: int = 0
     events: int = 0
+    malformed: int = 0
     weekly: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
     agency_events: Counter[str] = field(default_factory=Counter)
     agency_clause: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
@@ -82,8 +84,13 @@ class Tally:
 
     def add(self, record: Mapping[str, Any]) -> None:
         # The hot path of a report: called once per record of a year of trails, so lean.
-        when = record.get("time") or ""
-        if not self._bounds[0] <= when < self._bounds[1]:
+        when = record.get("time")
+        if not isinstance(when, str) or not self._bounds[0] <= when < self._bounds[1]:
+            if not isinstance(when, str):
+                self.malformed += 1
+            return
+        if not self._well_formed(record, when):
+            self.malformed += 1
             return
         agencies = record.get("agencies") or ([record["agency"]] if record.get("agency") else [])
         if self.agency is not None:
@@ -122,6 +129,24 @@ class Tally:
             agency_events[code] += 1
         if REGISTRATION_CLAUSE in strongest:
             self._registration(record, agencies, when)
+
+    def _well_formed(self, record: Mapping[str, Any], when: str) -> bool:
+        """A chain can be intact around a record of the wrong shape (written by hand, or by a
+        future milter): such a record is counted as malformed, never half counted."""
+        if when[:10] not in self._weeks:
+            try:
+                self._week(when)
+            except ValueError:
+                return False
+        agencies, findings = record.get("agencies"), record.get("findings")
+        return (
+            (agencies is None or (isinstance(agencies, list) and all(isinstance(a, str) for a in agencies)))
+            and (findings is None or (isinstance(findings, list) and all(
+                isinstance(f, dict) and all(isinstance(f.get(k), str | None) for k in _FINDING_KEYS)
+                for f in findings)))
+            and isinstance(record.get("recipients") or [], list)
+            and isinstance(record.get("agency") or "", str)
+        )
 
     def _registration(self, record: Mapping[str, Any], agencies: list[str], when: str) -> None:
         for address in record.get("recipients") or ():
@@ -162,7 +187,7 @@ class Tally:
             "weeks": weeks,
             "actions": list(ACTIONS),
             "clauses": clauses,
-            "totals": {"records_in_period": self.records_in_period, "events": self.events,
+            "totals": {"records_in_period": self.records_in_period, "events": self.events, "malformed": self.malformed,
                        "records_read": sum(int(h.get("records") or 0) for h in hosts)},
             "agencies": self._agency_rows(directory),
             "registrations": [

@@ -12,6 +12,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "summary": ("Tổng quan", "Summary"),
     "records": ("Bản ghi trong kỳ", "Records in the period"),
     "events": ("Sự kiện", "Events"),
+    "malformed": ("Bản ghi sai định dạng (không tính)", "Malformed records (not counted)"),
     "verified": ("Bản ghi đã kiểm tra", "Records verified"),
     "hosts": ("Máy chủ", "Hosts"),
     "integrity": ("Tính toàn vẹn nhật ký kiểm toán", "Audit chain integrity"),

@@ -31,6 +31,8 @@ def render_json(document: dict[str, Any]) -> str:
 
 def csv_rows(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One row per figure, in a long format other tools can pivot."""
+    for metric, value in document["totals"].items():
+        yield {"section": "totals", "metric": metric, "value": value}
     for clause, weeks in document["clauses"].items():
         for week, actions in weeks.items():
             for action, count in actions.items():

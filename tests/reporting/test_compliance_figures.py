@@ -20,6 +20,7 @@ from qnprov.reporting import collect, render
 from qnprov.reporting.compliance import build_document, parse_period
 from qnprov.reporting.directoryview import view_from_state
 from qnprov.reporting.figures import CLAUSES
+from qnprov_testing import audit_trails
 from tests.reporting.conftest import HOSTS, SINCE, UNTIL, Fleet
 
 
@@ -185,7 +186,7 @@ def test_csv_and_json_give_the_same_figures(fleet: Fleet) -> None:
 
 
 def test_csv_cells_never_start_a_formula() -> None:
-    document = {"clauses": {}, "agencies": [], "freemail": [], "hygiene": [], "hosts": [],
+    document = {"totals": {}, "clauses": {}, "agencies": [], "freemail": [], "hygiene": [], "hosts": [],
                 "registrations": [{"agency": "X", "address": "=HYPERLINK(\"x\")@a.test", "count": 2}]}
     row = next(csv.DictReader(io.StringIO(render.render_csv(document))))
     assert row["address"] == "'=HYPERLINK(\"x\")@a.test"
@@ -205,3 +206,19 @@ def test_bad_periods_are_input_errors() -> None:
                  (None, None, "2026-13"), ("2026-11-01", "2026-12-01", "previous")):
         with pytest.raises(InputError):
             parse_period(*args)
+
+
+def test_records_of_the_wrong_shape_are_counted_as_malformed_never_half(tmp_path: Path) -> None:
+    good = audit_trails.decision_event(("classified-marking", "1.3(1)", "reject", "outbound"),
+                                       audit_trails.DEFAULT_AGENCIES[0], "user1@stttt.quangninh.test",
+                                       "x@example.org", dt.datetime(2026, 11, 3, 9, tzinfo=dt.UTC))
+    odd = [{**good, "time": 12}, {**good, "time": "2026-11-1z"}, {**good, "agencies": "STTTT"},
+           {**good, "findings": "x"}, {**good, "findings": [["rule"]]}, {**good, "recipients": "a@b"},
+           {**good, "findings": [{"rule": "r", "clause": "1.1", "action": ["reject"]}]}]
+    audit_trails.write_chain(tmp_path / "trail", [good, *odd, good])
+    document = build_document([collect.parse_trail(f"mail1={tmp_path / 'trail'}")], SINCE, UNTIL)
+    assert document["hosts"][0]["ok"] and document["hosts"][0]["records"] == 9  # the chain is intact
+    assert document["totals"] == {"records_in_period": 2, "events": 2, "malformed": 7, "records_read": 9}
+    assert document["clauses"]["1.3(1)"]["2026-11-02"]["reject"] == 2
+    assert ("totals", "", "", "", "", "", "", "malformed") in _csv_figures(render.render_csv(document))
+    assert 'id="malformed">7<' in render.render_html(document)
