@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pymupdf
+from fleet_data import SINCE, UNTIL, Fleet, directory_view
 
 from qnprov import paths
 from qnprov.reporting import collect, render
@@ -19,8 +20,6 @@ from qnprov.reporting.compliance import build_document
 from qnprov.reporting.figures import CLAUSES
 from qnprov_testing import audit_trails
 from qnprov_testing.browser import open_page
-from tests.reporting.conftest import SINCE, UNTIL, Fleet
-from tests.reporting.test_compliance_figures import _directory
 
 ARTEFACTS = paths.PROJECT_ROOT / "build" / "test-artefacts"
 CHARTS_JS = """[...document.querySelectorAll('svg.week-chart')].map(svg => ({
@@ -42,7 +41,7 @@ def _keep(name: str, png: bytes) -> Path:
 
 def test_report_renders_its_figures_as_bars_offline(fleet: Fleet, tmp_path: Path) -> None:
     trails = [collect.parse_trail(f"{host}={path}") for host, path in fleet.dirs.items()]
-    document = build_document(trails, SINCE, UNTIL, directory=_directory())
+    document = build_document(trails, SINCE, UNTIL, directory=directory_view())
     html = render.render_html(document)
     assert "://" not in html and "url(" not in html  # no URL at all: nothing to fetch, even when printed
     page = tmp_path / "report.html"

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import yaml
+from fleet_data import Fleet
 from typer.testing import CliRunner
 
 from qnprov.cli import app
 from qnprov.reporting.collect import fetch_trails
-from tests.reporting.conftest import Fleet
 
 #: One week keeps the test short: each file is one fetch (about 0.5 s here).
 SINCE, UNTIL = dt.date(2026, 11, 2), dt.date(2026, 11, 9)

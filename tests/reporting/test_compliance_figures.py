@@ -8,20 +8,17 @@ import io
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fleet_data import HOSTS, SINCE, UNTIL, Fleet, directory_view
 from typer.testing import CliRunner
 
 from qnprov.cli import app
-from qnprov.directory.models import Agency, DirectoryAccount, DirectoryState
 from qnprov.errors import InputError
 from qnprov.reporting import collect, render
 from qnprov.reporting.compliance import build_document, parse_period
-from qnprov.reporting.directoryview import view_from_state
 from qnprov.reporting.figures import CLAUSES
 from qnprov_testing import audit_trails
-from tests.reporting.conftest import HOSTS, SINCE, UNTIL, Fleet
 
 
 def _trails(fleet: Fleet, dirs: dict[str, Path] | None = None) -> list[collect.HostTrail]:
@@ -128,22 +125,8 @@ def _csv_figures(text: str) -> dict[tuple[str, ...], str]:
             r["value"] for r in csv.DictReader(io.StringIO(text))}
 
 
-def _directory() -> Any:
-    state = DirectoryState(base_dn="dc=quangninh,dc=test")
-    for code, size in (("STTTT", 40), ("SYT", 120), ("UBND", 300), ("SNV", 10)):
-        state.agencies[code] = Agency(code, f"Agency {code}")
-        for number in range(size):
-            status = "disabled" if number in (0, 5) else "active"
-            domain = {"STTTT": "stttt.quangninh.test", "SYT": "syt.quangninh.test"}.get(code, "quangninh.test")
-            mail = f"user{number}@{domain}" if code != "SNV" else f"snv{number}@quangninh.test"
-            dn = f"uid={code}{number},ou=people,ou={code},ou=agencies,dc=quangninh,dc=test"
-            state.accounts[dn] = DirectoryAccount(dn, f"{code}{number}", code, "x", "x", "x", "", mail,
-                                                  status=status, agency_code=code)
-    return view_from_state(state)
-
-
 def test_directory_view_per_100_accounts_and_hygiene(fleet: Fleet) -> None:
-    document = build_document(_trails(fleet), SINCE, UNTIL, directory=_directory())
+    document = build_document(_trails(fleet), SINCE, UNTIL, directory=directory_view())
     expected = fleet.expected()["per_agency"]
     rows = {row["agency"]: row for row in document["agencies"]}
     assert rows["SNV"]["events"] == 0 and rows["SNV"]["per_100_accounts"] == 0.0
@@ -162,7 +145,7 @@ def test_directory_view_per_100_accounts_and_hygiene(fleet: Fleet) -> None:
 
 
 def test_csv_and_json_give_the_same_figures(fleet: Fleet) -> None:
-    document = build_document(_trails(fleet), SINCE, UNTIL, directory=_directory())
+    document = build_document(_trails(fleet), SINCE, UNTIL, directory=directory_view())
     again = json.loads(render.render_json(document))
     figures = _csv_figures(render.render_csv(document))
     for clause in CLAUSES:
