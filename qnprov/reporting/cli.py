@@ -18,7 +18,7 @@ from qnprov import cliout, paths
 from qnprov.cliout import err, finish, user_errors
 from qnprov.directory.settings import ConnectionOptions
 from qnprov.errors import ConfigError, InputError
-from qnprov.reporting import collect, compliance, directoryview, render
+from qnprov.reporting import collect, compliance, directoryview, mailing, render
 
 
 class _Format(enum.StrEnum):
@@ -57,6 +57,12 @@ def compliance_command(
                                                             help="File holding its password.")] = None,
     ca_cert: Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle of the LDAP server.")] = None,
     base_dn: Annotated[str | None, typer.Option("--base-dn", help="DIT suffix (default: the inventory's).")] = None,
+    mail_to: Annotated[list[str] | None, typer.Option("--mail-to", help="Also mail the report to this address "
+                                                      "(repeatable).")] = None,
+    mail_from: Annotated[str, typer.Option("--mail-from", help="Sender of the mailed report.")]
+    = "qnprov-reports@localhost",
+    smtp: Annotated[str, typer.Option("--smtp", help="MTA that takes the mailed report (HOST[:PORT]).")]
+    = "127.0.0.1:25",
 ) -> None:
     """Compliance report over the MTAs' audit trails (exit 1 when a chain is broken or a host missing)."""
     start, end = compliance.parse_period(since, until, month)
@@ -78,16 +84,22 @@ def compliance_command(
         err.print(f"directory not read: {directory.reason}", markup=False)
     document = compliance.build_document(trails, start, end, agency=agency, directory=directory)
     text = render.render(document, fmt.value, lang.value)
+    name = f"compliance-{start}_{end}{'-' + agency if agency else ''}.{fmt.value}"
     if output is None:
-        sys.stdout.write(text)
+        if not mail_to:
+            sys.stdout.write(text)
     else:
-        target = output / f"compliance-{start}_{end}{'-' + agency if agency else ''}.{fmt.value}" \
-            if output.is_dir() else output
+        target = output / name if output.is_dir() else output
         try:
             target.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot write {target}: {exc.strerror}") from exc
         err.print(f"wrote {target}", markup=False)
+    if mail_to:  # after the file is written: a mail failure loses no report
+        mailing.send(mailing.report_message(text, fmt=fmt.value, filename=name, period=f"{start} – {end}",
+                                            agency=agency, lang=lang.value, sender=mail_from,
+                                            recipients=mail_to), smtp)
+        err.print(f"mailed {name} to {', '.join(mail_to)}", markup=False)
     for host in document["hosts"]:
         if not host["ok"]:
             where = f" at {host['bad_file']}:{host['bad_line']}" if host["bad_line"] else ""

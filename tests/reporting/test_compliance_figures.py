@@ -205,3 +205,15 @@ def test_records_of_the_wrong_shape_are_counted_as_malformed_never_half(tmp_path
     assert document["clauses"]["1.3(1)"]["2026-11-02"]["reject"] == 2
     assert ("totals", "", "", "", "", "", "", "malformed") in _csv_figures(render.render_csv(document))
     assert 'id="malformed">7<' in render.render_html(document)
+
+
+def test_a_report_that_cannot_be_mailed_is_still_written(fleet: Fleet, tmp_path: Path) -> None:
+    base = ["report", "compliance", "--month", "2026-11", "--trail", f"mail1={fleet.dirs['mail1']}", "-o",
+            str(tmp_path)]
+    runner = CliRunner()
+    refused = runner.invoke(app, [*base, "--mail-to", "head@syt.quangninh.test", "--smtp", "127.0.0.1:9"])
+    assert refused.exit_code == 1
+    assert "mailing the report through 127.0.0.1:9" in refused.output
+    assert (tmp_path / "compliance-2026-11-01_2026-12-01.html").stat().st_size > 10_000
+    injected = runner.invoke(app, [*base, "--mail-to", "head@syt.quangninh.test\r\nBcc: x@evil.test"])
+    assert injected.exit_code == 2 and "not a plain mail address" in injected.output
