@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qnprov import argspec, paths, runner
+from qnprov import argspec, paths, runner, topology
 from qnprov.cliout import err
 from qnprov.runner import HostStats, PlaybookResult, ProgressEvent
 
@@ -97,8 +97,9 @@ def report_failures(result: PlaybookResult) -> None:
 def run_site(inventory: Path, *, check: bool = False, diff: bool = False, limit: str | None = None,
              tags: str | None = None, show_progress: bool = True, label: str = "deploy",
              vault_password_file: Path | None = None) -> runner.PlaybookResult:
-    """Validate the inventory against the roles' specs, then run the site playbook."""
+    """Validate the inventory against the roles' specs and its topology, then run the site playbook."""
     argspec.require_valid_inventory(inventory, paths.SITE_PLAYBOOK, limit=limit)
+    topology.require_valid_topology(inventory)
     estimate = paths.state_dir().parent / f"tasks-{inventory.name}.count"
     progress = PlaybookProgress(label, estimate_file=estimate, enabled=show_progress)
     with progress.running():
