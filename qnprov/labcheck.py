@@ -115,25 +115,25 @@ def smoke(config: LabConfig, *, host: LabHost | None = None, timeout: float = 60
     message["Message-ID"] = f"<{token}@{config.domain}>"
     message.set_content(f"Smoke test {token} through {through.hostname}: submission on 587, "
                         "delivery over LMTP, IMAP fetch.\n")
-    host, port = endpoints["submission"].rsplit(":", 1)
+    address, port = endpoints["submission"].rsplit(":", 1)
     started = time.monotonic()
     try:
-        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+        with smtplib.SMTP(address, int(port), timeout=30) as smtp:
             smtp.ehlo("smoke.qnprov.test")
             smtp.starttls(context=context)
             smtp.ehlo("smoke.qnprov.test")
             smtp.login(sender.address, config.secret(f"account_{sender.employee_id}"))
             smtp.send_message(message)
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-        raise ExternalError(f"smoke: submission as {sender.address} on {through.name} ({host}:{port}) "
+        raise ExternalError(f"smoke: submission as {sender.address} on {through.name} ({address}:{port}) "
                             f"failed: {exc}") from exc
     submitted = time.monotonic()
-    host, port = endpoints["imaps"].rsplit(":", 1)
+    address, port = endpoints["imaps"].rsplit(":", 1)
     deadline = submitted + timeout
     last_error = "not delivered yet"
     while time.monotonic() < deadline:
         try:
-            with imaplib.IMAP4_SSL(host, int(port), ssl_context=context, timeout=30) as imap:
+            with imaplib.IMAP4_SSL(address, int(port), ssl_context=context, timeout=30) as imap:
                 imap.login(recipient.address, config.secret(f"account_{recipient.employee_id}"))
                 imap.select("INBOX", readonly=True)
                 typ, data = imap.search(None, "HEADER", "Message-ID", f"<{token}@{config.domain}>")
