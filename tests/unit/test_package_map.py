@@ -27,6 +27,7 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qnprov.lab", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.labcheck", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.argspec", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
+    ("qnprov.topology", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.roledocs", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.directory.", ("qnprov.controls.", "qnprov.testbed", "qnprov.runner", "qnprov.policy.",
                            "qnprov.reporting."), ("qnprov.policy.domains",)),
