@@ -179,7 +179,7 @@ class TestSlapd:
 
 
 def _config_ldif(workdir: Path, base_dn: str, root_dn: str, root_hash: str,
-                 pki: tuple[Path, Path, Path]) -> str:
+                 pki: tuple[Path, Path, Path], schema_file: Path | None = None) -> str:
     schema_includes = "\n".join(
         f"include: file://{SYSTEM_SCHEMA_DIR / name}.ldif"
         for name in ("core", "cosine", "inetorgperson", "misc")
@@ -208,7 +208,7 @@ objectClass: olcSchemaConfig
 cn: schema
 
 {schema_includes}
-include: file://{TEMPLATES_DIR / "qnprov-schema.ldif"}
+include: file://{schema_file or TEMPLATES_DIR / "qnprov-schema.ldif"}
 
 dn: olcDatabase={{-1}}frontend,cn=config
 objectClass: olcDatabaseConfig
@@ -265,11 +265,13 @@ def start_test_slapd(
     organization: str = "Quang Ninh provincial official mail (test)",
     hosted_domains: tuple[str, ...] = ("quangninh.test",),
     no_sync: bool = True,
+    schema_file: Path | None = None,
 ) -> TestSlapd:
     """Build cn=config in ``workdir`` and start slapd on a free loopback port.
 
     ``no_sync`` skips fsync in mdb: tests and benchmarks measure the protocol path,
-    and ldapadd and qnprov are compared on the same server either way.
+    and ldapadd and qnprov are compared on the same server either way. ``schema_file``
+    replaces templates/openldap/qnprov-schema.ldif (a directory built by an older release).
     """
     for tool in (SLAPD, SLAPADD):
         if not tool.exists():
@@ -280,7 +282,7 @@ def start_test_slapd(
     root_dn = f"cn=admin,{base_dn}"
     root_password = secrets.token_urlsafe(18)
     pki = write_test_pki(workdir)
-    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki)
+    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki, schema_file)
     if no_sync:
         config += "olcDbNoSync: TRUE\n"
     (workdir / "config.ldif").write_text(config)
