@@ -42,10 +42,7 @@ def _records(text: str) -> list[list[tuple[str, str]]]:
         name, sep, value = line.partition(":")
         if not sep:
             raise ValueError(f"not an LDIF line: {line[:60]!r}")
-        if value.startswith(":"):
-            value = base64.b64decode(value[1:].strip()).decode("utf-8")
-        else:
-            value = value.strip()
+        value = base64.b64decode(value[1:].strip()).decode("utf-8") if value.startswith(":") else value.strip()
         current.append((name.strip(), value))
     if current:
         records.append(current)
