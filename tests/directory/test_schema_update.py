@@ -102,3 +102,11 @@ def test_a_schema_file_that_drops_a_loaded_element_is_refused() -> None:
              "olcAttributeTypes: ( 2.25.1.1 NAME 'a' SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 )\n")
     with pytest.raises(ValueError, match=r"2\.25\.1\.2"):
         update(newer, loaded)
+
+
+def test_a_folded_comment_is_not_read_as_a_definition() -> None:
+    loaded = ("dn: cn={4}qnprov,cn=schema,cn=config\n"
+              "olcAttributeTypes: {0}( 2.25.1.1 NAME 'a' SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 )\n")
+    newer = ("# a comment\n that continues\ndn: cn=qnprov,cn=schema,cn=config\nobjectClass: olcSchemaConfig\n"
+             "olcAttributeTypes: ( 2.25.1.1 NAME 'a'\n  SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 )\n")
+    assert update(newer, loaded) == ""

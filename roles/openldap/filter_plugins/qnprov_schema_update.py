@@ -26,12 +26,14 @@ def _records(text: str) -> list[list[tuple[str, str]]]:
     records: list[list[tuple[str, str]]] = []
     current: list[tuple[str, str]] = []
     lines: list[str] = []
+    in_comment = False
     for raw in text.splitlines():
-        if raw.startswith("#"):
+        if raw.startswith(" ") and (in_comment or lines):
+            if not in_comment:  # a folded comment continues the comment, never the data
+                lines[-1] += raw[1:]
             continue
-        if raw.startswith(" ") and lines:
-            lines[-1] += raw[1:]
-        else:
+        in_comment = raw.startswith("#")
+        if not in_comment:
             lines.append(raw)
     for line in lines:
         if not line.strip():
