@@ -63,6 +63,9 @@ def _role_variables(role: str, **overrides: Any) -> dict[str, Any]:
 
 def _render_postfix(target: Path, **overrides: Any) -> None:
     """The files roles/postfix stages (tasks/config.yml, vars/main.yml), rendered the same way."""
+    # "{{ qnprov_stores | default([]) }}" is an empty list in Ansible (native types), not the
+    # string "[]" this string-only resolver would make; stores are tested in test_store_templates.py.
+    overrides.setdefault("postfix_mail_stores", [])
     variables = _role_variables("postfix", **overrides)
     enabled = variables["postfix_qnprov_policy_enabled"]
     # What the role's controller task registers (python -m qnprov policy freemail postfix-tables).
