@@ -40,6 +40,7 @@ SHARED = {
     "qnprov_tls_ca_file": "/etc/qnprov/tls/ca.pem",
     "qnprov_hosted_domains": ["quangninh.test", "skhcn.quangninh.test"],
     "ansible_facts": {"fqdn": "mail1.quangninh.test"},
+    "group_names": ["mail_all", "directory", "mta"],
     "role_path": "/unused",
 }
 
@@ -243,7 +244,8 @@ def test_postfix_ldap_maps_hold_the_design_filters(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reinject", ["smtp", "sendmail"])
 def test_dovecot_templates_render_with_plain_jinja(reinject: str) -> None:
-    variables = _role_variables("dovecot", dovecot_sieve_reinject=reinject)
+    variables = _role_variables("dovecot", dovecot_sieve_reinject=reinject, dovecot_mail_stores=[],
+                                dovecot_postfix_sockets=True)
     env = _environment(TEMPLATES / "dovecot")
     conf = env.get_template("dovecot.conf.j2").render(variables)
     assert "\nprotocols = imap lmtp sieve\n" in conf

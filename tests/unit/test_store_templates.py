@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 import jinja2.nativetypes
+import jinja2.sandbox
 import pytest
 import yaml
 
@@ -47,6 +48,7 @@ SHARED: dict[str, Any] = {
     "ansible_facts": {"fqdn": "mail1.quangninh.test", "all_ipv4_addresses": ["10.89.7.11"],
                       "all_ipv6_addresses": []},
     "inventory_hostname": "mail1",
+    "group_names": ["mail_all", "directory", "mta", "store"],
     "role_path": "/unused",
 }
 
@@ -69,7 +71,8 @@ def role_variables(role: str, shared: dict[str, Any] | None = None, **overrides:
     Defaults may refer to each other, so resolution repeats until nothing changes.
     """
     defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
-    context: dict[str, Any] = {**(shared if shared is not None else SHARED), **defaults, **overrides}
+    # Inventory variables override role defaults, as in Ansible.
+    context: dict[str, Any] = {**defaults, **(shared if shared is not None else SHARED), **overrides}
     native = _native()
     for _ in range(5):
         changed = False
@@ -192,3 +195,141 @@ def test_transport_map_answers_from_a_real_slapd(tmp_path: Path, postfix_tool: P
     assert (routed.returncode, routed.stdout.strip(), routed.stderr) == (0, "lmtp:inet:[store2.quangninh.test]:24", "")
     for result in (local, disabled, domain):
         assert (result.returncode, result.stdout, result.stderr) == (1, "", "")
+
+
+# --- Dovecot -------------------------------------------------------------------------------
+
+DOVECOT_FILES = ("dovecot.conf", "dovecot-ldap-passdb.conf.ext", "dovecot-ldap-userdb.conf.ext",
+                 "dovecot-ldap-userdb-quota.conf.ext")
+
+
+def render_dovecot(**overrides: Any) -> dict[str, str]:
+    variables = role_variables("dovecot", **overrides)
+    env = _environment(TEMPLATES / "dovecot")
+    names = list(DOVECOT_FILES)
+    if variables["dovecot_mail_stores"]:
+        names.append("dovecot-ldap-passdb-proxy.conf.ext")
+    return {name: env.get_template(f"{name}.j2").render(variables) for name in names}
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_dovecot_mta_proxies_logins_of_store_accounts() -> None:
+    files = render_dovecot(dovecot_mail_stores=STORES, dovecot_store_name="mta1.quangninh.test",
+                           group_names=["mail_all", "mta"])
+    conf = _lines(files["dovecot.conf"])
+    assert "auth_proxy_self = 10.89.7.11" in conf
+    assert "ssl_client_ca_file = /etc/qnprov/tls/ca.pem" in conf
+    proxy_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb-proxy.conf.ext")
+    local_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb.conf.ext")
+    assert proxy_at < local_at
+    assert conf[proxy_at + 1:proxy_at + 8] == [
+        "# Found and password right: done. Not found (no qnMailHost) or wrong",
+        "# password: the local passdb below, which never finds a qnMailHost account.",
+        "# The directory unreachable: fail, never serve a store's account locally.",
+        "result_success = return-ok", "result_failure = continue", "result_internalfail = return-fail", "}"]
+    proxy = _lines(files["dovecot-ldap-passdb-proxy.conf.ext"])
+    assert "pass_attrs = mail=user, qnMailHost=host, =proxy_maybe=y, =starttls=yes" in proxy
+    assert ("pass_filter = (&(&(objectClass=qnMailAccount)(mail=%u)(qnAccountStatus=active)(qnEnabledService=imap))"
+            "(qnMailHost=*))") in proxy
+    assert "auth_bind = yes" in proxy
+    local = _lines(files["dovecot-ldap-passdb.conf.ext"])
+    assert ("pass_filter = (&(&(objectClass=qnMailAccount)(mail=%u)(qnAccountStatus=active)(qnEnabledService=imap))"
+            "(!(qnMailHost=*)))") in local
+    # Not a store: no replication, no LMTP listener, every host filter unchanged.
+    text = files["dovecot.conf"]
+    for absent in ("replication", "mail_replica", "service replicator", "inet_listener lmtp", "doveadm_port"):
+        assert absent not in text, absent
+    assert "qnMailHost" not in files["dovecot-ldap-userdb.conf.ext"]
+
+
+def test_dovecot_store_replicates_to_its_replica_over_tls() -> None:
+    files = render_dovecot(dovecot_mail_stores=STORES, dovecot_store_name="store1.quangninh.test",
+                           group_names=["mail_all", "store"])
+    conf = _lines(files["dovecot.conf"])
+    assert "mail_plugins = $mail_plugins quota notify replication" in conf
+    assert "mail_replica = tcps:store2.quangninh.test:12345" in conf
+    assert "doveadm_port = 12345" in conf
+    assert "!include /etc/dovecot/qnprov-doveadm.conf.ext" in conf
+    assert not any(line.startswith("doveadm_password") for line in conf)  # the secret is not in this file
+    doveadm = conf.index("service doveadm {")
+    assert conf[doveadm + 1:doveadm + 5] == ["inet_listener doveadm {", "port = 12345", "ssl = yes", "}"]
+    lmtp = conf.index("service lmtp {")
+    assert "inet_listener lmtp {" in conf[lmtp:lmtp + 8] and "port = 24" in conf[lmtp:lmtp + 8]
+    # A store without Postfix: no socket in a private/ that does not exist.
+    assert "/var/spool/postfix/private" not in files["dovecot.conf"]
+    assert "service replicator {" in conf and "service aggregator {" in conf
+    for name in ("dovecot-ldap-userdb.conf.ext", "dovecot-ldap-userdb-quota.conf.ext"):
+        iterate = next(line for line in _lines(files[name]) if line.startswith("iterate_filter"))
+        assert "(|(qnMailHost=store1.quangninh.test)(qnMailHost=store2.quangninh.test))" in iterate, name
+        assert iterate.count("(") == iterate.count(")")
+
+
+def test_dovecot_store_that_is_also_an_mta_keeps_the_postfix_sockets() -> None:
+    files = render_dovecot(dovecot_mail_stores=STORES, dovecot_store_name="store2.quangninh.test")
+    conf = files["dovecot.conf"]
+    assert "unix_listener /var/spool/postfix/private/dovecot-lmtp {" in conf
+    assert "unix_listener /var/spool/postfix/private/auth {" in conf
+    assert "mail_replica = tcps:store1.quangninh.test:12345" in conf
+
+
+# --- The lab (no stores) renders exactly what it rendered before stores existed ---------------
+
+BEFORE_STORES = "651c700"  # main when the store work started
+
+
+def _git_show(path: str) -> str:
+    result = subprocess.run(["git", "-C", str(paths.PROJECT_ROOT), "show", f"{BEFORE_STORES}:{path}"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _render_old(role: str, template: str, variables: dict[str, Any]) -> str:
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(lambda name: _git_show(f"templates/{role}/{name}")),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True,
+                             autoescape=False)  # noqa: S701
+    return env.get_template(template).render(variables)
+
+
+def _old_defaults(role: str) -> dict[str, Any]:
+    defaults = yaml.safe_load(_git_show(f"roles/{role}/defaults/main.yml"))
+    native = _native()
+    context: dict[str, Any] = {**SHARED, **defaults}
+    for _ in range(5):
+        for name, value in list(context.items()):
+            if isinstance(value, str) and "{{" in value:
+                try:
+                    context[name] = native.from_string(value).render(context)
+                except jinja2.UndefinedError:
+                    continue
+    return context
+
+
+def _lab_shared() -> dict[str, Any]:
+    """SHARED with the literal values of inventories/lab/group_vars/all/main.yml."""
+    lab = yaml.safe_load((paths.PROJECT_ROOT / "inventories" / "lab" / "group_vars" / "all" / "main.yml").read_text())
+    assert "qnprov_stores" not in lab, "the all-in-one lab has no stores"
+    literal = {k: v for k, v in lab.items() if not (isinstance(v, str) and "{{" in v)}
+    return {**SHARED, **literal, "group_names": ["mail_all", "directory", "mta"]}
+
+
+@pytest.mark.parametrize("template", [*(f"{name}.j2" for name in DOVECOT_FILES)])
+def test_lab_dovecot_files_are_unchanged(template: str) -> None:
+    shared = _lab_shared()
+    new = _environment(TEMPLATES / "dovecot").get_template(template).render(role_variables("dovecot", shared))
+    assert new == _render_old("dovecot", template, {**_old_defaults("dovecot"), **shared})
+
+
+@pytest.mark.parametrize("template", ["main.cf.j2", "master.cf.j2", *(f"ldap/{m}.cf.j2" for m in
+                                                                      POSTFIX_VARS["__postfix_ldap_maps_base"])])
+def test_lab_postfix_files_are_unchanged(template: str) -> None:
+    shared = _lab_shared()
+    variables = role_variables("postfix", shared)
+    tables = forwarding.postfix_tables(forwarding.freemail_domains(variables["postfix_qnprov_freemail_extra_domains"]))
+    variables["__postfix_qnprov_tables"] = tables
+    new = _environment(TEMPLATES / "postfix").get_template(template).render(variables)
+    old = _render_old("postfix", template, {**_old_defaults("postfix"), **shared, "__postfix_qnprov_tables": tables})
+    assert new == old
