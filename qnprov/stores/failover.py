@@ -68,6 +68,13 @@ def _agency_of(dn: str) -> str:
     return rest.split(",", 1)[0]
 
 
+def _first(value: object) -> str:
+    """One value of an attribute, whether ldap3 gave a list (no schema read) or a string."""
+    if isinstance(value, (list, tuple)):
+        return str(value[0]) if value else ""
+    return "" if value is None else str(value)
+
+
 def _accounts_on(connection: Connection, base_dn: str, hosts: list[str]) -> list[tuple[str, str, str]]:
     """(dn, mail, qnMailHost) of every account on one of ``hosts`` (filter values escaped)."""
     terms = "".join(f"(qnMailHost={escape_filter_chars(host)})" for host in hosts)
@@ -83,9 +90,7 @@ def _accounts_on(connection: Connection, base_dn: str, hosts: list[str]) -> list
         if entry.get("type") != "searchResEntry":
             continue
         attrs = entry["attributes"]
-        mail = attrs.get("mail") or [""]
-        host = attrs.get("qnMailHost") or ""
-        found.append((entry["dn"], (mail[0] if isinstance(mail, list) else mail), str(host).lower()))
+        found.append((entry["dn"], _first(attrs.get("mail")), _first(attrs.get("qnMailHost")).lower()))
     return sorted(found)
 
 
