@@ -222,6 +222,8 @@ def test_dovecot_mta_proxies_logins_of_store_accounts() -> None:
     conf = _lines(files["dovecot.conf"])
     assert "auth_proxy_self = 10.89.7.11" in conf
     assert "ssl_client_ca_file = /etc/qnprov/tls/ca.pem" in conf
+    # The 2.3 login proxy verifies the store with ssl_ca (no CRL), not ssl_client_ca_file.
+    assert "ssl_ca = </etc/qnprov/tls/ca.pem" in conf and "ssl_require_crl = no" in conf
     proxy_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb-proxy.conf.ext")
     local_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb.conf.ext")
     assert proxy_at < local_at
@@ -251,7 +253,8 @@ def test_dovecot_store_replicates_to_its_replica_over_tls() -> None:
     conf = _lines(files["dovecot.conf"])
     assert "mail_plugins = $mail_plugins quota notify replication" in conf
     assert "mail_replica = tcps:store2.quangninh.test:12345" in conf
-    assert "doveadm_port = 12345" in conf
+    # doveadm_port would make the doveadm server proxy the peer's dsync along qnMailHost.
+    assert not any(line.startswith("doveadm_port") for line in conf)
     assert "!include /etc/dovecot/qnprov-doveadm.conf.ext" in conf
     assert not any(line.startswith("doveadm_password") for line in conf)  # the secret is not in this file
     doveadm = conf.index("service doveadm {")
