@@ -193,6 +193,12 @@ def main() -> int:
             tls.check_hostname = False  # the client reaches 127.0.0.2; the proxy checks store2's name
             check(imap_login("u2", tls) == ("OK", [b"1"]), "IMAP at store1 as u2 is proxied to store2 (STARTTLS)")
             check(imap_login("u1", tls) == ("OK", [b"1"]), "IMAP at store1 as u1 is served locally")
+            # Postfix submission's SASL asks store1's auth as service smtp (the auth-client protocol).
+            sasl = doveadm("a", "auth test -x service=smtp u2@quangninh.test pw-u2")
+            check(sasl.returncode == 0 and "auth succeeded" in sasl.stdout,
+                  f"SASL (service smtp) at store1 for u2, an account of store2: {' '.join(sasl.stdout.split())[:160]}")
+            wrong = doveadm("a", "auth test -x service=smtp u2@quangninh.test wrong")
+            check(wrong.returncode != 0 and "auth failed" in wrong.stdout, "a wrong password fails SASL at store1")
             log_a = (work / "a.log").read_text()
             check("Started proxying to <127.0.0.3> (<store2.quangninh.test>)" in log_a, "store1 logged the proxying")
             errors = [line for tag in TAG.values() for line in (work / f"{tag}.log").read_text().splitlines()
