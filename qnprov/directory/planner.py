@@ -55,9 +55,9 @@ class PlanOptions:
     partial: bool = False
     address_pattern: str = DEFAULT_ADDRESS_PATTERN
     alias_on_rename: bool = False
-    default_quota: int = DEFAULT_QUOTA_BYTES
     # Mail stores (issue 10): None or no stores leaves qnMailHost alone.
     stores: StoreConfig | None = None
+    default_quota: int = DEFAULT_QUOTA_BYTES
 
 
 @dataclass
