@@ -10,7 +10,6 @@ from rich.table import Table
 
 from qnprov.cliout import out, print_json, user_errors
 from qnprov.directory import ldapio
-from qnprov.directory.cli import BaseDnOpt, BindDnOpt, CaCertOpt, LdapUrlOpt, PasswordFileOpt
 from qnprov.directory.settings import ConnectionOptions, resolve_settings
 from qnprov.errors import InputError, QnprovError
 from qnprov.stores import failover
@@ -24,6 +23,13 @@ StoreArg = Annotated[str, typer.Argument(help="The store's host name, as in qnpr
 InventoryOpt = Annotated[str, typer.Option("-i", "--inventory", help="Inventory name or path (qnprov_stores).")]
 CheckOpt = Annotated[bool, typer.Option("--check", help="Show what would change; write nothing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+# The directory connection, as `qnprov accounts` takes it (a CLI module imports no other).
+LdapUrlOpt = Annotated[str | None, typer.Option("--ldap-url", help="ldaps://HOST or ldap://HOST (StartTLS); "
+                                                "default: from the inventory.")]
+BindDnOpt = Annotated[str | None, typer.Option("--bind-dn", help="Writer DN; default cn=qnprov,ou=services,<base>.")]
+PasswordFileOpt = Annotated[Path | None, typer.Option("--bind-password-file", help="File with the bind password.")]
+CaCertOpt = Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle of the LDAP server.")]
+BaseDnOpt = Annotated[str | None, typer.Option("--base-dn", help="DIT suffix; default: from the inventory.")]
 
 
 def make_probe(inventory: str) -> StoreProbe:
