@@ -34,7 +34,9 @@ agency_app = typer.Typer(help="Provincial agencies: onboard and list.", no_args_
 
 # --- shared options -------------------------------------------------------------------
 InventoryOpt = Annotated[str | None, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
-LdapUrlOpt = Annotated[str | None, typer.Option("--ldap-url", help="ldaps://HOST or ldap://HOST (StartTLS).")]
+LdapUrlOpt = Annotated[str | None, typer.Option(
+    "--ldap-url", help="ldaps://HOST or ldap://HOST (StartTLS); several, blank- or comma-separated, are tried "
+                       "in order when one cannot be reached.")]
 BindDnOpt = Annotated[str | None, typer.Option("--bind-dn", help="Default: cn=qnprov,ou=services,<base>.")]
 PasswordFileOpt = Annotated[Path | None, typer.Option("--bind-password-file", help="File holding the password.")]
 CaCertOpt = Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle that signed the LDAP server.")]
