@@ -208,7 +208,8 @@ class TestSlapd:
 
 
 def _config_ldif(workdir: Path, base_dn: str, root_dn: str, root_hash: str,
-                 pki: tuple[Path, Path, Path], replicator: bool = False) -> str:
+                 pki: tuple[Path, Path, Path], replicator: bool = False,
+                 schema_file: Path | None = None) -> str:
     schema_includes = "\n".join(
         f"include: file://{SYSTEM_SCHEMA_DIR / name}.ldif"
         for name in ("core", "cosine", "inetorgperson", "misc")
@@ -243,7 +244,7 @@ objectClass: olcSchemaConfig
 cn: schema
 
 {schema_includes}
-include: file://{TEMPLATES_DIR / "qnprov-schema.ldif"}
+include: file://{schema_file or TEMPLATES_DIR / "qnprov-schema.ldif"}
 
 dn: olcDatabase={{-1}}frontend,cn=config
 objectClass: olcDatabaseConfig
@@ -306,6 +307,7 @@ def start_test_slapd(
     service_passwords: dict[str, str] | None = None,
     replicator: bool = False,
     seed: bool = True,
+    schema_file: Path | None = None,
 ) -> TestSlapd:
     """Build cn=config in ``workdir`` and start slapd on a free loopback port.
 
@@ -317,6 +319,8 @@ def start_test_slapd(
     exists, ``service_passwords`` gives every provider the same accounts,
     ``replicator`` adds cn=replicator with the role's ACLs and limits, and
     ``seed=False`` leaves the database empty for replication to fill.
+    ``schema_file`` replaces templates/openldap/qnprov-schema.ldif (a directory built
+    by an older release).
     """
     for tool in (SLAPD, SLAPADD):
         if not tool.exists():
@@ -327,7 +331,8 @@ def start_test_slapd(
     root_dn = f"cn=admin,{base_dn}"
     root_password = secrets.token_urlsafe(18)
     pki = pki or write_test_pki(workdir)
-    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki, replicator=replicator)
+    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki, replicator=replicator,
+                          schema_file=schema_file)
     if no_sync:
         config += "olcDbNoSync: TRUE\n"
     (workdir / "config.ldif").write_text(config)

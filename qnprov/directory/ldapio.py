@@ -119,7 +119,7 @@ def _connect_one(settings: LdapSettings, url: str) -> Connection:
 _ACCOUNT_DN = re.compile(r"^uid=((?:[^,\\]|\\.)+),ou=people,ou=((?:[^,\\]|\\.)+),ou=agencies,", re.IGNORECASE)
 _GROUP_ALL_DN = re.compile(r"^cn=[^,]+-all,ou=groups,ou=((?:[^,\\]|\\.)+),ou=agencies,", re.IGNORECASE)
 ACCOUNT_ATTRIBUTES = ("uid", "cn", "sn", "givenName", "title", "mail", "mailLocalAddress", "qnAccountStatus",
-                      "qnDisabledAt", "qnMailForward", "qnAgencyCode", "employeeNumber")
+                      "qnDisabledAt", "qnMailForward", "qnAgencyCode", "employeeNumber", "qnMailHost")
 OTHER_ATTRIBUTES = ("objectClass", "mail", "mailLocalAddress", "member", "description", "qnAgencyCode",
                     "qnParentAgency", "qnMailDomain", "qnDefaultQuota")
 
@@ -178,7 +178,7 @@ def state_from_entries(base_dn: str, accounts: Iterable[ber.SearchEntry],
             mail=_one(attrs, "mail"), aliases=tuple(get("maillocaladdress", ())),
             status=_one(attrs, "qnaccountstatus") or "active", disabled_at=_one(attrs, "qndisabledat") or None,
             forwards=tuple(sorted(get("qnmailforward", ()))), agency_code=_one(attrs, "qnagencycode"),
-            employee_number=_one(attrs, "employeenumber"))
+            employee_number=_one(attrs, "employeenumber"), mail_host=_one(attrs, "qnmailhost").lower())
         if eid in state.accounts:
             state.problems.append(f"employee_id {eid!r} has two entries: {state.accounts[eid].dn} and {entry.dn}")
             continue

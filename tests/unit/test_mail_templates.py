@@ -40,6 +40,7 @@ SHARED = {
     "qnprov_tls_ca_file": "/etc/qnprov/tls/ca.pem",
     "qnprov_hosted_domains": ["quangninh.test", "skhcn.quangninh.test"],
     "ansible_facts": {"fqdn": "mail1.quangninh.test"},
+    "group_names": ["mail_all", "directory", "mta"],
     "role_path": "/unused",
 }
 
@@ -58,12 +59,20 @@ def _role_variables(role: str, shared: dict[str, Any] | None = None, **overrides
     resolved: dict[str, Any] = {}
     for name, value in defaults.items():
         resolved[name] = resolver.from_string(value).render(context) if isinstance(value, str) else value
+    # Ansible keeps "{{ qnprov_stores | default([]) }}" a list (native types); this string resolver
+    # would make it the string "[]". No stores here: test_store_templates.py renders them.
+    for name in ("postfix_mail_stores", "dovecot_mail_stores"):
+        if resolved.get(name) == "[]":
+            resolved[name] = []
     resolved.update(overrides)
     return resolved
 
 
 def _render_postfix(target: Path, **overrides: Any) -> None:
     """The files roles/postfix stages (tasks/config.yml, vars/main.yml), rendered the same way."""
+    # "{{ qnprov_stores | default([]) }}" is an empty list in Ansible (native types), not the
+    # string "[]" this string-only resolver would make; stores are tested in test_store_templates.py.
+    overrides.setdefault("postfix_mail_stores", [])
     variables = _role_variables("postfix", **overrides)
     enabled = variables["postfix_qnprov_policy_enabled"]
     # What the role's controller task registers (python -m qnprov policy freemail postfix-tables).
@@ -241,7 +250,8 @@ def test_postfix_ldap_maps_hold_the_design_filters(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reinject", ["smtp", "sendmail"])
 def test_dovecot_templates_render_with_plain_jinja(reinject: str) -> None:
-    variables = _role_variables("dovecot", dovecot_sieve_reinject=reinject)
+    variables = _role_variables("dovecot", dovecot_sieve_reinject=reinject, dovecot_mail_stores=[],
+                                dovecot_postfix_sockets=True)
     env = _environment(TEMPLATES / "dovecot")
     conf = env.get_template("dovecot.conf.j2").render(variables)
     assert "\nprotocols = imap lmtp sieve\n" in conf

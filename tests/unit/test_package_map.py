@@ -31,6 +31,7 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qnprov.roledocs", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.directory.", ("qnprov.controls.", "qnprov.testbed", "qnprov.runner", "qnprov.policy.",
                            "qnprov.reporting."), ("qnprov.policy.domains",)),
+    ("qnprov.stores.", ("qnprov.controls.", "qnprov.policy.", "qnprov.lab", "qnprov.testbed"), ()),
     ("qnprov.policy.", ("qnprov.directory.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.runner",
                         "qnprov.inventory", "qnprov.argspec", "qnprov.reporting."), ()),
     ("qnprov.reporting.", ("qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.freshstage",
