@@ -72,3 +72,12 @@ def test_the_example_production_inventory_passes_the_real_role_specs():
     from qnprov import paths
 
     assert argspec.validate_inventory(paths.INVENTORIES_DIR / "example-production") == []
+
+
+def test_the_lab_ha_inventory_passes_the_real_role_specs():
+    """lab-ha switches on replication and stores: every variable it sets is a real
+    role option (sub-options such as an account's mail_host are checked by Ansible's
+    own argument-spec validation when the role runs)."""
+    from qnprov import paths
+
+    assert argspec.validate_inventory(paths.INVENTORIES_DIR / "lab-ha") == []
