@@ -16,6 +16,8 @@ SYSTEM_PACKAGES=(
   libmilter-dev
   # probes, scanners and the throwaway services the tests start on loopback
   swaks ldap-utils slapd postfix postfix-ldap postfix-pcre testssl.sh lynis openssl
+  # the backup tests back a real slapd up with restic and restore it (docs/backup.md)
+  restic
   # swaks only recommends its TLS modules, and --no-install-recommends skips them:
   # without these, `swaks --tls` says "TLS not available: requires Net::SSLeay".
   libnet-ssleay-perl libio-socket-ssl-perl
