@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 import pytest
+from ansible.plugins.filter.core import FilterModule
 
 from qnprov import paths
 
@@ -22,7 +23,8 @@ def render(template: str, **variables: Any) -> str:
     """A template of templates/backup as Ansible's template module renders it (trim_blocks)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, autoescape=False)  # noqa: S701
-    env.filters["to_nice_json"] = lambda value, indent=4: json.dumps(value, indent=indent, sort_keys=True)
+    ansible_filters = FilterModule().filters()  # Ansible's own bool and to_nice_json
+    env.filters.update({name: ansible_filters[name] for name in ("bool", "to_nice_json")})
     return env.get_template(template).render(**variables)
 
 

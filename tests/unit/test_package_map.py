@@ -32,6 +32,8 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("qnprov.policy.domains",)),
     ("qnprov.policy.", ("qnprov.directory.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.runner",
                         "qnprov.inventory", "qnprov.argspec"), ()),
+    ("qnprov.backup.", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed"),
+     ()),
 ]
 #: No module of qnprov imports from these.
 NOWHERE = ("qnprov_testing",)
