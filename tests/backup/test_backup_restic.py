@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -93,6 +94,9 @@ def test_backup_of_a_running_slapd_restores_into_a_fresh_one(host_script: HostSc
         code, run, _ = host_script.run("run")
         assert code == 0 and run["ok"], run
         assert run["ldap_entries"] == 9 + 1 + ACCOUNTS  # base DIT + agency + accounts
+        staging = Path(host_script.config["staging_dir"])
+        modes = {part: stat.S_IMODE((staging / part).stat().st_mode) for part in ("", "ldap", "files", "audit")}
+        assert modes == {"": 0o711, "ldap": 0o700, "files": 0o700, "audit": 0o700}
         before = entries(server.url, server.root_dn, server.root_password, server.base_dn)
         assert len(before) == run["ldap_entries"]
 
