@@ -97,3 +97,14 @@ def test_list_and_verify_through_the_playbook(host_script: HostScript, tmp_path:
     assert "wrong-password-b41c" not in failed.stdout + failed.stderr
     as_json = json.loads(qnprov("backup", "verify", "-i", str(inventory), "--json", state=state).stdout)
     assert as_json["ok"] is False and as_json["hosts"]["mail1"]["error"]["kind"] == "wrong-password"
+
+
+def test_a_host_without_the_role_is_named(host_script: HostScript, tmp_path: Path) -> None:
+    inventory = local_inventory(host_script)
+    host_script.script.unlink()
+    proc = qnprov("backup", "list", "-i", str(inventory), "--json", state=tmp_path / "state")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["hosts"]["mail1"]["error"]
+    assert error["kind"] == "no-report"
+    assert error["message"] == (f"Stop on a host without the backup role: {host_script.script} is not installed "
+                                "on this host: deploy playbooks/backup.yml first")

@@ -109,6 +109,9 @@ elif args[0] == "backup":
     target = args[-1].split(":", 1)[1]
     os.makedirs(target + "/cur", exist_ok=True)
     open(target + "/cur/1.msg", "w").write("x")
+    if args[2].startswith("binh") and not os.path.exists(target + "/retried"):
+        open(target + "/retried", "w").close()
+        sys.exit(2)  # dsync: "mail changed during the sync, run again"
 """)
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     staging = Path(host_script.config["staging_dir"])
@@ -123,7 +126,9 @@ elif args[0] == "backup":
     assert not (staging / "mail" / "gone@quangninh.test").exists()  # a deleted user leaves the staging area
     lines = calls.read_text().splitlines()
     assert f"backup -u an@quangninh.test maildir:{staging}/mail/an@quangninh.test" in lines
-    assert f"backup -u binh@quangninh.test maildir:{staging}/mail/binh@quangninh.test" in lines
+    binh = f"backup -u binh@quangninh.test maildir:{staging}/mail/binh@quangninh.test"
+    assert lines.count(binh) == 2  # exit 2 from dsync: synced once more
+    assert lines.count(f"backup -u an@quangninh.test maildir:{staging}/mail/an@quangninh.test") == 1
     assert not any("tar" in line or "rm" in line for line in lines)
 
 
