@@ -86,7 +86,7 @@ def measure(accounts: int, files: int) -> dict[str, float]:
                       "state_dir": str(work / "state"), "retention": {"daily": 7, "weekly": 4, "monthly": 6},
                       "ldap": {"enabled": True, "config_dir": str(server.workdir / "slapd.d")},
                       "mail": {"enabled": False}, "files": [{"name": "quarantine", "path": str(work / "quarantine")}],
-                      "audit_dir": ""}
+                      "audit_dir": "", "require_separate_fs": False}
             config_file.write_text(json.dumps(config))
             run = [sys.executable, str(script)]
             subprocess.run([*run, "init"], check=True, capture_output=True)

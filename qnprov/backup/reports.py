@@ -17,6 +17,7 @@ HINTS = {
     "no-snapshot": "run `qnprov backup run` first",
     "locked": "wait for the other restic process, or `restic unlock` after checking it is gone",
     "busy": "a backup is running on this host; try again when it ends",
+    "same-disk": "mount the backup disk at the repository path, or use an sftp: or s3: repository",
     "mismatch": "the repository returned other bytes than were backed up: run `restic check --read-data`",
     "no-report": "the host sent no report: is the backup role deployed there?",
 }

@@ -66,7 +66,10 @@ def host_script(tmp_path: Path) -> HostScript:
               "scratch_dir": str(tmp_path / "state" / "verify"), "check_subset": "100%",
               "retention": {"daily": 7, "weekly": 4, "monthly": 6},
               "ldap": {"enabled": False}, "mail": {"enabled": False}, "files": [], "audit_dir": "",
-              "alert_mail_to": ""}
+              "alert_mail_to": "",
+              # The tests' repository and staging area share tmp's file system; the check itself
+              # is tested on its own (test_a_repository_on_the_hosts_own_disk_is_refused).
+              "require_separate_fs": False}
     host = HostScript(tmp_path, script, config_file, config)
     host.write_config()
     return host

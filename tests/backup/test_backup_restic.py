@@ -165,6 +165,25 @@ def test_a_wrong_password_is_named_and_not_printed(host_script: HostScript, tmp_
         assert "not-the-password-7f3a" not in str(document) + stderr
 
 
+def test_a_repository_on_the_hosts_own_disk_is_refused(host_script: HostScript, tmp_path: Path) -> None:
+    host_script.write_config(require_separate_fs=True)
+    for command in ("init", "run", "list"):
+        code, document, _ = host_script.run(command)
+        assert code == 1 and document["error"]["kind"] == "same-disk", document
+        assert document["error"]["message"] == (
+            f"the repository {host_script.config['repository']} is on this host's own disk (the file system of "
+            f"{host_script.config['staging_dir']}): mount the backup disk there first")
+    assert not Path(host_script.config["repository"]).exists()  # nothing was created there
+    # On another file system (/dev/shm is a tmpfs here) it is accepted.
+    shm = Path("/dev/shm") / f"qnprov-backup-test-{tmp_path.name}"
+    try:
+        host_script.write_config(repository=str(shm))
+        code, document, _ = host_script.run("init")
+        assert code == 0 and document["initialized"] is True, document
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
 def test_a_missing_repository_is_named(host_script: HostScript, tmp_path: Path) -> None:
     host_script.write_config(repository=str(tmp_path / "nowhere"))
     code, document, _ = host_script.run("list")

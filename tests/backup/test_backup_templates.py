@@ -46,6 +46,7 @@ def test_the_config_carries_the_role_variables() -> None:
     assert config["repository"] == "sftp:backup@vault.example:/srv/restic"
     assert config["password_file"] == "/etc/qnprov/backup/restic-password"
     assert config["env_file"] == ""  # no backend credentials configured
+    assert config["require_separate_fs"] is True
     assert config["retention"] == {"daily": 7, "weekly": 4, "monthly": 6}
     assert config["ldap"] == {"enabled": True, "slapcat": "/usr/sbin/slapcat", "config_dir": "/etc/ldap/slapd.d"}
     assert config["mail"]["enabled"] is False
