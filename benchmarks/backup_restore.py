@@ -30,10 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # qnprov_testing, from the source tree
 
-import jinja2
 from goals import Goal, print_goals
 
-from qnprov import paths
+from qnprov_testing.backup_script import render
 from qnprov_testing.slapd import TestSlapd, running_test_slapd, ssha_hash
 
 #: The host script may cost at most this multiple of plain restic on the same bytes.
@@ -74,10 +73,8 @@ def measure(accounts: int, files: int) -> dict[str, float]:
         password = work / "password"
         password.write_text("benchmark-password\n")
         script = work / "qnprov-backup"
-        env_j2 = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES_DIR / "backup")),
-                                    keep_trailing_newline=True, trim_blocks=True, autoescape=False)  # noqa: S701
         config_file = work / "config.json"
-        script.write_text(env_j2.get_template("qnprov-backup.py.j2").render(__backup_config_file=str(config_file)))
+        script.write_text(render("qnprov-backup.py.j2", __backup_config_file=str(config_file)))
         file_bytes = make_files(work / "quarantine", files)
         with running_test_slapd(work) as server:
             seed(server, accounts)

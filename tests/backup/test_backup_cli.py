@@ -19,7 +19,7 @@ import yaml
 
 from qnprov import paths
 from qnprov.backup.reports import document, parse_report, read_reports
-from tests.backup.conftest import HostScript
+from qnprov_testing.backup_script import HostScript
 
 QNPROV = [sys.executable, "-m", "qnprov"]
 needs_restic = pytest.mark.skipif(shutil.which("restic") is None, reason="restic missing: scripts/bootstrap.sh")

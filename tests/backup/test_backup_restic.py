@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from qnprov_testing.backup_script import HostScript
 from qnprov_testing.slapd import SLAPADD, SLAPD, TestSlapd, free_loopback_port, running_test_slapd, ssha_hash
-from tests.backup.conftest import HostScript
 
 pytestmark = [pytest.mark.slapd,
               pytest.mark.skipif(shutil.which("restic") is None, reason="restic missing: scripts/bootstrap.sh")]

@@ -14,7 +14,7 @@ from types import ModuleType
 import yaml
 
 from qnprov import paths
-from tests.backup.conftest import HostScript, render
+from qnprov_testing.backup_script import HostScript, render
 
 DEFAULTS = yaml.safe_load((paths.ROLES_DIR / "backup" / "defaults" / "main.yml").read_text())
 
