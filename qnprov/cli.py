@@ -15,6 +15,8 @@ from qnprov.directory.cli import accounts_app, agency_app
 from qnprov.lab_cli import lab_app
 from qnprov.policy.cli import policy_app
 from qnprov.policy.milter_cli import audit_app, milter_command, quarantine_app
+from qnprov.reporting.cli import compliance_command
+from qnprov.stores.cli import store_app
 from qnprov.ui import host_table, report_failures, run_site
 
 app = typer.Typer(help="Deploy, provision, police and verify the province's official mail system.",
@@ -25,8 +27,10 @@ app.add_typer(agency_app, name="agency")
 app.add_typer(policy_app, name="policy")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(audit_app, name="audit")
+report_app.command("compliance")(compliance_command)
 app.add_typer(report_app, name="report")
 app.add_typer(dns_app, name="dns")
+app.add_typer(store_app, name="store")
 app.add_typer(backup_app, name="backup")
 app.command("milter")(milter_command)
 app.command("verify")(verify_command)

@@ -107,13 +107,23 @@ class Inventory:
         return _literal(self.group_vars(group))
 
     def hosts_matching(self, pattern: str) -> list[str]:
-        """The hosts an Ansible host pattern (``all``, a group, ``a:!b``, ...) selects."""
+        """The hosts an Ansible host pattern (``all``, a group, ``a:!b``, ...) selects.
+
+        A group the inventory does not have selects nothing, silently: site.yml's
+        ``mta:store`` must not print Ansible's "Could not match supplied host pattern"
+        warning for an inventory without mail stores.
+        """
+        from ansible import constants
         from ansible.errors import AnsibleError
 
+        mismatch = constants.HOST_PATTERN_MISMATCH
+        constants.HOST_PATTERN_MISMATCH = "ignore"
         try:
             return [h.name for h in self._manager.get_hosts(pattern=pattern)]
         except AnsibleError as exc:
             raise ConfigError(f"inventory {self.source}: host pattern {pattern!r}: {_first_line(exc)}") from exc
+        finally:
+            constants.HOST_PATTERN_MISMATCH = mismatch
 
     def host_vars(self, host: str) -> dict[str, Any]:
         """The host's variables as Ansible merges them (inventory, group_vars, host_vars; no play)."""

@@ -7,6 +7,7 @@ base image) and publishes their endpoints on host loopback ports.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -18,8 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qnprov import inventory as inventory_mod
-from qnprov import paths, runner, testbed
-from qnprov.errors import ConfigError, ExternalError
+from qnprov import paths, testbed
+from qnprov.errors import ConfigError
+from qnprov.labssh import (  # re-exported: the lab's SSH side lives in labssh
+    SshFiles,
+    bootstrap_ssh,
+    ensure_ssh_key,
+    forget_host,
+    ssh_port,
+)
 
 LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
 #: Names another lab inventory as the default of every lab command and of the
@@ -27,11 +35,18 @@ LAB_INVENTORY = paths.INVENTORIES_DIR / "lab"
 LAB_INVENTORY_ENV = "QNPROV_LAB_INVENTORY"
 SERVICES = ("slapd", "postfix", "dovecot", "rspamd", "redis-server", "qnprov-milter", "nginx", "nftables", "fail2ban")
 ADMIN_SECRET = "ldap_admin"  # noqa: S105 - the name of a secret file, not a secret
-#: The account Ansible logs in as over SSH and becomes root from with sudo, as the
-#: production inventory does (inventories/example-production: ansible_user deploy, become).
-DEPLOY_USER = "deploy"
-#: The lab publishes sshd on this endpoint name (qnprov_lab_publish), on host loopback.
-SSH_ENDPOINT = "ssh"
+
+
+@dataclass(frozen=True)
+class LabNetwork:
+    """A podman network the lab creates for its hosts (``qnprov_lab_network``).
+
+    Podman's CNI backend on these machines has no DNS: hosts get static addresses
+    (``qnprov_lab_ip``) and each container is told its peers' names (``--add-host``).
+    """
+
+    name: str
+    subnet: str
 
 
 @dataclass(frozen=True)
@@ -40,30 +55,11 @@ class LabHost:
     container: str
     hostname: str
     publish: dict[str, tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class SshFiles:
-    """Where the lab keeps what Ansible's ssh connection needs (the inventory's
-    group_vars name the same paths under ``qnprov_state_dir``)."""
-
-    state: Path
-
-    @property
-    def dir(self) -> Path:
-        return self.state / "ssh"
-
-    @property
-    def key(self) -> Path:
-        return self.dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def control_dir(self) -> Path:
-        return self.dir / "cp"
+    #: The lab network and this host's static address on it (None: podman's default network).
+    network: str | None = None
+    ip: str | None = None
+    #: (hostname, address) of every other host of the lab on the same network.
+    peers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +76,7 @@ class LabConfig:
     base_dn: str
     accounts: tuple[DemoAccount, ...]
     state: Path = field(default_factory=paths.state_dir)
+    network: LabNetwork | None = None
 
     @property
     def secrets_dir(self) -> Path:
@@ -93,10 +90,12 @@ class LabConfig:
     def ssh(self) -> SshFiles:
         return SshFiles(self.state)
 
-    def endpoints(self) -> dict[str, str]:
+    def endpoints(self, host: LabHost | None = None) -> dict[str, str]:
+        """Published endpoints (name: ``127.0.0.1:PORT``) of ``host``; without one, of the
+        whole lab, the first host publishing a name giving it."""
         found: dict[str, str] = {}
-        for host in self.hosts:
-            for name, (port, _) in host.publish.items():
+        for each in (host,) if host else self.hosts:
+            for name, (port, _) in each.publish.items():
                 found.setdefault(name, f"127.0.0.1:{port}")
         return found
 
@@ -117,14 +116,26 @@ def load_lab_config(inventory: Path | None = None) -> LabConfig:
     """Read the lab's hosts, ports and demo accounts from its inventory."""
     inventory = inventory or default_inventory()
     parsed = inventory_mod.load(inventory)
+    group_vars = parsed.literal_group_vars("all")
+    network = _lab_network(inventory, group_vars.get("qnprov_lab_network"))
     hosts = []
     for name in parsed.lab_hosts:
         hv = parsed.literal_vars(name)
         publish = {k: (int(v[0]), int(v[1])) for k, v in (hv.get("qnprov_lab_publish") or {}).items()}
-        hosts.append(LabHost(name, hv["qnprov_lab_container"], hv.get("qnprov_lab_hostname", name), publish))
+        ip = hv.get("qnprov_lab_ip")
+        if (ip is None) != (network is None):
+            raise ConfigError(f"{inventory}: host {name}: qnprov_lab_ip and the all group's "
+                              "qnprov_lab_network go together (a static address on the lab network)")
+        if ip is not None and network is not None:
+            _require_in_subnet(inventory, name, str(ip), network)
+        hosts.append(LabHost(name, hv["qnprov_lab_container"], hv.get("qnprov_lab_hostname", name), publish,
+                             network.name if network else None, str(ip) if ip is not None else None))
     if not hosts:
         raise ConfigError(f"{inventory}: no host has qnprov_lab_container; not a lab inventory")
-    group_vars = parsed.literal_group_vars("all")
+    _require_distinct(inventory, hosts)
+    hosts = [LabHost(h.name, h.container, h.hostname, h.publish, h.network, h.ip,
+                     tuple((p.hostname, p.ip) for p in hosts if p is not h and p.ip is not None))
+             for h in hosts]
     missing = [name for name in ("qnprov_domain", "qnprov_ldap_base_dn") if name not in group_vars]
     if missing:
         raise ConfigError(f"{inventory}: the all group does not set {', '.join(missing)}")
@@ -132,7 +143,44 @@ def load_lab_config(inventory: Path | None = None) -> LabConfig:
     accounts = tuple(DemoAccount(str(a["employee_id"]), str(a["mail"]))
                      for a in parsed.group_vars("all").get("openldap_accounts", []) or [])
     return LabConfig(inventory, tuple(hosts), str(group_vars["qnprov_domain"]),
-                     str(group_vars["qnprov_ldap_base_dn"]), accounts)
+                     str(group_vars["qnprov_ldap_base_dn"]), accounts, network=network)
+
+
+def _lab_network(inventory: Path, value: object) -> LabNetwork | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value.get("name") or not value.get("subnet"):
+        raise ConfigError(f"{inventory}: qnprov_lab_network must be {{name: NETWORK, subnet: CIDR}}")
+    try:
+        subnet = ipaddress.ip_network(str(value["subnet"]))
+    except ValueError as exc:
+        raise ConfigError(f"{inventory}: qnprov_lab_network subnet {value['subnet']!r}: {exc}") from exc
+    return LabNetwork(str(value["name"]), str(subnet))
+
+
+def _require_in_subnet(inventory: Path, host: str, ip: str, network: LabNetwork) -> None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError as exc:
+        raise ConfigError(f"{inventory}: host {host}: qnprov_lab_ip {ip!r} is not an address") from exc
+    subnet = ipaddress.ip_network(network.subnet)
+    if address not in subnet or address in (subnet.network_address, subnet.broadcast_address) \
+            or address == next(subnet.hosts()):
+        raise ConfigError(f"{inventory}: host {host}: qnprov_lab_ip {ip} is not a host address of "
+                          f"{network.name} ({network.subnet}; the first address is the gateway)")
+
+
+def _require_distinct(inventory: Path, hosts: list[LabHost]) -> None:
+    """Two hosts of one lab may not share a container, hostname, address or host port."""
+    seen: dict[str, str] = {}
+    for host in hosts:
+        keys = [f"container {host.container}", f"hostname {host.hostname}"]
+        keys += [f"address {host.ip}"] if host.ip else []
+        keys += [f"host port {port}" for port, _ in host.publish.values()]
+        for key in keys:
+            if key in seen and seen[key] != host.name:
+                raise ConfigError(f"{inventory}: hosts {seen[key]} and {host.name} both use {key}")
+            seen.setdefault(key, host.name)
 
 
 def _random_secret(length: int = 32) -> str:
@@ -199,8 +247,70 @@ def container_run_args(host: LabHost) -> list[str]:
     version survives restarts, as on a real host.
     """
     publish = [f"127.0.0.1:{hp}:{cp}" for hp, cp in host.publish.values()]
+    extra = ["--dns=none"]
+    if host.ip:
+        extra += ["--ip", host.ip]
+    extra += [f"--add-host={name}:{ip}" for name, ip in host.peers]
     return testbed.systemd_run_args(host.container, hostname=host.hostname, publish=publish,
-                                    extra=["--dns=none"])
+                                    network=host.network, extra=extra)
+
+
+def network_exists(name: str) -> bool:
+    return podman("network", "exists", name, check=False, timeout=30).returncode == 0
+
+
+def network_subnets(name: str) -> list[str]:
+    """The subnets of an existing podman network (CNI or netavark inspect formats)."""
+    proc = podman("network", "inspect", name, timeout=30)
+    found: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key.lower() == "subnet" and isinstance(item, str):
+                    found.append(str(ipaddress.ip_network(item, strict=False)))
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(json.loads(proc.stdout or "[]"))
+    return sorted(set(found))
+
+
+def ensure_network(network: LabNetwork) -> bool:
+    """Create the lab network unless it exists; True if created. An existing network of that
+    name on another subnet is refused (the inventory's addresses would not be on it)."""
+    if network_exists(network.name):
+        subnets = network_subnets(network.name)
+        if network.subnet not in subnets:
+            raise ConfigError(f"podman network {network.name} exists on {', '.join(subnets) or 'no subnet'}, "
+                              f"not {network.subnet}; remove it (qnprov lab down --purge) or change the inventory")
+        return False
+    podman("network", "create", "--subnet", network.subnet, network.name, timeout=60)
+    return True
+
+
+def remove_network(network: LabNetwork) -> bool:
+    """Remove the lab network if it exists (its containers must be gone); True if removed."""
+    if not network_exists(network.name):
+        return False
+    podman("network", "rm", network.name, timeout=60)
+    return True
+
+
+def container_address(host: LabHost) -> str | None:
+    """The container's address on the host's lab network (None: not attached, or no container)."""
+    if not host.network:
+        return None
+    proc = podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", host.container,
+                  check=False, timeout=30)
+    if proc.returncode != 0:
+        return None
+    networks = json.loads(proc.stdout or "null") or {}
+    entry = networks.get(host.network) or {}
+    return str(entry.get("IPAddress") or "") or None
 
 
 def ensure_container(host: LabHost, state: Path | None = None) -> bool:
@@ -212,9 +322,10 @@ def ensure_container(host: LabHost, state: Path | None = None) -> bool:
     """
     state = state or paths.state_dir()
     current = container_state(host.container)
-    # A running container is kept only if it publishes sshd where the inventory says: port
-    # mappings are fixed at creation, so one from before the lab used SSH is replaced.
-    created = not (current == "running" and publishes_ssh(host))
+    # A running container is kept only if it publishes sshd where the inventory says and sits
+    # at the inventory's address: both are fixed at creation, so an older one is replaced.
+    created = not (current == "running" and publishes_ssh(host)
+                   and (host.ip is None or container_address(host) == host.ip))
     if created:
         if current is not None:
             testbed.remove_container(host.container)
@@ -231,115 +342,14 @@ def publishes_ssh(host: LabHost) -> bool:
     return proc.returncode == 0 and f"127.0.0.1:{ssh_port(host)}" in proc.stdout.split()
 
 
-def forget_host(state: Path, name: str) -> None:
-    """Drop what the lab state remembers of a host that was replaced: its cached facts
-    and any SSH control socket still pointing at the old container."""
-    cache = runner.fact_cache_dir(state)
-    if cache.is_dir():
-        for entry in cache.iterdir():
-            if runner.fact_cache_host(entry.name) == name:
-                entry.unlink(missing_ok=True)
-    control = SshFiles(state).control_dir
-    if control.is_dir():
-        for sock in control.iterdir():
-            sock.unlink(missing_ok=True)
-
-
-def ensure_ssh_key(files: SshFiles) -> Path:
-    """The lab's ed25519 deploy key (0600, in a 0700 directory); created once per lab state."""
-    files.dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(files.dir, 0o700)
-    files.control_dir.mkdir(exist_ok=True)
-    os.chmod(files.control_dir, 0o700)
-    if not files.key.is_file():
-        files.key.with_suffix(".pub").unlink(missing_ok=True)
-        testbed.run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qnprov-lab-deploy",
-                             "-f", str(files.key)], timeout=60)
-    os.chmod(files.key, 0o600)
-    return files.key
-
-
-#: Run in a lab container through podman, once per `lab up` (idempotent; fast when done).
-#: What a production host has before qnprov ever deploys to it: sshd, sudo, and a deploy
-#: account that logs in with a key only (password field "*": no password, not locked, so
-#: sshd's UsePAM account check passes) and becomes root with sudo. The os_hardening role
-#: then hardens this sshd like any other (sshd_config validated with sshd -T).
-SSH_BOOTSTRAP = r"""set -eu
-user="$1"
-if ! command -v sshd >/dev/null 2>&1 || ! command -v sudo >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends openssh-server sudo >/dev/null
-fi
-id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
-usermod -p '*' "$user"
-home=$(getent passwd "$user" | cut -d: -f6)
-install -d -m 0700 -o "$user" -g "$user" "$home/.ssh"
-cat > "$home/.ssh/authorized_keys.new"
-chown "$user:$user" "$home/.ssh/authorized_keys.new"
-chmod 0600 "$home/.ssh/authorized_keys.new"
-mv "$home/.ssh/authorized_keys.new" "$home/.ssh/authorized_keys"
-printf '%s ALL=(ALL:ALL) NOPASSWD: ALL
-' "$user" > /etc/sudoers.d/qnprov-deploy.new
-chmod 0440 /etc/sudoers.d/qnprov-deploy.new
-visudo -cqf /etc/sudoers.d/qnprov-deploy.new
-mv /etc/sudoers.d/qnprov-deploy.new /etc/sudoers.d/qnprov-deploy
-test -s /etc/ssh/ssh_host_ed25519_key || ssh-keygen -q -t ed25519 -N '' -C '' -f /etc/ssh/ssh_host_ed25519_key
-systemctl enable --now ssh.service >/dev/null 2>&1
-systemctl is-active --quiet ssh.service
-cat /etc/ssh/ssh_host_ed25519_key.pub
-"""
-
-
-def ssh_port(host: LabHost) -> int:
-    if SSH_ENDPOINT not in host.publish:
-        raise ConfigError(f"lab host {host.name}: qnprov_lab_publish has no {SSH_ENDPOINT} port; "
-                          "Ansible reaches lab hosts over SSH as it does production")
-    return host.publish[SSH_ENDPOINT][0]
-
-
-def known_hosts_line(host: LabHost, host_key: str) -> str:
-    """The known_hosts entry for the host's published sshd (``[127.0.0.1]:PORT``)."""
-    fields = host_key.split()
-    if len(fields) < 2 or fields[0] != "ssh-ed25519":
-        raise ExternalError(f"{host.container}: unexpected sshd host key {host_key[:40]!r}")
-    return f"[127.0.0.1]:{ssh_port(host)} {fields[0]} {fields[1]}"
-
-
-def write_known_host(files: SshFiles, line: str) -> None:
-    """Put ``line`` into the lab's known_hosts (0600), replacing the entry for the same address."""
-    address = line.split()[0]
-    kept = []
-    if files.known_hosts.is_file():
-        kept = [entry for entry in files.known_hosts.read_text().splitlines()
-                if entry.strip() and entry.split()[0] != address]
-    fd = os.open(files.known_hosts.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join([*kept, line]) + "\n")
-    os.replace(files.known_hosts.with_suffix(".new"), files.known_hosts)
-
-
-def bootstrap_ssh(host: LabHost, files: SshFiles) -> str:
-    """Make the lab host reachable over SSH as production hosts are; return its known_hosts line.
-
-    The host key is read through podman, a channel the lab already trusts, so host key
-    checking stays on and nothing is accepted on first use.
-    """
-    ssh_port(host)
-    public = ensure_ssh_key(files).with_suffix(".pub").read_text()
-    proc = podman("exec", "-i", host.container, "sh", "-c", SSH_BOOTSTRAP, "qnprov-ssh-bootstrap",
-                   DEPLOY_USER, input=public, timeout=600)
-    line = known_hosts_line(host, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "")
-    write_known_host(files, line)
-    return line
-
-
 def with_port_base(config: LabConfig, *, containers: dict[str, str], port_base: int,
                    state: Path) -> LabConfig:
     """The same hosts and accounts on other containers, ports and state (molecule)."""
     hosts = tuple(LabHost(h.name, containers.get(h.name, h.container), h.hostname,
-                          {k: (port_base + cp, cp) for k, (_, cp) in h.publish.items()}) for h in config.hosts)
-    return LabConfig(config.inventory, hosts, config.domain, config.base_dn, config.accounts, state)
+                          {k: (port_base + cp, cp) for k, (_, cp) in h.publish.items()},
+                          h.network, h.ip, h.peers) for h in config.hosts)
+    return LabConfig(config.inventory, hosts, config.domain, config.base_dn, config.accounts, state,
+                     config.network)
 
 
 def test_environment(config: LabConfig) -> dict[str, str]:
@@ -361,11 +371,15 @@ def test_environment(config: LabConfig) -> dict[str, str]:
 
 
 def down(config: LabConfig, *, purge: bool = False) -> list[str]:
+    """Remove every host's container; with ``purge`` also the lab network and the state.
+    Returns what was removed (container names, then ``network NAME``)."""
     removed = []
     for host in config.hosts:
         if container_state(host.container) is not None:
             testbed.remove_container(host.container)
             removed.append(host.container)
+    if purge and config.network and remove_network(config.network):
+        removed.append(f"network {config.network.name}")
     if purge and config.state.exists():
         shutil.rmtree(config.state)
     return removed

@@ -30,8 +30,10 @@ def _print_summary(config: lab.LabConfig, doc: dict[str, object], timings: dict[
     table = Table(title="qnprov lab", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    for name, endpoint in config.endpoints().items():
-        table.add_row(name, endpoint)
+    for host in config.hosts:
+        prefix = f"{host.name} " if len(config.hosts) > 1 else ""
+        for name, endpoint in config.endpoints(host).items():
+            table.add_row(prefix + name, endpoint)
     table.add_row("domain", config.domain)
     table.add_row("accounts", ", ".join(a.address for a in config.accounts))
     table.add_row("passwords", "qnprov lab status --json")
@@ -62,6 +64,8 @@ def lab_up(
         err.log(f"built {testbed.IMAGE_REF} (version {testbed.IMAGE_VERSION})")
     mark = time.monotonic()
     lab.ensure_secrets(config)
+    if config.network and lab.ensure_network(config.network):
+        err.log(f"created lab network {config.network.name} ({config.network.subnet})")
     for host in config.hosts:
         if lab.ensure_container(host):
             err.log(f"started container {host.container}")
@@ -77,10 +81,13 @@ def lab_up(
     doc = labcheck.status(config)
     if not skip_smoke:
         mark = time.monotonic()
-        smoke = labcheck.smoke(config)
+        # Through every host's MTA and IMAP in turn: each must carry mail on its own.
+        smokes = labcheck.smoke_all(config)
         timings["smoke"] = time.monotonic() - mark
-        doc["smoke"] = {"sender": smoke.sender, "recipient": smoke.recipient,
-                        "delivery_seconds": round(smoke.delivery_seconds, 2)}
+        doc["smoke"] = {"sender": smokes[0].sender, "recipient": smokes[0].recipient,
+                        "delivery_seconds": round(max(s.delivery_seconds for s in smokes), 2),
+                        "hosts": [{"host": s.host, "delivery_seconds": round(s.delivery_seconds, 2)}
+                                  for s in smokes]}
     timings["total"] = time.monotonic() - started
     doc["timings"] = {k: round(v, 1) for k, v in timings.items()}
     doc["changed"] = sum(h.changed for h in result.hosts.values())
@@ -107,30 +114,37 @@ def lab_status(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> N
         table.add_row(host["name"], f"{host['container']} ({host['state']})",
                       " ".join(f"{k}={v}" for k, v in host["services"].items()))
     out.print(table)
-    for name, endpoint in doc["endpoints"].items():
-        out.print(f"  {name:12} {endpoint}")
+    for host in doc["hosts"]:
+        prefix = f"{host['name']} " if len(doc["hosts"]) > 1 else ""
+        for name, endpoint in host["endpoints"].items():
+            out.print(f"  {prefix + name:16} {endpoint}")
     out.print(f"  CA           {doc['ca_cert']}")
 
 
 @lab_app.command("smoke")
 def lab_smoke(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> None:
-    """Submit a message as one demo account and fetch it over IMAP as another."""
+    """Submit a message as one demo account and fetch it over IMAP as another, through each host."""
     config = _lab_config(inventory)
-    result = labcheck.smoke(config)
-    doc = {"ok": True, "sender": result.sender, "recipient": result.recipient,
-           "submit_seconds": round(result.submit_seconds, 2),
-           "delivery_seconds": round(result.delivery_seconds, 2)}
+    results = labcheck.smoke_all(config)
+    first = results[0]
+    doc = {"ok": True, "sender": first.sender, "recipient": first.recipient,
+           "submit_seconds": round(max(r.submit_seconds for r in results), 2),
+           "delivery_seconds": round(max(r.delivery_seconds for r in results), 2),
+           "hosts": [{"host": r.host, "submit_seconds": round(r.submit_seconds, 2),
+                      "delivery_seconds": round(r.delivery_seconds, 2)} for r in results]}
     if as_json:
         print_json(doc)
     else:
-        out.print(f"smoke ok: {result.sender} -> {result.recipient} "
-                  f"(submitted in {result.submit_seconds:.2f}s, in INBOX after {result.delivery_seconds:.2f}s)")
+        for result in results:
+            out.print(f"smoke ok through {result.host}: {result.sender} -> {result.recipient} "
+                      f"(submitted in {result.submit_seconds:.2f}s, in INBOX after {result.delivery_seconds:.2f}s)")
 
 
 @lab_app.command("down")
-def lab_down(purge: Annotated[bool, typer.Option("--purge", help="Also delete secrets, CA and state.")] = False,
+def lab_down(purge: Annotated[bool, typer.Option(
+        "--purge", help="Also delete secrets, CA and state, and the lab network.")] = False,
              inventory: LabInventoryOpt = None) -> None:
-    """Remove the lab containers (and with --purge, its state)."""
+    """Remove the lab containers (and with --purge, its network and state)."""
     config = _lab_config(inventory)
     removed = lab.down(config, purge=purge)
     out.print(f"removed: {', '.join(removed) or 'nothing'}" + (f"; purged {config.state}" if purge else ""))

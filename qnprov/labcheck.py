@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qnprov.errors import ConfigError, ExternalError
-from qnprov.lab import ADMIN_SECRET, SERVICES, LabConfig, container_state, podman
+from qnprov.lab import ADMIN_SECRET, SERVICES, LabConfig, LabHost, container_state, podman
 
 
 def service_states(container: str) -> dict[str, str]:
@@ -38,8 +38,9 @@ def status(config: LabConfig) -> dict[str, Any]:
         state = container_state(host.container)
         services = service_states(host.container) if state == "running" else {s: "absent" for s in SERVICES}
         running = running and state == "running"
-        hosts.append({"name": host.name, "container": host.container, "state": state or "absent",
-                      "services": services})
+        hosts.append({"name": host.name, "container": host.container, "hostname": host.hostname,
+                      "address": host.ip, "state": state or "absent", "services": services,
+                      "endpoints": config.endpoints(host)})
     have_secrets = (config.secrets_dir / ADMIN_SECRET).is_file()
     accounts = []
     for account in config.accounts:
@@ -86,14 +87,25 @@ class SmokeResult:
     token: str
     submit_seconds: float
     delivery_seconds: float
+    #: The lab host whose published submission and IMAP ports carried the test.
+    host: str = ""
 
 
-def smoke(config: LabConfig, *, timeout: float = 60.0) -> SmokeResult:
-    """Authenticated submission on 587 from one demo account, IMAP fetch by another."""
+def smoke_all(config: LabConfig, *, timeout: float = 60.0) -> list[SmokeResult]:
+    """:func:`smoke` through every host of the lab, in inventory order (each MTA in turn)."""
+    return [smoke(config, host=host, timeout=timeout) for host in config.hosts]
+
+
+def smoke(config: LabConfig, *, host: LabHost | None = None, timeout: float = 60.0) -> SmokeResult:
+    """Authenticated submission on 587 from one demo account, IMAP fetch by another,
+    through ``host``'s published ports (default: the lab's first host)."""
     if len(config.accounts) < 2:
         raise ConfigError("the lab needs at least two demo accounts for the smoke test")
     sender, recipient = config.accounts[0], config.accounts[1]
-    endpoints = config.endpoints()
+    through = host or config.hosts[0]
+    endpoints = config.endpoints(through)
+    if "submission" not in endpoints or "imaps" not in endpoints:
+        raise ConfigError(f"lab host {through.name} publishes no submission or imaps port")
     context = tls_context(config.ca_cert)
     token = uuid.uuid4().hex
     message = EmailMessage()
@@ -101,33 +113,35 @@ def smoke(config: LabConfig, *, timeout: float = 60.0) -> SmokeResult:
     message["To"] = recipient.address
     message["Subject"] = f"qnprov smoke {token}"
     message["Message-ID"] = f"<{token}@{config.domain}>"
-    message.set_content(f"Smoke test {token}: submission on 587, delivery over LMTP, IMAP fetch.\n")
-    host, port = endpoints["submission"].rsplit(":", 1)
+    message.set_content(f"Smoke test {token} through {through.hostname}: submission on 587, "
+                        "delivery over LMTP, IMAP fetch.\n")
+    address, port = endpoints["submission"].rsplit(":", 1)
     started = time.monotonic()
     try:
-        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+        with smtplib.SMTP(address, int(port), timeout=30) as smtp:
             smtp.ehlo("smoke.qnprov.test")
             smtp.starttls(context=context)
             smtp.ehlo("smoke.qnprov.test")
             smtp.login(sender.address, config.secret(f"account_{sender.employee_id}"))
             smtp.send_message(message)
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-        raise ExternalError(f"smoke: submission as {sender.address} on {host}:{port} failed: {exc}") from exc
+        raise ExternalError(f"smoke: submission as {sender.address} on {through.name} ({address}:{port}) "
+                            f"failed: {exc}") from exc
     submitted = time.monotonic()
-    host, port = endpoints["imaps"].rsplit(":", 1)
+    address, port = endpoints["imaps"].rsplit(":", 1)
     deadline = submitted + timeout
     last_error = "not delivered yet"
     while time.monotonic() < deadline:
         try:
-            with imaplib.IMAP4_SSL(host, int(port), ssl_context=context, timeout=30) as imap:
+            with imaplib.IMAP4_SSL(address, int(port), ssl_context=context, timeout=30) as imap:
                 imap.login(recipient.address, config.secret(f"account_{recipient.employee_id}"))
                 imap.select("INBOX", readonly=True)
                 typ, data = imap.search(None, "HEADER", "Message-ID", f"<{token}@{config.domain}>")
                 if typ == "OK" and data and data[0].split():
                     return SmokeResult(sender.address, recipient.address, token, submitted - started,
-                                       time.monotonic() - submitted)
+                                       time.monotonic() - submitted, through.name)
         except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
             last_error = str(exc)
         time.sleep(0.5)
     raise ExternalError(f"smoke: {recipient.address} did not receive {token} within {timeout:.0f}s "
-                        f"over IMAP ({last_error})")
+                        f"over IMAP on {through.name} ({last_error})")

@@ -143,6 +143,11 @@ def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(fact_cache_dir(state)),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_TIMEOUT),
     }
+    # ansible-runner starts ansible-playbook / ansible by name: find the ones installed
+    # beside this interpreter (qnprov's own virtualenv) even when it is not activated.
+    tools = str(Path(sys.executable).parent)
+    if tools not in os.environ.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join([tools, os.environ.get("PATH", os.defpath)])
     if "QNPROV_STATE_DIR" not in os.environ:
         env["QNPROV_STATE_DIR"] = str(paths.state_dir())
     if extra:

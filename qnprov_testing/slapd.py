@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -66,13 +67,18 @@ def argon2_hash(password: str) -> str:
 TLS_SERVER_NAME = "ldap.qnprov.test"
 
 
-def write_test_pki(directory: Path, server_name: str = TLS_SERVER_NAME) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a server certificate for ``server_name`` only (no IP address).
+def write_test_pki(directory: Path, server_name: str = TLS_SERVER_NAME,
+                   ip_addresses: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for ``server_name`` (and ``ip_addresses``).
 
     Returns (ca.pem, server.pem, server.key). Like the lab, the server is reached on
-    127.0.0.1, so clients must name the certificate's host explicitly.
+    127.0.0.1, so clients must name the certificate's host explicitly. Replicating test
+    providers reach each other as ldaps://127.0.0.1:PORT and verify that address
+    (libldap checks an iPAddress name for a numeric host; it would replace "localhost"
+    by the machine's own name).
     """
     import datetime as dt
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -96,7 +102,9 @@ def write_test_pki(directory: Path, server_name: str = TLS_SERVER_NAME) -> tuple
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(server_name)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(server_name)] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]),
+                critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     ca_file, cert_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
@@ -154,6 +162,20 @@ class TestSlapd:
     def writer_password(self) -> str:
         return self.service_passwords["qnprov"]
 
+    def start(self) -> None:
+        """Start (or restart after :meth:`stop`) slapd on the same ports, config and database."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        listeners = f"{self.url}/ {self.ldaps_url}/ {self.ldapi_url}"
+        with open(self.workdir / "slapd.log", "ab") as log:
+            self.process = subprocess.Popen(
+                # QNPROV_SLAPD_DEBUG=sync,stats puts slapd's own trace into slapd.log.
+                [str(SLAPD), "-d", os.environ.get("QNPROV_SLAPD_DEBUG", "0"), "-F", str(self.workdir / "slapd.d"),
+                 "-h", listeners],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
+        _wait_for_port(self.port, self.process)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -173,19 +195,33 @@ class TestSlapd:
             raise ExternalError(f"{tool} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
+    def ldapi_modify(self, ldif: str) -> None:
+        """Apply LDIF to cn=config (or the data) as the local root, over ldapi with SASL EXTERNAL."""
+        result = subprocess.run(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", self.ldapi_url],
+                                input=ldif, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ExternalError(f"ldapmodify over ldapi failed: {result.stderr.strip()}")
+
     def count_entries(self, base: str | None = None, search_filter: str = "(objectClass=*)") -> int:
         out = self.ldap_tool("ldapsearch", "-LLL", "-b", base or self.base_dn, search_filter, "1.1").stdout
         return sum(1 for line in out.splitlines() if line.startswith("dn:"))
 
 
 def _config_ldif(workdir: Path, base_dn: str, root_dn: str, root_hash: str,
-                 pki: tuple[Path, Path, Path]) -> str:
+                 pki: tuple[Path, Path, Path], replicator: bool = False,
+                 schema_file: Path | None = None) -> str:
     schema_includes = "\n".join(
         f"include: file://{SYSTEM_SCHEMA_DIR / name}.ldif"
         for name in ("core", "cosine", "inetorgperson", "misc")
     )
     indexes = "\n".join(f"olcDbIndex: {index}" for index in DB_INDEXES)
     peer = f"gidNumber={os.getgid()}+uidNumber={os.getuid()},cn=peercred,cn=external,cn=auth"
+    # What the role sets for the replicator (roles/openldap/tasks/config.yml): the
+    # refresh reads the whole database, and entryCSN is what each refresh filters on.
+    replicator_limits = (
+        f'olcLimits: dn.exact="cn=replicator,ou=services,{base_dn}" size=unlimited time=unlimited\n'
+        "olcDbIndex: entryCSN,entryUUID eq\n" if replicator else ""
+    )
     return f"""dn: cn=config
 objectClass: olcGlobal
 cn: config
@@ -208,7 +244,7 @@ objectClass: olcSchemaConfig
 cn: schema
 
 {schema_includes}
-include: file://{TEMPLATES_DIR / "qnprov-schema.ldif"}
+include: file://{schema_file or TEMPLATES_DIR / "qnprov-schema.ldif"}
 
 dn: olcDatabase={{-1}}frontend,cn=config
 objectClass: olcDatabaseConfig
@@ -232,7 +268,7 @@ olcRootDN: {root_dn}
 olcRootPW: {root_hash}
 olcDbMaxSize: 2147483648
 olcLimits: dn.exact="cn=qnprov,ou=services,{base_dn}" size=unlimited time=unlimited
-{indexes}
+{replicator_limits}{indexes}
 """
 
 
@@ -265,11 +301,26 @@ def start_test_slapd(
     organization: str = "Quang Ninh provincial official mail (test)",
     hosted_domains: tuple[str, ...] = ("quangninh.test",),
     no_sync: bool = True,
+    pki: tuple[Path, Path, Path] | None = None,
+    port: int | None = None,
+    ldaps_port: int | None = None,
+    service_passwords: dict[str, str] | None = None,
+    replicator: bool = False,
+    seed: bool = True,
+    schema_file: Path | None = None,
 ) -> TestSlapd:
     """Build cn=config in ``workdir`` and start slapd on a free loopback port.
 
     ``no_sync`` skips fsync in mdb: tests and benchmarks measure the protocol path,
     and ldapadd and qnprov are compared on the same server either way.
+
+    For replication tests (:func:`enable_replication`): ``pki`` shares one CA and
+    certificate between servers, ``port``/``ldaps_port`` fix the ports before the peer
+    exists, ``service_passwords`` gives every provider the same accounts,
+    ``replicator`` adds cn=replicator with the role's ACLs and limits, and
+    ``seed=False`` leaves the database empty for replication to fill.
+    ``schema_file`` replaces templates/openldap/qnprov-schema.ldif (a directory built
+    by an older release).
     """
     for tool in (SLAPD, SLAPADD):
         if not tool.exists():
@@ -279,8 +330,9 @@ def start_test_slapd(
     dbdir.mkdir()
     root_dn = f"cn=admin,{base_dn}"
     root_password = secrets.token_urlsafe(18)
-    pki = write_test_pki(workdir)
-    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki)
+    pki = pki or write_test_pki(workdir)
+    config = _config_ldif(workdir, base_dn, root_dn, ssha_hash(root_password), pki, replicator=replicator,
+                          schema_file=schema_file)
     if no_sync:
         config += "olcDbNoSync: TRUE\n"
     (workdir / "config.ldif").write_text(config)
@@ -291,40 +343,54 @@ def start_test_slapd(
     if result.returncode != 0:
         raise ExternalError(f"slapadd -n0 failed: {result.stderr.strip()}")
 
-    port = free_loopback_port()
-    server = TestSlapd(workdir=workdir, port=port, ldaps_port=free_loopback_port(), ca_cert=pki[0],
+    accounts = ["postfix", "dovecot", "qnprov"] + (["replicator"] if replicator else [])
+    passwords = dict(service_passwords or {})
+    for cn in accounts:
+        passwords.setdefault(cn, secrets.token_urlsafe(18))
+    server = TestSlapd(workdir=workdir, port=port or free_loopback_port(),
+                       ldaps_port=ldaps_port or free_loopback_port(), ca_cert=pki[0],
                        base_dn=base_dn, root_dn=root_dn, root_password=root_password,
-                       service_passwords={cn: secrets.token_urlsafe(18)
-                                          for cn in ("postfix", "dovecot", "qnprov")})
-    server.process = subprocess.Popen(
-        [str(SLAPD), "-d", "0", "-F", str(confdir), "-h", f"{server.url}/ {server.ldaps_url}/ {server.ldapi_url}"],
-        stdout=subprocess.DEVNULL, stderr=open(workdir / "slapd.log", "wb"),  # noqa: SIM115
-    )
+                       service_passwords=passwords)
     try:
-        _wait_for_port(port, server.process)
+        server.start()
         access = _render("access.ldif.j2", openldap_db_dn=DB_CONFIG_DN, openldap_base_dn=base_dn,
                          openldap_service_readers=["postfix", "dovecot"],
-                         openldap_service_writers=["qnprov"])
-        result = subprocess.run(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", server.ldapi_url],
-                                input=access, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ExternalError(f"loading the ACLs failed: {result.stderr.strip()}")
-        services = [
-            {"cn": "postfix", "description": "Postfix lookups (read-only)"},
-            {"cn": "dovecot", "description": "Dovecot lookups (read-only)"},
-            {"cn": "qnprov", "description": "qnprov provisioning (writer)"},
-        ]
-        for svc in services:
-            # The writer gets an {ARGON2} hash, which also proves the argon2 module loads.
-            password = server.service_passwords[svc["cn"]]
-            svc["password_hash"] = argon2_hash(password) if svc["cn"] == "qnprov" else ssha_hash(password)
-        dit = _render("dit.ldif.j2", openldap_base_dn=base_dn, openldap_organization=organization,
-                      openldap_hosted_domains=list(hosted_domains), openldap_service_accounts=services)
-        server.ldap_tool("ldapadd", input_text=dit)
+                         openldap_service_writers=["qnprov"],
+                         openldap_service_replicators=["replicator"] if replicator else [])
+        server.ldapi_modify(access)
+        if seed:
+            descriptions = {"postfix": "Postfix lookups (read-only)", "dovecot": "Dovecot lookups (read-only)",
+                            "qnprov": "qnprov provisioning (writer)",
+                            "replicator": "Directory replication between providers (read-only)"}
+            services = []
+            for cn in accounts:
+                # The writer gets an {ARGON2} hash, which also proves the argon2 module loads.
+                password = passwords[cn]
+                services.append({"cn": cn, "description": descriptions[cn],
+                                 "password_hash": argon2_hash(password) if cn == "qnprov" else ssha_hash(password)})
+            dit = _render("dit.ldif.j2", openldap_base_dn=base_dn, openldap_organization=organization,
+                          openldap_hosted_domains=list(hosted_domains), openldap_service_accounts=services)
+            server.ldap_tool("ldapadd", input_text=dit)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def render_replication(server: TestSlapd, *, server_id: int, peers: list[str], password: str,
+                       retry: str = "1 +") -> str:
+    """templates/openldap/replication.ldif.j2 rendered for ``server``, as the role renders it."""
+    assert server.ca_cert is not None
+    return _render("replication.ldif.j2", openldap_db_dn=DB_CONFIG_DN, openldap_base_dn=server.base_dn,
+                   openldap_server_id=server_id, openldap_replication_peers=peers,
+                   openldap_replication_password=password,
+                   openldap_replication_ca_file=str(server.ca_cert), openldap_replication_retry=retry)
+
+
+def enable_replication(server: TestSlapd, *, server_id: int, peers: list[str], retry: str = "1 +") -> None:
+    """Turn ``server`` into a multi-provider that pulls from ``peers`` (ldaps:// URIs)."""
+    server.ldapi_modify(render_replication(server, server_id=server_id, peers=peers,
+                                           password=server.service_passwords["replicator"], retry=retry))
 
 
 @contextlib.contextmanager
@@ -337,5 +403,141 @@ def running_test_slapd(parent: Path | None = None, **kwargs: object) -> Iterator
         yield server
     finally:
         if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class TcpLink:
+    """A loopback TCP relay standing for the network between two providers.
+
+    Provider A's syncrepl points at the link's port, which forwards to provider B's
+    ldaps port (TLS passes through untouched). :meth:`cut` drops every open
+    connection and refuses new ones, so both providers keep running and taking
+    writes while cut off from each other; :meth:`restore` reconnects them.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.port = port or free_loopback_port()
+        self.target_port = target_port
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        if self._listener is not None:
+            return
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class ReplicatedPair:
+    """Two multi-provider slapds replicating over ldaps through :class:`TcpLink` s."""
+
+    first: TestSlapd
+    second: TestSlapd
+    # first pulls from second through to_second, second from first through to_first
+    to_second: TcpLink
+    to_first: TcpLink
+
+    def cut(self) -> None:
+        self.to_second.cut()
+        self.to_first.cut()
+
+    def restore(self) -> None:
+        self.to_second.restore()
+        self.to_first.restore()
+
+
+@contextlib.contextmanager
+def running_replicated_pair(parent: Path | None = None, *, retry: str = "1 +") -> Iterator[ReplicatedPair]:
+    """Providers 1 and 2, configured from templates/openldap/replication.ldif.j2.
+
+    One test CA and one certificate (for 127.0.0.1 too) serve both; each provider
+    verifies the other against it (tls_reqcert=demand). Like the role on two fresh
+    hosts, only provider 1 writes the base DIT; provider 2 starts empty and receives
+    it by replication. Returns once provider 2 holds the replicator's entry.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="qnrepl-", dir=parent))
+    servers: list[TestSlapd] = []
+    links: list[TcpLink] = []
+    try:
+        (workdir / "pki").mkdir()
+        pki = write_test_pki(workdir / "pki", ip_addresses=("127.0.0.1",))
+        ldaps_ports = (free_loopback_port(), free_loopback_port())
+        to_second, to_first = TcpLink(ldaps_ports[1]), TcpLink(ldaps_ports[0])
+        links += [to_second, to_first]
+        # A blank and a single quote in the password prove the template quotes it for slapd.
+        replicator_password = "repl'ica tor-" + secrets.token_urlsafe(12)
+        first = start_test_slapd(workdir / "p1", pki=pki, ldaps_port=ldaps_ports[0], replicator=True,
+                                 service_passwords={"replicator": replicator_password})
+        servers.append(first)
+        enable_replication(first, server_id=1, peers=[f"ldaps://127.0.0.1:{to_second.port}"], retry=retry)
+        second = start_test_slapd(workdir / "p2", pki=pki, ldaps_port=ldaps_ports[1], replicator=True,
+                                  seed=False, service_passwords=first.service_passwords)
+        servers.append(second)
+        enable_replication(second, server_id=2, peers=[f"ldaps://127.0.0.1:{to_first.port}"], retry=retry)
+        for link in links:
+            link.restore()
+        deadline = time.monotonic() + 30
+        while second.ldap_tool("ldapsearch", "-LLL", "-b", second.service_dn("replicator"), "-s", "base", "1.1",
+                               check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise ExternalError("provider 2 did not receive the base DIT from provider 1 within 30 s")
+            time.sleep(0.05)
+        yield ReplicatedPair(first, second, to_second, to_first)
+    finally:
+        for link in links:
+            link.cut()
+        for server in servers:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

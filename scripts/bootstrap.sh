@@ -16,6 +16,9 @@ SYSTEM_PACKAGES=(
   libmilter-dev
   # probes, scanners and the throwaway services the tests start on loopback
   swaks ldap-utils slapd postfix postfix-ldap postfix-pcre testssl.sh lynis openssl
+  # the openldap role's LDAP modules, run locally against test slapds
+  # (tests/directory/test_replication_role.py)
+  python3-ldap
   # the backup tests back a real slapd up with restic and restore it (docs/backup.md)
   restic
   # swaks only recommends its TLS modules, and --no-install-recommends skips them:

@@ -25,6 +25,7 @@ from qnprov.directory.passwords import CredentialsWriter, PasswordScheme
 from qnprov.directory.settings import ConnectionOptions, resolve_settings
 from qnprov.directory.sync import DEFAULT_MASS_CHANGE_THRESHOLD, SyncRequest, UpstreamSource, make_plan, refusal
 from qnprov.errors import ConfigError, InputError, QnprovError
+from qnprov.stores.config import load_store_config
 
 accounts_app = typer.Typer(help="Mail accounts from the HR roster: plan, apply, purge.", no_args_is_help=True,
                            pretty_exceptions_enable=False, add_completion=False)
@@ -33,7 +34,9 @@ agency_app = typer.Typer(help="Provincial agencies: onboard and list.", no_args_
 
 # --- shared options -------------------------------------------------------------------
 InventoryOpt = Annotated[str | None, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
-LdapUrlOpt = Annotated[str | None, typer.Option("--ldap-url", help="ldaps://HOST or ldap://HOST (StartTLS).")]
+LdapUrlOpt = Annotated[str | None, typer.Option(
+    "--ldap-url", help="ldaps://HOST or ldap://HOST (StartTLS); several, blank- or comma-separated, are tried "
+                       "in order when one cannot be reached.")]
 BindDnOpt = Annotated[str | None, typer.Option("--bind-dn", help="Default: cn=qnprov,ou=services,<base>.")]
 PasswordFileOpt = Annotated[Path | None, typer.Option("--bind-password-file", help="File holding the password.")]
 CaCertOpt = Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle that signed the LDAP server.")]
@@ -217,7 +220,8 @@ def _plan_or_apply(write: bool, o: dict[str, Any]) -> None:
                                 partial=o["partial"], skip_invalid=o["skip_invalid"],
                                 address_pattern=o["address_pattern"], alias_on_rename=o["alias_on_rename"],
                                 mass_change_threshold=o["mass_change_threshold"],
-                                allow_mass_change=o["allow_mass_change"])
+                                allow_mass_change=o["allow_mass_change"],
+                                stores=load_store_config(o["inventory"]) if o["inventory"] else None)
         extra = ({"credentials_dir": o["credentials_dir"], "hash_scheme": o["hash_scheme"], "window": o["window"]}
                  if write else {})
         _plan_and_maybe_apply(write, request=request, as_json=o["as_json"], diff=o["diff"], **extra,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldap3 import NONE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException, LDAPSizeLimitExceededResult
+from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPSizeLimitExceededResult
 from ldap3.utils.dn import escape_rdn
 
 from qnprov.directory import ber
@@ -43,6 +43,13 @@ class LdapSettings:
     # Name the server certificate carries when the URL names something else
     # (the lab publishes ldaps on 127.0.0.1; its certificate is for mail1.quangninh.test).
     tls_server_name: str | None = None
+    # Further directory providers, in preference order, tried when the one before
+    # cannot be reached (multi-provider replication, issue 10).
+    fallback_urls: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.fallback_urls)
 
 
 def _is_loopback(host: str) -> bool:
@@ -54,15 +61,34 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class _Unreachable(Exception):
+    """The provider at one URL could not be reached (connection refused, timeout, TLS failure)."""
+
+
 def connect(settings: LdapSettings) -> Connection:
-    """A bound ldap3 connection with ``raise_exceptions=True``.
+    """A bound ldap3 connection with ``raise_exceptions=True``, to the first provider that answers.
 
     ldaps:// verifies the server against ``ca_cert`` (or the system store); plain
     ldap:// upgrades with StartTLS, and is accepted without TLS only on loopback.
+    The URLs are tried in order (``settings.urls``); a provider that cannot be reached
+    is skipped, but a refused bind is an answer and is reported at once, since every
+    provider holds the same replicated accounts.
     """
-    parsed = urllib.parse.urlparse(settings.url)
+    unreachable: list[str] = []
+    for url in settings.urls:
+        try:
+            return _connect_one(settings, url)
+        except _Unreachable as exc:
+            unreachable.append(f"{url}: {exc}")
+    if len(settings.urls) == 1:
+        raise ExternalError(f"cannot bind to {settings.url} as {settings.bind_dn}: {unreachable[0].split(': ', 1)[1]}")
+    raise ExternalError(f"cannot bind as {settings.bind_dn}: no directory provider answered ({'; '.join(unreachable)})")
+
+
+def _connect_one(settings: LdapSettings, url: str) -> Connection:
+    parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("ldap", "ldaps") or not parsed.hostname:
-        raise ConfigError(f"LDAP URL {settings.url!r}: use ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        raise ConfigError(f"LDAP URL {url!r}: use ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
     tls = Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
               ca_certs_file=str(settings.ca_cert) if settings.ca_cert else None,
               valid_names=[settings.tls_server_name] if settings.tls_server_name else None)
@@ -70,16 +96,21 @@ def connect(settings: LdapSettings) -> Connection:
     server = Server(parsed.hostname, port=parsed.port or (636 if use_ssl else 389), use_ssl=use_ssl,
                     tls=tls, get_info=NONE, connect_timeout=10)
     start_tls = not use_ssl and (settings.ca_cert is not None or not _is_loopback(parsed.hostname))
+    connection = Connection(server, user=settings.bind_dn, password=settings.bind_password,
+                            raise_exceptions=True, receive_timeout=120, read_only=False)
     try:
-        connection = Connection(server, user=settings.bind_dn, password=settings.bind_password,
-                                raise_exceptions=True, receive_timeout=120, read_only=False)
         connection.open()
         if start_tls:
             connection.start_tls()
+    except LDAPCommunicationError as exc:
+        raise _Unreachable(str(exc)) from exc
+    except LDAPException as exc:
+        raise ExternalError(f"cannot bind to {url} as {settings.bind_dn}: {exc}") from exc
+    try:
         connection.bind()
     except LDAPException as exc:
         # One line, naming the server and the identity; never the password.
-        raise ExternalError(f"cannot bind to {settings.url} as {settings.bind_dn}: {exc}") from exc
+        raise ExternalError(f"cannot bind to {url} as {settings.bind_dn}: {exc}") from exc
     return connection
 
 
@@ -88,7 +119,7 @@ def connect(settings: LdapSettings) -> Connection:
 _ACCOUNT_DN = re.compile(r"^uid=((?:[^,\\]|\\.)+),ou=people,ou=((?:[^,\\]|\\.)+),ou=agencies,", re.IGNORECASE)
 _GROUP_ALL_DN = re.compile(r"^cn=[^,]+-all,ou=groups,ou=((?:[^,\\]|\\.)+),ou=agencies,", re.IGNORECASE)
 ACCOUNT_ATTRIBUTES = ("uid", "cn", "sn", "givenName", "title", "mail", "mailLocalAddress", "qnAccountStatus",
-                      "qnDisabledAt", "qnMailForward", "qnAgencyCode", "employeeNumber")
+                      "qnDisabledAt", "qnMailForward", "qnAgencyCode", "employeeNumber", "qnMailHost")
 OTHER_ATTRIBUTES = ("objectClass", "mail", "mailLocalAddress", "member", "description", "qnAgencyCode",
                     "qnParentAgency", "qnMailDomain", "qnDefaultQuota")
 
@@ -147,7 +178,7 @@ def state_from_entries(base_dn: str, accounts: Iterable[ber.SearchEntry],
             mail=_one(attrs, "mail"), aliases=tuple(get("maillocaladdress", ())),
             status=_one(attrs, "qnaccountstatus") or "active", disabled_at=_one(attrs, "qndisabledat") or None,
             forwards=tuple(sorted(get("qnmailforward", ()))), agency_code=_one(attrs, "qnagencycode"),
-            employee_number=_one(attrs, "employeenumber"))
+            employee_number=_one(attrs, "employeenumber"), mail_host=_one(attrs, "qnmailhost").lower())
         if eid in state.accounts:
             state.problems.append(f"employee_id {eid!r} has two entries: {state.accounts[eid].dn} and {entry.dn}")
             continue

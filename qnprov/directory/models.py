@@ -70,6 +70,7 @@ class DirectoryAccount:
     forwards: tuple[str, ...] = ()
     agency_code: str = ""  # the qnAgencyCode attribute; repaired if it disagrees with the DN
     employee_number: str = ""
+    mail_host: str = ""  # qnMailHost: the mail store holding the mailbox (empty: no stores)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ so an interrupted apply is completed by planning again.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qnprov.directory.models import (
     ACCOUNT_OBJECT_CLASSES,
@@ -42,6 +44,9 @@ from qnprov.directory.names import (
     split_name,
 )
 
+if TYPE_CHECKING:
+    from qnprov.stores.config import StoreConfig
+
 
 @dataclass(frozen=True)
 class PlanOptions:
@@ -50,6 +55,8 @@ class PlanOptions:
     partial: bool = False
     address_pattern: str = DEFAULT_ADDRESS_PATTERN
     alias_on_rename: bool = False
+    # Mail stores (issue 10): None or no stores leaves qnMailHost alone.
+    stores: StoreConfig | None = None
     default_quota: int = DEFAULT_QUOTA_BYTES
 
 
@@ -101,7 +108,27 @@ def _identity_changes(person: Account, current: DirectoryAccount) -> list[Attrib
     return changes
 
 
-def _new_account(person: Account, dn: str, mail: str, quota: int) -> AccountCreate:
+def _agency_homes(current: DirectoryState) -> dict[str, str]:
+    """Where each agency's mail lives now: the store most of its accounts are on.
+
+    After `qnprov store failover` that is the replica, so an account created during a
+    failover goes where its colleagues' mail is served, not to the failed store.
+    """
+    counts: dict[str, Counter[str]] = {}
+    for account in current.accounts.values():
+        if account.mail_host:
+            counts.setdefault(account.agency.lower(), Counter())[account.mail_host] += 1
+    # Most accounts first; a tie goes to the alphabetically first store (deterministic).
+    return {code: min(counter.items(), key=lambda item: (-item[1], item[0]))[0] for code, counter in counts.items()}
+
+
+def _mail_host(agency: str, homes: dict[str, str], stores: StoreConfig | None) -> str | None:
+    if stores is None or not stores.enabled:
+        return None
+    return homes.get(agency.lower()) or stores.store_for(agency)
+
+
+def _new_account(person: Account, dn: str, mail: str, quota: int, mail_host: str | None = None) -> AccountCreate:
     name = normalize_name(person.full_name)
     parts = split_name(name)
     attributes: dict[str, tuple[str, ...]] = {
@@ -121,6 +148,8 @@ def _new_account(person: Account, dn: str, mail: str, quota: int) -> AccountCrea
         attributes["title"] = (person.title.strip(),)
     if person.forwards:
         attributes["qnMailForward"] = tuple(sorted(person.forwards))
+    if mail_host:
+        attributes["qnMailHost"] = (mail_host,)
     return AccountCreate(person.employee_id, person.agency, dn, mail, attributes)
 
 
@@ -139,6 +168,7 @@ def plan(desired: Desired, current: DirectoryState, options: PlanOptions) -> Pla
             if changes:
                 result.agency_updates.append(AgencyUpdate(agency.code, agency_dn(base, agency.code), tuple(changes)))
     book = AddressBook(current.taken_addresses)
+    homes = _agency_homes(current) if options.stores is not None and options.stores.enabled else {}
     for code in sorted(agencies):
         agency = agencies[code]
         entries = agency_entries(agency, base, options.default_domain, options.default_quota)
@@ -163,11 +193,18 @@ def plan(desired: Desired, current: DirectoryState, options: PlanOptions) -> Pla
             local = local_part_for(person.full_name, options.address_pattern)
             mail = book.allocate(local, agency_mail_domain(home, options.default_domain))
             quota = (home.default_quota if home and home.default_quota else options.default_quota)
-            result.creates.append(_new_account(person, target_dn, mail, quota))
+            result.creates.append(_new_account(person, target_dn, mail, quota,
+                                               _mail_host(person.agency, homes, options.stores)))
             final_home[person.employee_id] = (person.agency, target_dn, True)
             continue
 
         changes = _identity_changes(person, existing)
+        if not existing.mail_host:
+            # Stores configured and this account on none: give it its agency's store. A
+            # mailbox already on a store is never re-homed here (failover does that).
+            host = _mail_host(person.agency, homes, options.stores)
+            if host:
+                changes.append(AttributeChange("qnMailHost", (), (host,)))
         if options.alias_on_rename and normalize_name(person.full_name) != existing.cn:
             local = local_part_for(person.full_name, options.address_pattern)
             domain = existing.mail.partition("@")[2]

@@ -30,13 +30,30 @@ class ConnectionOptions:
     domain: str | None = None
 
 
-def _reachable_service_uri(variables: dict[str, Any]) -> str | None:
-    """The services' ``qnprov_ldap_uri`` when it names a real host (not the host's own loopback)."""
-    uri = variables.get("qnprov_ldap_uri")
-    if not isinstance(uri, str):
-        return None
-    host = urllib.parse.urlparse(uri).hostname or ""
-    return None if host in ("", "localhost") or host.startswith("127.") or host == "::1" else uri
+def _reachable_service_uris(variables: dict[str, Any]) -> list[str]:
+    """The services' LDAP URIs (``qnprov_ldap_uris``, else ``qnprov_ldap_uri``) that name real hosts.
+
+    The mail services may use the host's own loopback; the operator's machine cannot.
+    """
+    uris = variables.get("qnprov_ldap_uris")
+    if not isinstance(uris, list):
+        uris = [variables.get("qnprov_ldap_uri")]
+    reachable = []
+    for uri in uris:
+        if not isinstance(uri, str):
+            continue
+        host = urllib.parse.urlparse(uri).hostname or ""
+        if not (host in ("", "localhost") or host.startswith("127.") or host == "::1"):
+            reachable.append(uri)
+    return reachable
+
+
+def split_urls(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """LDAP URLs from a list, or from one string separated by blanks or commas (as ``ldapsearch -H``)."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(url for item in items for url in str(item).replace(",", " ").split())
 
 
 def _read_password(path: Path) -> str:
@@ -52,14 +69,15 @@ def _read_password(path: Path) -> str:
 
 def resolve_settings(options: ConnectionOptions) -> LdapSettings:
     """Inventory values first, the lab's status file over them, explicit options over both."""
-    url = base_dn = bind_dn = password = domain = tls_name = None
+    url: str | list[str] | None = None
+    base_dn = bind_dn = password = domain = tls_name = None
     ca_cert: Path | None = None
     if options.inventory:
         inventory = inventory_mod.load(paths.resolve_inventory(options.inventory))
         variables = inventory.literal_group_vars("all")
         base_dn = variables.get("qnprov_ldap_base_dn")
         domain = variables.get("qnprov_domain")
-        url = variables.get("qnprov_provisioning_ldap_url") or _reachable_service_uri(variables)
+        url = variables.get("qnprov_provisioning_ldap_url") or _reachable_service_uris(variables)
         if inventory.is_lab:
             status_file = paths.state_dir() / "lab.json"
             if not status_file.is_file():
@@ -69,12 +87,13 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
                 ldap = lab["ldap"]
             except (ValueError, KeyError, TypeError) as exc:
                 raise ConfigError(f"{status_file}: not a lab status document ({exc})") from exc
-            url, base_dn = ldap.get("url") or url, ldap.get("base_dn") or base_dn
+            # A multi-host lab may list every provider ("urls"), in preference order.
+            url, base_dn = ldap.get("urls") or ldap.get("url") or url, ldap.get("base_dn") or base_dn
             bind_dn, password = ldap.get("bind_dn"), ldap.get("bind_password")
             ca_cert = Path(lab["ca_cert"]) if lab.get("ca_cert") else None
             domain = lab.get("domain") or domain
             tls_name = _lab_server_name(lab, domain)
-    url = options.ldap_url or url
+    urls = split_urls(options.ldap_url or url)
     base_dn = options.base_dn or base_dn
     domain = options.domain or domain
     ca_cert = options.ca_cert or ca_cert
@@ -83,14 +102,14 @@ def resolve_settings(options: ConnectionOptions) -> LdapSettings:
     bind_dn = options.bind_dn or bind_dn or f"cn=qnprov,ou=services,{base_dn}"
     if options.bind_password_file:
         password = _read_password(options.bind_password_file)
-    if not url:
+    if not urls:
         raise ConfigError("no LDAP URL: give --ldap-url (or qnprov_provisioning_ldap_url in the inventory)")
     if not password:
         raise ConfigError("no bind password: give --bind-password-file")
     if not domain:
         domain = ".".join(part.split("=", 1)[1] for part in base_dn.split(",") if part.lower().startswith("dc="))
-    return LdapSettings(url=url, base_dn=base_dn, bind_dn=bind_dn, bind_password=password,
-                        ca_cert=ca_cert, domain=domain, tls_server_name=tls_name)
+    return LdapSettings(url=urls[0], base_dn=base_dn, bind_dn=bind_dn, bind_password=password,
+                        ca_cert=ca_cert, domain=domain, tls_server_name=tls_name, fallback_urls=urls[1:])
 
 
 def _lab_server_name(lab: dict[str, Any], domain: str | None) -> str | None:

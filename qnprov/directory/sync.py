@@ -20,6 +20,7 @@ from qnprov.directory.purge import generalized_time
 from qnprov.directory.wire import LdapPipeline
 from qnprov.errors import ConfigError, InputError
 from qnprov.policy.domains import is_freemail
+from qnprov.stores.config import StoreConfig
 
 DEFAULT_MASS_CHANGE_THRESHOLD = 0.05
 
@@ -43,6 +44,8 @@ class SyncRequest:
     alias_on_rename: bool = False
     mass_change_threshold: float = DEFAULT_MASS_CHANGE_THRESHOLD
     allow_mass_change: bool = False
+    # Mail stores from the inventory (qnprov_stores, qnprov_agency_stores); None: off.
+    stores: StoreConfig | None = None
 
 
 def read_upstream_rows(source: UpstreamSource) -> list[inputs.RawRow]:
@@ -107,7 +110,7 @@ def make_plan(connection: Connection, settings: ldapio.LdapSettings, request: Sy
     desired = _desired(parsed, state)
     options = PlanOptions(default_domain=settings.domain, now=generalized_time(now or datetime.now(UTC)),
                           partial=request.partial, address_pattern=request.address_pattern,
-                          alias_on_rename=request.alias_on_rename)
+                          alias_on_rename=request.alias_on_rename, stores=request.stores)
     return plan(desired, state, options), state
 
 

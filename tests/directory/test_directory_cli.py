@@ -188,3 +188,20 @@ def test_upstream_source_through_the_cli(slapd: TestSlapd, password_file: Path, 
         "--json"])
     assert applied["create"] == 1
     assert slapd.count_entries(search_filter="(mail=hangdt@quangninh.test)") == 1
+
+
+def test_lab_status_may_list_several_providers(slapd: TestSlapd, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-host lab's status lists every provider ("urls"); a dead first one is skipped."""
+    from qnprov_testing.slapd import free_loopback_port
+
+    state = tmp_path / "state"
+    state.mkdir()
+    dead = f"ldap://127.0.0.1:{free_loopback_port()}"
+    (state / "lab.json").write_text(json.dumps({
+        "ldap": {"url": dead, "urls": [dead, slapd.url], "base_dn": slapd.base_dn, "bind_dn": slapd.writer_dn,
+                 "bind_password": slapd.writer_password},
+        "domain": "quangninh.test"}))
+    monkeypatch.setenv("QNPROV_STATE_DIR", str(state))
+    planned = run_json(accounts_app, ["plan", "-i", "lab", *inputs(tmp_path, 3), "--json"])
+    assert planned["create"] == 3

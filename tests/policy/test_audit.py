@@ -187,3 +187,22 @@ def test_cli_verify_and_report(tmp_path: Path) -> None:
     missing = runner.invoke(audit_app, ["verify", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2
     assert "Traceback" not in missing.output
+
+
+def test_verify_visits_each_good_record_once_and_stops_at_the_first_bad(tmp_path: Path) -> None:
+    # The compliance report counts in the verifier's one pass (visit=): it must see exactly
+    # the records that checked out, in order, and none from the first bad line on.
+    path = tmp_path / "audit.jsonl"
+    written = _write(path, 6)
+    seen: list[dict] = []
+    assert verify_audit_log(path, visit=seen.append).ok
+    assert seen == written
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    edited = json.loads(lines[3])
+    edited["sender"] = "b@quangninh.test"
+    lines[3] = json.dumps(edited, ensure_ascii=False) + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    seen.clear()
+    result = verify_audit_log(path, visit=seen.append)
+    assert (result.ok, result.bad_line, result.records) == (False, 4, 3)
+    assert seen == written[:3]

@@ -154,3 +154,20 @@ def test_converge_benchmark_host_has_its_own_ports_and_state(tmp_path: Path) -> 
     assert written["qnprov_lab_container"] == "bench-m1"
     assert written["qnprov_lab_publish"]["ssh"] == [40022, 22]
     assert lab.load_lab_config(config.inventory).hosts[0].publish == host.publish
+
+
+def test_ldap_replication_benchmark_measures_both_directions() -> None:
+    """A short run on two real providers: every write is seen on the peer, both ways."""
+    import ldap_replication
+
+    figures = ldap_replication.run(10)
+    assert figures["writes"] == 10
+    for name in ("reference_write_read_p50_ms", "lag_p50_ms", "lag_p99_ms", "lag_1->2_p50_ms", "lag_2->1_p50_ms",
+                 "write_to_visible_on_peer_p50_ms"):
+        assert float(figures[name]) > 0, name  # type: ignore[arg-type]
+    assert float(figures["lag_p99_ms"]) >= float(figures["lag_p50_ms"])  # type: ignore[arg-type]
+    ratio = float(figures["write_to_visible_on_peer_p50_ms"]) / float(figures["reference_write_read_p50_ms"])  # type: ignore[arg-type]
+    assert figures["ratio_peer_to_local_p50"] == pytest.approx(ratio, rel=0.05, abs=0.01)
+    lag, ratio_goal = ldap_replication.goals_of(figures)
+    assert (lag.target, lag.unit, ratio_goal.target) == (2000.0, "ms", 5.0)
+    assert ldap_replication.percentile([float(v) for v in range(1, 201)], 0.99) == 198.0

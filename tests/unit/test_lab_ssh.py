@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qnprov import lab, paths, runner
+from qnprov import lab, labssh, paths, runner
 from qnprov.errors import ConfigError, ExternalError
 
 LAB = paths.INVENTORIES_DIR / "lab"
@@ -35,7 +35,7 @@ def test_lab_logs_in_as_production_does() -> None:
     production = yaml.safe_load((PRODUCTION / "hosts.yml").read_text())["all"]["vars"]
     lab_vars = {**_all_vars(LAB), **_host_vars(LAB, "mail1")}
     assert lab_vars["ansible_connection"] == "ssh"
-    assert lab_vars["ansible_user"] == production["ansible_user"] == lab.DEPLOY_USER
+    assert lab_vars["ansible_user"] == production["ansible_user"] == labssh.DEPLOY_USER
     assert lab_vars["ansible_become"] is production["ansible_become"] is True
     assert lab_vars["ansible_host"] == "127.0.0.1"
     assert lab_vars["ansible_port"] == "{{ qnprov_lab_publish.ssh[0] }}"
@@ -75,16 +75,16 @@ def test_host_keys_stay_checked() -> None:
 
 def test_the_ssh_port_is_a_published_loopback_port() -> None:
     config = lab.load_lab_config(LAB)
-    assert lab.ssh_port(config.hosts[0]) == 10022
+    assert labssh.ssh_port(config.hosts[0]) == 10022
     assert config.hosts[0].publish["ssh"] == (10022, 22)
     without = lab.LabHost("mail1", "c", "mail1.test", {"smtp": (10025, 25)})
     with pytest.raises(ConfigError, match="no ssh port"):
-        lab.ssh_port(without)
+        labssh.ssh_port(without)
 
 
 def test_the_deploy_key_is_generated_once_and_private(tmp_path: Path) -> None:
-    files = lab.SshFiles(tmp_path / "state")
-    key = lab.ensure_ssh_key(files)
+    files = labssh.SshFiles(tmp_path / "state")
+    key = labssh.ensure_ssh_key(files)
     assert key == tmp_path / "state" / "ssh" / "id_ed25519"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(files.dir.stat().st_mode) == 0o700
@@ -92,7 +92,7 @@ def test_the_deploy_key_is_generated_once_and_private(tmp_path: Path) -> None:
     assert key.with_suffix(".pub").read_text().startswith("ssh-ed25519 ")
     assert "OPENSSH PRIVATE KEY" in key.read_text()
     first = key.read_text()
-    lab.ensure_ssh_key(files)
+    labssh.ensure_ssh_key(files)
     assert key.read_text() == first, "a second lab up must keep the key"
 
 
@@ -105,20 +105,20 @@ def test_ensure_secrets_creates_the_ssh_key(tmp_path: Path) -> None:
 
 
 def test_known_hosts_entry_is_replaced_for_a_new_container(tmp_path: Path) -> None:
-    files = lab.SshFiles(tmp_path)
+    files = labssh.SshFiles(tmp_path)
     files.dir.mkdir()
     host = lab.LabHost("mail1", "c", "mail1.test", {"ssh": (11022, 22)})
     other = "[127.0.0.1]:12022 ssh-ed25519 AAAAother"
     files.known_hosts.write_text(other + "\n[127.0.0.1]:11022 ssh-ed25519 AAAAold\n")
-    line = lab.known_hosts_line(host, "ssh-ed25519 AAAAnew root@mail1\n")
+    line = labssh.known_hosts_line(host, "ssh-ed25519 AAAAnew root@mail1\n")
     assert line == "[127.0.0.1]:11022 ssh-ed25519 AAAAnew"
-    lab.write_known_host(files, line)
+    labssh.write_known_host(files, line)
     assert files.known_hosts.read_text().splitlines() == [other, line]
     assert stat.S_IMODE(files.known_hosts.stat().st_mode) == 0o600
     with pytest.raises(ExternalError, match="unexpected sshd host key"):
-        lab.known_hosts_line(host, "ssh-rsa AAAA")
+        labssh.known_hosts_line(host, "ssh-rsa AAAA")
     with pytest.raises(ExternalError, match="unexpected sshd host key"):
-        lab.known_hosts_line(host, "")
+        labssh.known_hosts_line(host, "")
 
 
 def test_qnprov_runs_cache_facts_in_the_state(tmp_path: Path) -> None:
@@ -134,10 +134,10 @@ def test_a_replaced_host_forgets_its_facts_and_control_sockets(tmp_path: Path) -
     facts.mkdir()
     for name in ("s1_mail1", "s1_mail10", "mail2"):
         (facts / name).write_text("{}")
-    files = lab.SshFiles(tmp_path)
+    files = labssh.SshFiles(tmp_path)
     files.control_dir.mkdir(parents=True)
     (files.control_dir / "0123456789").write_text("")
-    lab.forget_host(tmp_path, "mail1")
+    labssh.forget_host(tmp_path, "mail1")
     assert sorted(p.name for p in facts.iterdir()) == ["mail2", "s1_mail10"]
     assert list(files.control_dir.iterdir()) == []
     assert runner.fact_cache_host("s1_mail1") == "mail1"

@@ -40,6 +40,7 @@ SHARED = {
     "qnprov_tls_ca_file": "/etc/qnprov/tls/ca.pem",
     "qnprov_hosted_domains": ["quangninh.test", "skhcn.quangninh.test"],
     "ansible_facts": {"fqdn": "mail1.quangninh.test"},
+    "group_names": ["mail_all", "directory", "mta"],
     "role_path": "/unused",
 }
 
@@ -50,19 +51,28 @@ def _environment(directory: Path) -> jinja2.Environment:
                               trim_blocks=True, keep_trailing_newline=True, autoescape=False)  # noqa: S701
 
 
-def _role_variables(role: str, **overrides: Any) -> dict[str, Any]:
+def _role_variables(role: str, shared: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """The role's defaults with their "{{ qnprov_* }}" references resolved, as Ansible would."""
     defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
     resolver = jinja2.Environment(undefined=jinja2.StrictUndefined)  # noqa: S701
+    context = {**SHARED, **(shared or {})}
     resolved: dict[str, Any] = {}
     for name, value in defaults.items():
-        resolved[name] = resolver.from_string(value).render(SHARED) if isinstance(value, str) else value
+        resolved[name] = resolver.from_string(value).render(context) if isinstance(value, str) else value
+    # Ansible keeps "{{ qnprov_stores | default([]) }}" a list (native types); this string resolver
+    # would make it the string "[]". No stores here: test_store_templates.py renders them.
+    for name in ("postfix_mail_stores", "dovecot_mail_stores"):
+        if resolved.get(name) == "[]":
+            resolved[name] = []
     resolved.update(overrides)
     return resolved
 
 
 def _render_postfix(target: Path, **overrides: Any) -> None:
     """The files roles/postfix stages (tasks/config.yml, vars/main.yml), rendered the same way."""
+    # "{{ qnprov_stores | default([]) }}" is an empty list in Ansible (native types), not the
+    # string "[]" this string-only resolver would make; stores are tested in test_store_templates.py.
+    overrides.setdefault("postfix_mail_stores", [])
     variables = _role_variables("postfix", **overrides)
     enabled = variables["postfix_qnprov_policy_enabled"]
     # What the role's controller task registers (python -m qnprov policy freemail postfix-tables).
@@ -240,7 +250,8 @@ def test_postfix_ldap_maps_hold_the_design_filters(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reinject", ["smtp", "sendmail"])
 def test_dovecot_templates_render_with_plain_jinja(reinject: str) -> None:
-    variables = _role_variables("dovecot", dovecot_sieve_reinject=reinject)
+    variables = _role_variables("dovecot", dovecot_sieve_reinject=reinject, dovecot_mail_stores=[],
+                                dovecot_postfix_sockets=True)
     env = _environment(TEMPLATES / "dovecot")
     conf = env.get_template("dovecot.conf.j2").render(variables)
     assert "\nprotocols = imap lmtp sieve\n" in conf
@@ -255,3 +266,53 @@ def test_dovecot_templates_render_with_plain_jinja(reinject: str) -> None:
             "(qnEnabledService=imap))") in passdb
     quota = env.get_template("dovecot-ldap-userdb-quota.conf.ext.j2").render(variables)
     assert "(qnMailQuota>=1))" in quota
+
+
+def _postfix_map_variables(shared: dict[str, Any] | None = None) -> dict[str, Any]:
+    variables = _role_variables("postfix", shared=shared)
+    domains = forwarding.freemail_domains(variables["postfix_qnprov_freemail_extra_domains"])
+    variables["__postfix_qnprov_tables"] = forwarding.postfix_tables(domains)
+    return variables
+
+
+def _ldap_lines(text: str) -> dict[str, str]:
+    return {name.strip(): value.strip() for name, sep, value in (line.partition("=") for line in text.splitlines())
+            if sep and not name.startswith("#")}
+
+
+def test_one_ldap_uri_renders_as_before() -> None:
+    """The all-in-one lab (qnprov_ldap_uri only): one server, StartTLS, as before issue 10."""
+    postfix = _postfix_map_variables()
+    for name in LDAP_MAPS:
+        text = _environment(TEMPLATES / "postfix").get_template(f"ldap/{name}.cf.j2").render(postfix)
+        lines = _ldap_lines(text)
+        assert (lines["server_host"], lines["start_tls"], lines["tls_require_cert"]) == (
+            "ldap://127.0.0.1", "yes", "yes"), name
+    dovecot = _role_variables("dovecot")
+    for name in ("passdb", "userdb", "userdb-quota"):
+        text = _environment(TEMPLATES / "dovecot").get_template(f"dovecot-ldap-{name}.conf.ext.j2").render(dovecot)
+        lines = _ldap_lines(text)
+        assert (lines["uris"], lines["tls"], lines["tls_require_cert"]) == ("ldap://127.0.0.1", "yes", "hard")
+
+
+def test_every_provider_is_listed_and_ldaps_gets_no_starttls(tmp_path: Path, postfix_tool: PostfixTool) -> None:
+    """qnprov_ldap_uris (issue 10): both providers, in order, over ldaps with the CA checked."""
+    uris = {"qnprov_ldap_uris": ["ldaps://ldap1.quangninh.test", "ldaps://ldap2.quangninh.test"]}
+    postfix = _postfix_map_variables(uris)
+    for name in LDAP_MAPS:
+        text = _environment(TEMPLATES / "postfix").get_template(f"ldap/{name}.cf.j2").render(postfix)
+        lines = _ldap_lines(text)
+        assert lines["server_host"] == "ldaps://ldap1.quangninh.test ldaps://ldap2.quangninh.test"
+        assert (lines["start_tls"], lines["tls_require_cert"], lines["tls_ca_cert_file"]) == (
+            "no", "yes", "/etc/qnprov/tls/ca.pem")
+    # Postfix itself accepts the staged set with the two-provider maps.
+    _render_postfix(tmp_path / "staged", **{"postfix_ldap_uri": postfix["postfix_ldap_uri"]})
+    check = postfix_tool("postconf", "-c", str(tmp_path / "staged"), "-n")
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+    dovecot = _role_variables("dovecot", shared=uris)
+    for name in ("passdb", "userdb", "userdb-quota"):
+        text = _environment(TEMPLATES / "dovecot").get_template(f"dovecot-ldap-{name}.conf.ext.j2").render(dovecot)
+        lines = _ldap_lines(text)
+        assert lines["uris"] == "ldaps://ldap1.quangninh.test ldaps://ldap2.quangninh.test"
+        assert (lines["tls"], lines["tls_require_cert"], lines["tls_ca_cert_file"]) == (
+            "no", "hard", "/etc/qnprov/tls/ca.pem")

@@ -89,8 +89,9 @@ def test_schema_file_with_comments_and_folded_definitions() -> None:
     [record] = ldif.ldif_records((TEMPLATES / "qnprov-schema.ldif").read_text(encoding="utf-8"))
     assert record["dn"] == "cn=qnprov,cn=schema,cn=config"
     attribute_types = record["attributes"]["olcAttributeTypes"]
-    assert len(attribute_types) == 9
+    assert len(attribute_types) == 10
     assert "NAME 'qnMailQuota'" in attribute_types[0]
+    assert "NAME 'qnMailHost'" in attribute_types[9]
     assert "\n" not in attribute_types[0]
 
 

@@ -1,0 +1,1 @@
+"""Mail stores (issue 10): configuration, failover and failback of qnMailHost."""
