@@ -19,6 +19,8 @@ SYSTEM_PACKAGES=(
   # the openldap role's LDAP modules, run locally against test slapds
   # (tests/directory/test_replication_role.py)
   python3-ldap
+  # the backup tests back a real slapd up with restic and restore it (docs/backup.md)
+  restic
   # swaks only recommends its TLS modules, and --no-install-recommends skips them:
   # without these, `swaks --tls` says "TLS not available: requires Net::SSLeay".
   libnet-ssleay-perl libio-socket-ssl-perl

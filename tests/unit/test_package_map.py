@@ -36,6 +36,8 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
                         "qnprov.inventory", "qnprov.argspec", "qnprov.reporting."), ()),
     ("qnprov.reporting.", ("qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.freshstage",
                            "qnprov.policy."), ("qnprov.policy.audit",)),
+    ("qnprov.backup.", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed"),
+     ()),
 ]
 #: No module of qnprov imports from these.
 NOWHERE = ("qnprov_testing",)
