@@ -139,7 +139,8 @@ def test_the_role_checks_the_replication_password(tmp_path: Path, password: str,
 
 def test_tasks_that_carry_the_replication_password_hide_it():
     """Issue 10: the replication password never appears in logs or --diff output."""
-    tasks = yaml.safe_load((ROLE / "tasks" / "replication.yml").read_text())
+    tasks = [*yaml.safe_load((ROLE / "tasks" / "replication.yml").read_text()),
+             *yaml.safe_load((ROLE / "tasks" / "replication_wait.yml").read_text())]
     secret_names = ("openldap_replication_password", "openldap_admin_password", "__openldap_syncrepl_change")
     carrying = []
     for task in tasks:
@@ -161,3 +162,16 @@ def test_tasks_that_carry_the_replication_password_hide_it():
     dit = yaml.safe_load((ROLE / "tasks" / "dit.yml").read_text())
     [passwords] = [t for t in dit if t["name"] == "Keep the service account passwords current"]
     assert passwords["loop"] == "{{ __openldap_service_accounts_all }}" and passwords["no_log"] is True
+
+
+def test_the_wait_for_replicated_data_comes_after_provider_1_writes_it():
+    """A play runs each task on every host in lockstep: a provider waiting for the
+    directory in a task placed before provider 1's DIT and seed tasks blocks provider 1
+    from reaching them, and the wait times out (lab-ha's first converge did)."""
+    imported = [task["ansible.builtin.import_tasks"]
+                for task in yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())]
+    assert imported.index("replication_wait.yml") > imported.index("seed.yml") > imported.index("dit.yml")
+    assert imported.index("replication.yml") < imported.index("dit.yml")
+    waits = [task["name"] for task in yaml.safe_load((ROLE / "tasks" / "replication.yml").read_text())
+             if "until" in task]
+    assert waits == []
