@@ -14,6 +14,7 @@ from qnprov.directory.cli import accounts_app, agency_app
 from qnprov.lab_cli import lab_app
 from qnprov.policy.cli import policy_app
 from qnprov.policy.milter_cli import audit_app, milter_command, quarantine_app
+from qnprov.push.cli import push_app
 from qnprov.ui import host_table, report_failures, run_site
 
 app = typer.Typer(help="Deploy, provision, police and verify the province's official mail system.",
@@ -26,6 +27,7 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(audit_app, name="audit")
 app.add_typer(report_app, name="report")
 app.add_typer(dns_app, name="dns")
+app.add_typer(push_app, name="push")
 app.command("milter")(milter_command)
 app.command("verify")(verify_command)
 
