@@ -143,7 +143,7 @@ def _push(remote: Remote, wanted: PolicyFiles, result: HostResult, *, check: boo
             _roll_back(remote, live, prev)
             raise OSError(f"the published files failed the check, previous files restored: {output}")
     result.action = "restart" if any(PurePosixPath(f.path).name == AGENCIES for f in policy) else "reload"
-    ran = remote.run(f"systemctl {result.action} {SERVICE} && sleep 0.2 && systemctl is-active --quiet {SERVICE}")
+    ran = remote.run(f"systemctl {result.action} {SERVICE} && systemctl is-active --quiet {SERVICE}")
     if not ran.ok:
         if policy:
             _roll_back(remote, live, prev)
@@ -155,17 +155,18 @@ def _push(remote: Remote, wanted: PolicyFiles, result: HostResult, *, check: boo
 
 def _stage(remote: Remote, wanted: PolicyFiles, files: list[DesiredFile], stage: str, prev: str) -> None:
     live = wanted.policy_dir
-    parent = _q(str(PurePosixPath(live).parent))
+    owner = f"{wanted.dir_owner}:{wanted.dir_group}"
     ran = remote.run(
-        f"rm -rf -- {_q(stage)} {_q(prev)} && install -d -o root -g root -m 0755 -- {parent}"
-        f" && if [ -d {_q(live)} ]; then cp -a -- {_q(live)} {_q(stage)}; else install -d -m 0750 -- {_q(stage)}; fi"
-        f" && chown root:postfix -- {_q(stage)} && chmod 0750 -- {_q(stage)}")
+        f"rm -rf -- {_q(stage)} {_q(prev)} && mkdir -p -- {_q(str(PurePosixPath(live).parent))}"
+        f" && if [ -d {_q(live)} ]; then cp -a -- {_q(live)} {_q(stage)}; else mkdir -m 0750 -- {_q(stage)}; fi"
+        f" && chown {owner} -- {_q(stage)} && chmod 0750 -- {_q(stage)}")
     if not ran.ok:
         raise OSError(f"cannot stage the policy directory: {_tail(ran.stderr)}")
     subdirs = sorted({str(PurePosixPath(f.path).parent) for f in files} - {live})
     if subdirs:
         staged = [stage + d[len(live):] for d in subdirs]
-        remote.run(" && ".join(f"install -d -o root -g postfix -m 0750 -- {_q(d)}" for d in staged))
+        remote.run(" && ".join(f"mkdir -p -- {_q(d)} && chown {owner} -- {_q(d)} && chmod 0750 -- {_q(d)}"
+                               for d in staged))
     for wanted_file in files:
         remote.put(wanted_file.content, stage + wanted_file.path[len(live):])
     staged_paths = [(w, _q(stage + w.path[len(live):])) for w in files]
@@ -178,7 +179,7 @@ def _stage(remote: Remote, wanted: PolicyFiles, files: list[DesiredFile], stage:
 
 def _install_anchor(remote: Remote, directory: str, anchor: DesiredFile) -> None:
     staged = f"{directory}/.{PurePosixPath(anchor.path).name}.qnprov-new"
-    remote.run(f"install -d -o root -g root -m 0755 -- {_q(directory)}")
+    remote.run(f"mkdir -p -- {_q(directory)}")
     remote.put(anchor.content, staged)
     ran = remote.run(f"chown {anchor.owner}:{anchor.group} -- {_q(staged)} && chmod 0{anchor.mode} -- {_q(staged)}"
                      f" && mv -f -- {_q(staged)} {_q(anchor.path)}")

@@ -9,6 +9,7 @@ Diffs shown to the operator never carry a secret (:func:`redact`).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
@@ -55,6 +56,9 @@ class PolicyFiles:
     #: The site bundle, relative to the policy directory (``bundle/<name>``), or "".
     bundle: str = ""
     enabled: bool = True
+    #: Owner and group of the policy directory (and the bundle directory in it), as the role sets them.
+    dir_owner: str = "root"
+    dir_group: str = "postfix"
 
     def check_argv(self, directory: str) -> list[str]:
         """The role's check command, on the policy files found in ``directory`` (staged or live)."""
@@ -67,9 +71,9 @@ class PolicyFiles:
     def with_blocklist(self, content: bytes) -> PolicyFiles:
         """Only the block list, replaced (``push block``/``unblock``)."""
         path = f"{self.policy_dir}/{BLOCKLIST}"
-        return PolicyFiles(policy_dir=self.policy_dir, python=self.python, bundle=self.bundle,
-                           files=(DesiredFile(path, content),), anchors=(), anchors_dir=self.anchors_dir,
-                           enabled=self.enabled)
+        current = next((f for f in self.files if f.path == path), DesiredFile(path, b""))
+        return dataclasses.replace(self, files=(dataclasses.replace(current, content=content, create_only=False),),
+                                   anchors=())
 
 
 def _bundle_files(source: str, policy_dir: str) -> tuple[list[DesiredFile], str]:
@@ -111,7 +115,7 @@ def policy_files(inventory: Inventory, host: str) -> PolicyFiles:
                        anchors_dir=anchors_dir, bundle=bundle, enabled=enabled)
 
 
-_SECRET_KEY = re.compile(r"^(\s*-?\s*[\"']?[\w.-]*(password|passwd|secret|token|private|api[_-]?key)[\w.-]*[\"']?"
+_SECRET_KEY = re.compile(r"^(\s*-?\s*[\"']?[\w.-]*(pass|_pw|pwd|secret|token|private|credential|api[_-]?key)[\w.-]*[\"']?"
                          r"\s*[:=]\s*)(\S.*)$", re.IGNORECASE)
 _PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,11 +40,14 @@ class Remote(Protocol):
 class LocalRemote:
     """Runs commands on this machine with ``sh -c`` (tests of the push steps)."""
 
-    def __init__(self, name: str = "local") -> None:
+    def __init__(self, name: str = "local", env: Mapping[str, str] | None = None) -> None:
         self.name = name
+        self.env = dict(env) if env is not None else None
+        self.commands: list[str] = []
 
     def run(self, command: str) -> Ran:
-        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+        self.commands.append(command)
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False, env=self.env)
         return Ran(done.returncode == 0, done.stdout, done.stderr)
 
     def put(self, content: bytes, path: str) -> None:
