@@ -129,7 +129,8 @@ def test_the_milter_rejects_a_blocked_envelope_sender_and_audits_it(tmp_path: Pa
     assert runtime.audit is not None
     runtime.audit.close()
     [record] = list(iter_audit_records(tmp_path / "audit.jsonl"))
-    assert (record["verdict"], record["rule"], record["sender"]) == ("reject", "emergency-block", "attacker@example.com")
+    assert (record["verdict"], record["rule"]) == ("reject", "emergency-block")
+    assert record["sender"] == "attacker@example.com"
     assert "envelope sender attacker@example.com matches block attacker@example.com: phishing INC-42" \
         in record["evidence"]
 

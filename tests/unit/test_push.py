@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from qnprov import inventory, paths
+from qnprov.policy.milter.blocklist import Block, BlockList
 from qnprov.push.apply import push_host
 from qnprov.push.blocks import block_plan, unblock_plan
 from qnprov.push.files import DesiredFile, PolicyFiles, policy_files, redact, unified_diff
 from qnprov.push.remote import LocalRemote, connector_data
 from qnprov.push.run import target_hosts
-from qnprov.policy.milter.blocklist import Block, BlockList
 
 LAB = paths.INVENTORIES_DIR / "lab"
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -62,12 +62,13 @@ def test_only_the_mta_group_limited_by_the_pattern() -> None:
     inv = inventory.load(LAB)
     assert target_hosts(inv, None) == ["mail1"]
     assert target_hosts(inv, "mail1") == ["mail1"]
-    with pytest.raises(Exception, match="matches --limit nothing|no MTA host"):
+    with pytest.raises(Exception, match=r"no MTA host .* matches --limit nothing"):
         target_hosts(inv, "nothing")
 
 
 def test_diffs_never_show_a_secret() -> None:
-    text = "bind_pw: hunter2\nrules:\n  api_key: abc\nlimits: {}\n-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    text = ("bind_pw: hunter2\nrules:\n  api_key: abc\nlimits: {}\n"
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
     cleaned = redact(text)
     assert "hunter2" not in cleaned and "abc" not in cleaned and "MIIE" not in cleaned
     assert "limits: {}" in cleaned
