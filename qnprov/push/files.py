@@ -115,8 +115,8 @@ def policy_files(inventory: Inventory, host: str) -> PolicyFiles:
                        anchors_dir=anchors_dir, bundle=bundle, enabled=enabled)
 
 
-_SECRET_WORDS = r"(pass|_pw|pwd|secret|token|private|credential|api[_-]?key)"
-_SECRET_KEY = re.compile(r"^(\s*-?\s*[\"']?[\w.-]*" + _SECRET_WORDS + r"[\w.-]*[\"']?\s*[:=]\s*)(\S.*)$",
+_SENSITIVE_KEY_WORDS = r"(pass|_pw|pwd|secret|token|private|credential|api[_-]?key)"
+_SECRET_KEY = re.compile(r"^(\s*-?\s*[\"']?[\w.-]*" + _SENSITIVE_KEY_WORDS + r"[\w.-]*[\"']?\s*[:=]\s*)(\S.*)$",
                          re.IGNORECASE)
 _PEM_PRIVATE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
 
