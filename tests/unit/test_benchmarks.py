@@ -154,3 +154,18 @@ def test_converge_benchmark_host_has_its_own_ports_and_state(tmp_path: Path) -> 
     assert written["qnprov_lab_container"] == "bench-m1"
     assert written["qnprov_lab_publish"]["ssh"] == [40022, 22]
     assert lab.load_lab_config(config.inventory).hosts[0].publish == host.publish
+
+
+def test_dayday_variants_keep_the_lab_inventory_and_change_one_override(tmp_path: Path) -> None:
+    import dayday
+
+    from qnprov import inventory, paths
+    from qnprov.push.files import policy_files
+
+    base = paths.INVENTORIES_DIR / "lab"
+    copies = [dayday.variant(base, tmp_path, verdict) for verdict in ("tempfail", "quarantine")]
+    rendered = [{Path(f.path).name: f.content for f in policy_files(inventory.load(c), "mail1").files}
+                for c in copies]
+    assert rendered[0]["overrides.yml"] == b"failure_verdict: tempfail\nlocal_domains:\n- quangninh.test\n"
+    assert rendered[1]["overrides.yml"] == b"failure_verdict: quarantine\nlocal_domains:\n- quangninh.test\n"
+    assert rendered[0]["agencies.yml"] == rendered[1]["agencies.yml"] == b"'@quangninh.test': SKHCN\n"
