@@ -5,6 +5,6 @@ The same inventory (:mod:`qnprov.inventory`), the same variables and the same
 push and a ``qnprov deploy`` agree byte for byte and neither reports the other's work as
 a change. Modules: :mod:`.files` (what the role would write), :mod:`.remote` (pyinfra
 hosts), :mod:`.apply` (one host's staged-validate-publish-reload transaction),
-:mod:`.run` (hosts in parallel), :mod:`.blocks` (the emergency block list) and
+:mod:`.run` (the hosts, each its own result), :mod:`.blocks` (the emergency block list) and
 :mod:`.cli` (``push_app``).
 """

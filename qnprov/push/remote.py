@@ -106,7 +106,7 @@ class Connected:
 
 
 def connect(inventory: Inventory, hosts: Sequence[str]) -> Connected:
-    """Open one SSH connection per host, in parallel; a host that cannot be reached is a failure."""
+    """Open one SSH connection per host; a host that cannot be reached is a failure of its own."""
     import gevent
     from pyinfra.api import Config, State
     from pyinfra.api import Inventory as PyinfraInventory

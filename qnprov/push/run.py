@@ -1,11 +1,15 @@
-"""A push over an inventory: which hosts, in parallel, with per-host results.
+"""A push over an inventory: which hosts, one transaction each, with per-host results.
 
 The MTA hosts (group ``mta``, where ``playbooks/site.yml`` applies ``qnprov_milter``),
 narrowed by ``--limit`` (an Ansible host pattern, read by the same inventory reader).
 Everything that can be refused is refused before the first host is touched: the
 inventory's variables and templates are rendered for every host first. Each host is then
 one transaction (:func:`qnprov.push.apply.push_host`) in its own greenlet; a host that
-cannot be reached is a failure of its own and the others go on.
+cannot be reached is a failure of its own and the others go on. The greenlets take turns
+on blocking SSH I/O: qnprov does not apply gevent's ``monkey.patch_all()`` as the
+``pyinfra`` command does, because in this process it would also patch Ansible's threads
+and subprocesses. Hosts are therefore handled one after another (about a second each on
+the lab); true concurrency across many MTAs is left for when a site has more than a few.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def render_all(inventory: Inventory, hosts: Sequence[str]) -> dict[str, PolicyFi
 
 def push(inventory: Inventory, command: str, *, limit: str | None = None, check: bool = False,
          diff: bool = False, plan: Plan | None = None, on_host: OnHost | None = None) -> PushResult:
-    """Push to every selected MTA in parallel; ``plan`` adapts each host's files (block lists)."""
+    """Push to every selected MTA; ``plan`` adapts each host's files (block lists)."""
     import gevent
 
     started = time.monotonic()
