@@ -28,7 +28,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,10 @@ def plain(value: Any) -> Any:
 class Inventory:
     """A parsed inventory. Build it with :func:`load`."""
 
-    def __init__(self, source: Path, loader: Any, manager: Any, variables: Any) -> None:
+    def __init__(self, source: Path, loader: Any, manager: Any, variables: Any,
+                 vault_secrets: list[tuple[str, Any]] | None = None) -> None:
         self.source = source
+        self._vault_secrets = list(vault_secrets or [])
         self._loader = loader
         self._manager = manager
         self._variables = variables
@@ -179,13 +181,13 @@ class Inventory:
                               f"{_first_line(exc)}") from exc
         merged.setdefault("inventory_hostname", host)
         merged.setdefault("role_path", str(role_dir))
-        return RoleVars(self._loader, merged, f"{host} ({role_dir.name})")
+        return RoleVars(self._loader, merged, f"{host} ({role_dir.name})", self._vault_secrets)
 
     def ssh_target(self, host: str) -> SshTarget:
         """How Ansible reaches ``host`` over SSH, from the same variables (templated)."""
         names = ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
                  "ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_become", "ansible_connection")
-        resolved = RoleVars(self._loader, self.host_vars(host), host)
+        resolved = RoleVars(self._loader, self.host_vars(host), host, self._vault_secrets)
         get = {name: resolved.value(name) if name in resolved.names else None for name in names}
         connection = get["ansible_connection"] or "ssh"
         if connection not in ("ssh", "paramiko", "smart"):
@@ -232,6 +234,21 @@ def _ssh_options(args: str) -> dict[str, str]:
     return found
 
 
+@contextlib.contextmanager
+def _vault_context(secrets: list[tuple[str, Any]]) -> Iterator[None]:
+    """Ansible 2.19 decrypts vault values through one process-wide context, which
+    ``ansible-playbook`` sets once from its ``--vault-password-file``. Here each inventory
+    brings its own secrets, so the context holds them only while its values render."""
+    from ansible.parsing.vault import VaultSecretsContext
+
+    saved = VaultSecretsContext._current
+    VaultSecretsContext._current = VaultSecretsContext(secrets) if secrets else None
+    try:
+        yield
+    finally:
+        VaultSecretsContext._current = saved
+
+
 _PLUGINS_READY: list[bool] = []
 
 
@@ -248,10 +265,12 @@ def _init_plugins() -> None:
 class RoleVars:
     """Variables rendered by Ansible's templar (lookups, filters, vault) exactly as a play would."""
 
-    def __init__(self, loader: Any, variables: Mapping[str, Any], where: str) -> None:
+    def __init__(self, loader: Any, variables: Mapping[str, Any], where: str,
+                 vault_secrets: list[tuple[str, Any]] | None = None) -> None:
         from ansible.template import Templar
 
         _init_plugins()
+        self._vault_secrets = list(vault_secrets or [])
         self._variables = dict(variables)
         self._templar = Templar(loader=loader, variables=self._variables)
         self._where = where
@@ -267,7 +286,8 @@ class RoleVars:
         if name not in self._variables:
             raise ConfigError(f"{self._where}: variable {name} is not defined")
         try:
-            return plain(self._templar.template(self._variables[name]))
+            with _vault_context(self._vault_secrets):
+                return plain(self._templar.template(self._variables[name]))
         except AnsibleError as exc:
             raise ConfigError(f"{self._where}: variable {name}: {_first_line(exc)}") from exc
 
@@ -279,9 +299,11 @@ class RoleVars:
         variables = {**self._variables, **(extra or {})}
         templar = self._templar.copy_with_new_env(searchpath=[str(template.parent)], available_variables=variables)
         try:
-            text = templar.template(trust_as_template(template.read_text(encoding="utf-8")),
-                                    escape_backslashes=False,
-                                    overrides={"trim_blocks": True, "lstrip_blocks": False, "newline_sequence": "\n"})
+            with _vault_context(self._vault_secrets):
+                text = templar.template(trust_as_template(template.read_text(encoding="utf-8")),
+                                        escape_backslashes=False,
+                                        overrides={"trim_blocks": True, "lstrip_blocks": False,
+                                                   "newline_sequence": "\n"})
         except AnsibleError as exc:
             raise ConfigError(f"{self._where}: template {template.name}: {_first_line(exc)}") from exc
         return "" if text is None else str(text)
@@ -331,6 +353,7 @@ def load(source: Path | str, *, extra_vars_files: Iterable[Path] = (),
     _Manager.unparsed = []
     context.CLIARGS = ImmutableDict(extra_vars=tuple(f"@{p}" for p in extra_vars_files))
     loader = DataLoader()
+    vault_secrets: list[tuple[str, Any]] = []
     if vault_password_file is not None:
         from ansible.parsing.vault import get_file_vault_secret
 
@@ -340,6 +363,7 @@ def load(source: Path | str, *, extra_vars_files: Iterable[Path] = (),
         except AnsibleError as exc:
             raise ConfigError(f"vault password file {vault_password_file}: {_first_line(exc)}") from exc
         loader.set_vault_secrets([("default", secret)])
+        vault_secrets.append(("default", secret))
     warnings = io.StringIO()
     try:
         # Ansible prints a multi-line warning per plugin that declines a file; the
@@ -356,4 +380,4 @@ def load(source: Path | str, *, extra_vars_files: Iterable[Path] = (),
         raise ConfigError(f"inventory {path}: Ansible cannot parse {', '.join(_Manager.unparsed)}"
                           + (f" ({causes[0]})" if causes else ""))
     sys.stderr.write(warnings.getvalue())
-    return Inventory(path, loader, manager, variables)
+    return Inventory(path, loader, manager, variables, vault_secrets)
