@@ -45,8 +45,11 @@ class HostResult:
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
-        return {"status": self.status, "changed_files": self.files, "message": self.message,
-                "action": self.action, "seconds": round(self.seconds, 3)}
+        doc: dict[str, Any] = {"status": self.status, "changed_files": self.files, "message": self.message,
+                               "action": self.action, "seconds": round(self.seconds, 3)}
+        if self.diff:
+            doc["diff"] = self.diff  # --check / --diff only, redacted
+        return doc
 
 
 def _q(value: str) -> str:
