@@ -13,6 +13,7 @@ import hashlib
 import os
 import pwd
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -175,3 +176,24 @@ def test_the_block_list_is_created_once_and_then_owned_by_push_block(host) -> No
     lifted = push_host(remote, unblock_plan("EVIL.test")(remote, wanted))
     assert lifted.status == "changed"
     assert (policy / "blocklist.yml").read_text() == "blocks: []\n"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qnprov", "push", *args], capture_output=True, text=True,
+                          timeout=120, cwd=paths.PROJECT_ROOT, check=False)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("block", "-i", "lab", "x@-bad.example", "--reason", "r"), "domain label '-bad'"),
+    (("block", "-i", "lab", "evil.test", "--reason", " "), "--reason must say why"),
+    (("block", "-i", "lab", "evil.test", "--reason", "r", "--expires", "soon"), "--expires 'soon'"),
+    (("unblock", "-i", "lab"), "name the sender or domain to unblock"),
+    (("policy", "-i", "lab", "--limit", "nothing"), "matches --limit nothing"),
+])
+def test_bad_input_is_refused_before_any_host_is_contacted(args: tuple[str, ...], message: str) -> None:
+    # inventories/lab points at 127.0.0.1:10022; a connection attempt would fail differently (exit 1).
+    proc = _cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # Ansible may warn about an unmatched pattern first
+    assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
