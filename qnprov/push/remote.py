@@ -85,6 +85,9 @@ def connector_data(target: SshTarget) -> dict[str, Any]:
         "ssh_allow_agent": False,
         "ssh_look_for_keys": target.key is None,
         "ssh_connect_retries": 1,
+        # scp runs one exec channel per file and closes it; a kept-open SFTP session plus the
+        # command channels goes over the MaxSessions 2 that os_hardening sets on every host.
+        "ssh_file_transfer_protocol": "scp",
     }
     if target.user:
         data["ssh_user"] = target.user

@@ -43,6 +43,7 @@ def test_the_lab_is_reached_as_ansible_reaches_it(monkeypatch: pytest.MonkeyPatc
     assert data["ssh_known_hosts_file"] == "/srv/state/ssh/known_hosts"
     assert data["ssh_strict_host_key_checking"] == "yes"
     assert (data["ssh_allow_agent"], data["ssh_look_for_keys"]) == (False, False)
+    assert data["ssh_file_transfer_protocol"] == "scp"  # MaxSessions 2 (os_hardening) refuses SFTP + exec
 
 
 def test_push_renders_the_roles_files_from_the_inventory(monkeypatch: pytest.MonkeyPatch) -> None:
