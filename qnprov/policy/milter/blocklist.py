@@ -54,7 +54,7 @@ def _domain(text: str, whole: str) -> str:
 
 
 def parse_target(text: str) -> str:
-    """A sender address or a domain, normalised (lower-case domain, IDNA); InputError naming the problem."""
+    """A sender address or a domain, normalised (lower case, IDNA domain); InputError naming the problem."""
     whole = text
     text = text.strip()
     if not text:
@@ -68,7 +68,8 @@ def parse_target(text: str) -> str:
     local, _, domain = text.rpartition("@")
     if not local or not _LOCAL.match(local) or len(local) > 64:
         raise InputError(f"{whole!r}: local part {local!r} is not a valid mailbox name")
-    return f"{local}@{_domain(domain, whole)}"
+    # Lower case whole: matching ignores case, so ``unblock`` must find what ``block`` wrote.
+    return f"{local.lower()}@{_domain(domain, whole)}"
 
 
 def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
