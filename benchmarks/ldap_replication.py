@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # qnprov_testin
 
 import ldap3
 from goals import Goal, print_goals
+from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
 from qnprov_testing.slapd import TestSlapd, running_replicated_pair
 
@@ -53,7 +54,11 @@ def _connect(server: TestSlapd) -> ldap3.Connection:
 
 
 def _value(connection: ldap3.Connection, dn: str) -> str | None:
-    connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["description"])
+    """The entry's description; None while the entry (or its parent) has not arrived."""
+    try:
+        connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["description"])
+    except LDAPNoSuchObjectResult:
+        return None
     values = connection.entries[0].description.values if connection.entries else []
     return str(values[0]) if values else None
 

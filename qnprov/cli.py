@@ -15,6 +15,7 @@ from qnprov.directory.cli import accounts_app, agency_app
 from qnprov.lab_cli import lab_app
 from qnprov.policy.cli import policy_app
 from qnprov.policy.milter_cli import audit_app, milter_command, quarantine_app
+from qnprov.push.cli import push_app
 from qnprov.reporting.cli import compliance_command
 from qnprov.stores.cli import store_app
 from qnprov.ui import host_table, report_failures, run_site
@@ -32,6 +33,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(dns_app, name="dns")
 app.add_typer(store_app, name="store")
 app.add_typer(backup_app, name="backup")
+app.add_typer(push_app, name="push")
 app.command("milter")(milter_command)
 app.command("verify")(verify_command)
 

@@ -37,6 +37,9 @@ def milter_command(
     agency_map: Annotated[
         Path | None, typer.Option("--agency-map", help="YAML address/@domain -> agency code")
     ] = None,
+    blocklist: Annotated[
+        Path | None, typer.Option("--blocklist", help="Emergency block list YAML (qnprov push block)")
+    ] = None,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest message inspected, bytes")] = 50 * 1024 * 1024,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per message evaluation")] = 30.0,
     on_error: Annotated[str, typer.Option("--on-error", help="tempfail|accept|reject")] = "tempfail",
@@ -49,7 +52,7 @@ def milter_command(
         typer.Option("--reinject-daemon", help="{daemon_name} of the re-injection listener (repeatable)"),
     ] = None,
     check_config: Annotated[
-        bool, typer.Option("--check-config", help="Only load and validate bundle, overrides and agency map; exit")
+        bool, typer.Option("--check-config", help="Only validate bundle, overrides, agency map, block list; exit")
     ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="With --check-config: print the policy in force as JSON")
@@ -59,6 +62,7 @@ def milter_command(
     # Imported here, not at the top: the milter package loads libmilter and the policy engine
     # (about a second), which every other `qnprov` command would pay for at start-up.
     from qnprov.policy.milter import MilterSettings, load_engine, parse_reinject_daemons, run_milter
+    from qnprov.policy.milter.blocklist import BlockList
 
     if on_error not in ("tempfail", "accept", "reject"):
         raise ConfigError(f"--on-error must be tempfail, accept or reject, got {on_error!r}")
@@ -73,7 +77,7 @@ def milter_command(
     settings = MilterSettings(
         socket=socket, workers=workers, bundle=bundle, overrides=overrides, audit_log=audit_log,
         audit_fsync=audit_fsync,  # type: ignore[arg-type]
-        agency_map=agency_map, max_body=max_body, timeout=timeout,
+        agency_map=agency_map, blocklist=blocklist, max_body=max_body, timeout=timeout,
         on_error=on_error,  # type: ignore[arg-type]
         on_oversize=on_oversize,  # type: ignore[arg-type]
         reinject_daemons=parse_reinject_daemons(reinject_daemon or ["reinject"]),
@@ -83,6 +87,7 @@ def milter_command(
         engine = load_engine(bundle, overrides)
         if agency_map:
             StaticAgencyMap.from_file(agency_map)
+        blocks = BlockList.load(blocklist)
         if json_out:
             decision = engine.policy.bundle.decision
             doc = {
@@ -96,7 +101,8 @@ def milter_command(
             print_json(doc, indent=None)
             return
         out.print(f"ok: policy {engine.version}, {len(engine.rules)} rules, local domains "
-                  f"{', '.join(sorted(engine.local_domains))}")
+                  f"{', '.join(sorted(engine.local_domains))}"
+                  + (f"; block list {len(blocks.blocks)} entries" if blocklist else ""))
         return
     leave(run_milter(settings))
 

@@ -171,3 +171,18 @@ def test_ldap_replication_benchmark_measures_both_directions() -> None:
     lag, ratio_goal = ldap_replication.goals_of(figures)
     assert (lag.target, lag.unit, ratio_goal.target) == (2000.0, "ms", 5.0)
     assert ldap_replication.percentile([float(v) for v in range(1, 201)], 0.99) == 198.0
+
+
+def test_dayday_variants_keep_the_lab_inventory_and_change_one_override(tmp_path: Path) -> None:
+    import dayday
+
+    from qnprov import inventory, paths
+    from qnprov.push.files import policy_files
+
+    base = paths.INVENTORIES_DIR / "lab"
+    copies = [dayday.variant(base, tmp_path, verdict) for verdict in ("tempfail", "quarantine")]
+    rendered = [{Path(f.path).name: f.content for f in policy_files(inventory.load(c), "mail1").files}
+                for c in copies]
+    assert rendered[0]["overrides.yml"] == b"failure_verdict: tempfail\nlocal_domains:\n- quangninh.test\n"
+    assert rendered[1]["overrides.yml"] == b"failure_verdict: quarantine\nlocal_domains:\n- quangninh.test\n"
+    assert rendered[0]["agencies.yml"] == rendered[1]["agencies.yml"] == b"'@quangninh.test': SKHCN\n"

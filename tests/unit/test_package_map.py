@@ -19,7 +19,8 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qnprov.errors", ("qnprov.",), ()),
     ("qnprov.paths", ("qnprov.",), ("qnprov.errors",)),
     ("qnprov.dns", ("qnprov.",), ("qnprov.errors",)),
-    ("qnprov.inventory", ("qnprov.lab", "qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.cli"), ()),
+    ("qnprov.inventory", ("qnprov.lab", "qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.push.",
+                          "qnprov.cli"), ()),
     ("qnprov.runner", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.ui", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.testbed", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
@@ -33,11 +34,13 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
                            "qnprov.reporting."), ("qnprov.policy.domains",)),
     ("qnprov.stores.", ("qnprov.controls.", "qnprov.policy.", "qnprov.lab", "qnprov.testbed"), ()),
     ("qnprov.policy.", ("qnprov.directory.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.runner",
-                        "qnprov.inventory", "qnprov.argspec", "qnprov.reporting."), ()),
+                        "qnprov.inventory", "qnprov.argspec", "qnprov.reporting.", "qnprov.push."), ()),
     ("qnprov.reporting.", ("qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.freshstage",
                            "qnprov.policy."), ("qnprov.policy.audit",)),
     ("qnprov.backup.", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed"),
      ()),
+    ("qnprov.push.", ("qnprov.directory.", "qnprov.controls.", "qnprov.lab", "qnprov.testbed", "qnprov.runner",
+                      "qnprov.policy."), ("qnprov.policy.milter.blocklist",)),
 ]
 #: No module of qnprov imports from these.
 NOWHERE = ("qnprov_testing",)

@@ -7,6 +7,7 @@ the audit log by :class:`MilterRuntime`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import unicodedata
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from qnprov.policy.agencies import AgencyResolver, NoAgencyResolver, agencies_fo
 from qnprov.policy.audit import AuditLog, build_decision_event
 from qnprov.policy.domains import is_freemail
 from qnprov.policy.engine import Decision, Envelope, Finding, derive_direction
+from qnprov.policy.milter.blocklist import BlockList
 from qnprov.policy.milter.evaluator import EvaluationError, Evaluator, MessageData
 from qnprov.policy.milter.settings import REPLY_LINE_LIMIT, MilterSettings
 
@@ -67,7 +69,36 @@ class MilterRuntime:
     evaluator: Evaluator
     audit: AuditLog | None = None
     agencies: AgencyResolver = field(default_factory=NoAgencyResolver)
+    blocks: BlockList = field(default_factory=BlockList)
     decisions: int = 0
+
+    def reload_blocks(self) -> int:
+        """Re-read the block list (on reload); a broken file keeps the running list."""
+        self.blocks = BlockList.load(self.settings.blocklist)
+        return len(self.blocks.blocks)
+
+    def block_decision(self, envelope: Envelope, headers: Sequence[tuple[str, bytes]],
+                       now: dt.datetime | None = None) -> Decision | None:
+        """Reject mail whose envelope sender or header From matches an unexpired emergency block."""
+        if not self.blocks.blocks:
+            return None
+        from_addresses = sorted(_header_addresses([value for name, value in headers if name.lower() == "from"]))
+        candidates = [("envelope sender", envelope.mail_from)] + [("header From", a) for a in from_addresses]
+        when = now or dt.datetime.now(dt.UTC)
+        for where, address in candidates:
+            found = self.blocks.match([address], when)
+            if found is None:
+                continue
+            block, _ = found
+            until = f", until {block.expires.isoformat(timespec='seconds')}" if block.expires else ""
+            text = f"Sender blocked by the mail administrators: {block.reason}"
+            return synthetic_decision(
+                "reject", rule="emergency-block", clause="block",
+                location="envelope" if where.startswith("env") else "header",
+                evidence=f"{where} {address} matches block {block.target}: {block.reason}{until}",
+                envelope=envelope, evaluator=self.evaluator, reply=("550", "5.7.1", text),
+            )
+        return None
 
     def record(
         self,

@@ -130,8 +130,8 @@ class PolicyMilter(Milter.Base):
 
     def eom(self) -> int:
         envelope = self._envelope(self.getsymval("{i}"))
-        refused = None
-        if self.daemon_name in self.runtime.settings.reinject_daemons:
+        refused = self.runtime.block_decision(envelope, self.headers)
+        if refused is None and self.daemon_name in self.runtime.settings.reinject_daemons:
             # Headers beyond max_body are not kept, so an oversize message is judged on
             # what was kept; a redirect header sits at the top and is always among them.
             refused = self.runtime.null_sender_forward_guard(envelope, self.daemon_name, self.headers)

@@ -30,6 +30,8 @@ class MilterSettings:
     audit_log: Path | None = None
     audit_fsync: FsyncPolicy = "always"
     agency_map: Path | None = None
+    #: The emergency block list (``qnprov push block``); None or a missing file: no blocks.
+    blocklist: Path | None = None
     max_body: int = 50 * 1024 * 1024
     timeout: float = 30.0
     on_error: OnError = "tempfail"

@@ -29,6 +29,7 @@ import Milter
 
 from qnprov.policy.agencies import AgencyResolver, NoAgencyResolver, StaticAgencyMap
 from qnprov.policy.audit import AuditLog
+from qnprov.policy.milter.blocklist import BlockList
 from qnprov.policy.milter.decisions import MilterRuntime
 from qnprov.policy.milter.evaluator import Evaluator, InlineEvaluator, load_engine
 from qnprov.policy.milter.pool import ProcessPoolEvaluator
@@ -49,7 +50,8 @@ def build_runtime(settings: MilterSettings, evaluator: Evaluator | None = None) 
     agencies: AgencyResolver = (
         StaticAgencyMap.from_file(settings.agency_map) if settings.agency_map else NoAgencyResolver()
     )
-    return MilterRuntime(settings=settings, evaluator=evaluator, audit=audit, agencies=agencies)
+    return MilterRuntime(settings=settings, evaluator=evaluator, audit=audit, agencies=agencies,
+                         blocks=BlockList.load(settings.blocklist))
 
 
 def _prepare_socket(spec: str) -> None:
@@ -89,6 +91,11 @@ def serve_front(settings: MilterSettings, ready: Callable[[], None] | None = Non
                     log.info("policy bundle reloaded: version %s", version)
                 except Exception as exc:
                     log.error("reload refused, keeping the running bundle: %s", exc)
+                try:
+                    count = runtime.reload_blocks()
+                    log.info("block list reloaded: %d entries", count)
+                except Exception as exc:
+                    log.error("block list refused, keeping the running one: %s", exc)
 
     threading.Thread(target=reload_loop, name="qnprov-reload", daemon=True).start()
     _prepare_socket(settings.socket)
@@ -128,6 +135,7 @@ def run_milter(settings: MilterSettings) -> int:
     """Supervisor: validate, start the front, translate signals, exit when it dies."""
     _configure_logging()
     load_engine(settings.bundle, settings.overrides)  # a bad bundle stops here with one clear line
+    BlockList.load(settings.blocklist)  # and so does a broken block list
     if settings.audit_log is not None:
         AuditLog(settings.audit_log, fsync="never").close()  # fail early if the log is unwritable
     context = multiprocessing.get_context("spawn")
@@ -138,6 +146,7 @@ def run_milter(settings: MilterSettings) -> int:
     def on_hup(signum: int, frame: object) -> None:
         try:
             version = load_engine(settings.bundle, settings.overrides).version
+            BlockList.load(settings.blocklist)
         except Exception as exc:
             log.error("SIGHUP: new bundle rejected, keeping the running one: %s", exc)
             return

@@ -1,0 +1,118 @@
+"""``qnprov push``: day-2 changes to the MTAs in seconds, without a full Ansible run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qnprov import cliout, inventory, paths
+from qnprov.cliout import JsonOpt, err, out, print_json
+from qnprov.policy.milter.blocklist import new_block
+from qnprov.push.apply import HostResult
+from qnprov.push.blocks import block_plan, unblock_plan
+from qnprov.push.run import Plan, PushResult, push, render_all, target_hosts
+
+push_app = typer.Typer(help="Day-2 changes pushed to every MTA in seconds (pyinfra over SSH).",
+                       no_args_is_help=True)
+
+InventoryOpt = Annotated[str, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
+CheckOpt = Annotated[bool, typer.Option("--check", help="Show what would change (with a diff); write nothing.")]
+DiffOpt = Annotated[bool, typer.Option("--diff", help="Show the differences of the files written.")]
+LimitOpt = Annotated[str | None, typer.Option("--limit", help="Only these hosts (Ansible pattern).")]
+VaultOpt = Annotated[Path | None, typer.Option("--vault-password-file", help="Decrypts vault values.")]
+_STYLE = {"changed": "yellow", "failed": "red", "unchanged": "green"}
+
+
+def _run(inventory_name: str, command: str, *, check: bool, diff: bool, limit: str | None,
+         vault_password_file: Path | None, as_json: bool, plan: Plan | None = None) -> PushResult:
+    with cliout.user_errors():
+        inv = inventory.load(paths.resolve_inventory(inventory_name), vault_password_file=vault_password_file)
+        hosts = sorted(render_all(inv, target_hosts(inv, limit)))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True, disable=as_json) as progress:
+            task = progress.add_task(f"push {command}{' --check' if check else ''}: {', '.join(hosts)}",
+                                     total=len(hosts))
+
+            def done(host: HostResult) -> None:
+                progress.advance(task)
+                if not as_json:
+                    err.print(f"  {escape(host.host)}: [{_STYLE.get(host.status, '')}]{host.status}[/] "
+                              f"{escape(host.message)}")
+
+            result = push(inv, command, limit=limit, check=check, diff=diff, plan=plan, on_host=done)
+    if as_json:
+        print_json(result.as_json())
+    else:
+        _print_human(result, show_diff=check or diff)
+    cliout.finish(not result.failed)
+    return result
+
+
+def _print_human(result: PushResult, *, show_diff: bool) -> None:
+    if show_diff:
+        for host in sorted(result.hosts.values(), key=lambda h: h.host):
+            if host.diff:
+                out.print(f"--- {host.host}", style="bold")
+                out.print(host.diff, markup=False, highlight=False, end="")
+    table = Table(title=f"push {result.command}{' (check)' if result.check else ''}: {result.seconds:.1f}s",
+                  title_justify="left")
+    for column in ("host", "status", "files", "milter", "message"):
+        table.add_column(column)
+    for name, host in sorted(result.hosts.items()):
+        status = "would change" if result.check and host.status == "changed" else host.status
+        table.add_row(name, status, str(len(host.files)), host.action or "-", host.message,
+                      style=_STYLE.get(host.status))
+    out.print(table)
+
+
+@push_app.command("policy")
+def policy(inventory_name: InventoryOpt, check: CheckOpt = False, diff: DiffOpt = False, limit: LimitOpt = None,
+           vault_password_file: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Site overrides, agency map, rule bundle and trust anchors, as roles/qnprov_milter writes them."""
+    _run(inventory_name, "policy", check=check, diff=diff, limit=limit, vault_password_file=vault_password_file,
+         as_json=as_json)
+
+
+@push_app.command("block")
+def block(
+    target: Annotated[str, typer.Argument(help="A sender address (user@example.com) or a domain (example.com).")],
+    inventory_name: InventoryOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why: sent in the rejection, kept in the audit trail.")],
+    expires: Annotated[str | None, typer.Option("--expires", help="A duration (30m, 4h, 7d) or ISO date-time.")] = None,
+    check: CheckOpt = False, diff: DiffOpt = False, limit: LimitOpt = None, vault_password_file: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject mail from a sender or domain on every MTA (envelope sender and header From)."""
+    with cliout.user_errors():
+        now = dt.datetime.now(dt.UTC)
+        entry = new_block(target, reason, now=now, expires=expires)
+    if entry.expires is not None and entry.expires <= now and not as_json:
+        err.print(f"[yellow]warning:[/yellow] --expires {escape(expires or '')} is already past: "
+                  "the entry is written but blocks nothing")
+    _run(inventory_name, f"block {entry.target}", check=check, diff=diff, limit=limit,
+         vault_password_file=vault_password_file, as_json=as_json, plan=block_plan(entry))
+
+
+@push_app.command("unblock")
+def unblock(
+    inventory_name: InventoryOpt,
+    target: Annotated[str | None, typer.Argument(help="The blocked sender or domain.")] = None,
+    expired: Annotated[bool, typer.Option("--expired", help="Also drop every expired entry.")] = False,
+    check: CheckOpt = False, diff: DiffOpt = False, limit: LimitOpt = None, vault_password_file: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lift a block on every MTA (or clean expired entries out with --expired)."""
+    with cliout.user_errors():
+        if target is None and not expired:
+            from qnprov.errors import InputError
+
+            raise InputError("name the sender or domain to unblock, or give --expired")
+        plan = unblock_plan(target, expired=expired)
+    _run(inventory_name, f"unblock {target or '--expired'}", check=check, diff=diff, limit=limit,
+         vault_password_file=vault_password_file, as_json=as_json, plan=plan)
