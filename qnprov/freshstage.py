@@ -31,9 +31,9 @@ from qnprov.testbed import (
     wait_for_systemd,
 )
 
-#: tests/ subdirectories whose tests need containers (the lab, molecule, podman itself).
+#: tests/ subdirectories whose tests need containers (the lab, lab-ha, molecule, podman itself).
 #: Every other test directory runs in the fresh-machine stage, new ones included.
-CONTAINER_TEST_DIRS = frozenset({"integration", "testbed"})
+CONTAINER_TEST_DIRS = frozenset({"integration", "testbed", "labha"})
 FRESH_PREFIX = "qnprov-fresh-"
 #: Where the tree is unpacked inside the container (root's home, as a clone would be).
 FRESH_WORKDIR = "/root/qnprov"

@@ -35,7 +35,8 @@ def _pytest_step(tmp_path: Path, body: str | None) -> tuple[freshstage.FreshStep
 def test_selection_is_every_container_free_test_directory():
     files = freshstage.tracked_files(paths.PROJECT_ROOT)
     selected = freshstage.fresh_test_dirs(files)
-    assert selected == ["tests/controls", "tests/directory", "tests/policy", "tests/unit"]
+    assert selected == ["tests/backup", "tests/controls", "tests/directory", "tests/policy", "tests/reporting",
+                        "tests/unit"]
     # Every test directory is either run by the stage or explicitly needs containers.
     with_tests = {f.split("/")[1] for f in files if f.startswith("tests/") and f.count("/") >= 2
                   and Path(f).name.startswith("test_")}
@@ -223,10 +224,16 @@ def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
     assert prerequisites == ["bootstrap", "lint", "fresh-stage"]
     recipe = [line.strip() for line in test_rule.splitlines()[1:]]
     pytest_lines = [line for line in recipe if "pytest" in line]
-    assert pytest_lines == ["$(BIN)/python scripts/pytest-guard.py $(CONTAINER_TEST_DIRS)"]
+    # Every pytest run goes through the guard: the single lab's directories, then lab-ha's
+    # (with its own state directory, after its bring-up that overlaps molecule).
+    assert [line.split("pytest-guard.py", 1)[0] for line in pytest_lines] == [
+        "$(BIN)/python scripts/", "QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/python scripts/"]
+    guarded = [line.split("pytest-guard.py", 1)[1].split("||")[0].split() for line in pytest_lines]
+    assert guarded == [["$(CONTAINER_TEST_DIRS)"], ["tests/labha"]]
+    assert recipe.index(next(line for line in recipe if "$(MAKE) molecule" in line)) < recipe.index(pytest_lines[1])
     # The host runs exactly the directories the fresh stage leaves out: every test runs once.
     host_dirs = makefile.split("\nCONTAINER_TEST_DIRS :=", 1)[1].split("\n", 1)[0].split()
-    assert {d.removeprefix("tests/") for d in host_dirs} == freshstage.CONTAINER_TEST_DIRS
+    assert {d.removeprefix("tests/") for d in [*host_dirs, "tests/labha"]} == freshstage.CONTAINER_TEST_DIRS
     fresh = freshstage.fresh_test_dirs(freshstage.tracked_files(paths.PROJECT_ROOT))
     assert not set(host_dirs) & set(fresh)
     assert "scripts/fresh-stage.py" in makefile.split("\nfresh-stage:", 1)[1].split("\n\n", 1)[0]
