@@ -163,7 +163,8 @@ def main() -> int:
         for drill in drills:
             print(f"{drill.name}: sent {drill.sent} accepted {drill.accepted} delivered {drill.delivered} "
                   f"duplicates {drill.duplicates} bounced {drill.bounced} lost {drill.lost} "
-                  f"timings {json.dumps(drill.as_dict()['timings'])}" + (f" error {drill.error}" if drill.error else ""))
+                  f"timings {json.dumps(drill.as_dict()['timings'])}"
+                  + (f" error {drill.error}" if drill.error else ""))
         for name in ("ldap replication lag", "dsync replication lag", "converge"):
             if name in figures:
                 print(f"{name}: {json.dumps(figures[name])}")

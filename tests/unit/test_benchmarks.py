@@ -12,8 +12,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import ber_encoder  # noqa: E402
-import ha_drill  # noqa: E402
 import goals  # noqa: E402
+import ha_drill  # noqa: E402
 import verify_time  # noqa: E402
 
 
