@@ -119,7 +119,8 @@ def _store_command(lab: Lab, verb: str, store: LabHost, ldap_host: LabHost) -> t
                            str(lab.config.inventory), "--json", "--ldap-url",
                            f"ldaps://127.0.0.1:{ldap_host.publish['ldap'][0]}"],
                           capture_output=True, text=True, timeout=300, check=False)
-    return proc.returncode, (proc.stdout or proc.stderr).strip()[-400:]
+    # stdout is the command's JSON document (small); else the last of its error line
+    return proc.returncode, proc.stdout.strip() or proc.stderr.strip()[-400:]
 
 
 def mailbox_guids(lab: Lab, host: LabHost, user: str) -> set[tuple[str, str]]:
