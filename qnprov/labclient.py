@@ -233,7 +233,9 @@ def probe_until(attempt: Callable[[], bool], since: float, timeout: float, inter
 
 @dataclass
 class Stream:
-    """A bounded stream of submissions, alternating the MTA preferred and the recipient."""
+    """A bounded stream of submissions: message i prefers MTA i mod 2 and goes to recipient
+    (i // 2) mod n, so every recipient gets mail through every MTA."""
+
     lab: Lab
     sender: str
     recipients: list[str]
@@ -259,7 +261,7 @@ class Stream:
                 fired[-1].start()
             mid = f"drill-{self.run}-{i:05d}@{self.lab.config.domain}"
             msg = EmailMessage()
-            msg["From"], msg["To"] = self.sender, self.recipients[i % len(self.recipients)]
+            msg["From"], msg["To"] = self.sender, self.recipients[(i // 2) % len(self.recipients)]
             msg["Subject"], msg["Message-ID"] = f"qnprov drill {self.run} #{i}", f"<{mid}>"
             msg.set_content(f"Drill {self.run}, message {i}.\n")
             self.sent += 1

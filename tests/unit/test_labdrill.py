@@ -38,7 +38,7 @@ def test_parse_message_ids_from_an_imap_fetch_answer() -> None:
 
 
 class FakeSmtp:
-    def __init__(self, log: list[tuple[str, str]], name: str, down: dict[str, bool]) -> None:
+    def __init__(self, log: list[tuple[str, str, str]], name: str, down: dict[str, bool]) -> None:
         self.log, self.name, self.down = log, name, down
         if down[name]:
             raise ConnectionRefusedError(111, "Connection refused")
@@ -46,7 +46,7 @@ class FakeSmtp:
     def send_message(self, msg):
         if self.down[self.name]:
             raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-        self.log.append((self.name, msg["Message-ID"]))
+        self.log.append((self.name, msg["Message-ID"], msg["To"]))
         return {}
 
     def quit(self) -> None:
@@ -63,7 +63,7 @@ def _config() -> LabConfig:
 
 
 def test_stream_alternates_mtas_and_retries_on_the_other_when_one_refuses() -> None:
-    log: list[tuple[str, str]] = []
+    log: list[tuple[str, str, str]] = []
     down = {"ha1": False, "ha2": False}
     lab = SimpleNamespace(config=_config(), password=lambda user: "pw",
                           smtp=lambda host, user, pw: FakeSmtp(log, host.name, down))
@@ -78,11 +78,13 @@ def test_stream_alternates_mtas_and_retries_on_the_other_when_one_refuses() -> N
     for thread in stream.go([(0.5, outage)]):
         thread.join()
     assert stream.sent == 20 and len(stream.accepted) == 20 and fired
-    assert {mid for _, mid in log} == {f"<drill-r1-{i:05d}@quangninh.test>" for i in range(20)}
+    assert {mid for _, mid, _ in log} == {f"<drill-r1-{i:05d}@quangninh.test>" for i in range(20)}
     # before the outage the odd messages preferred ha2; after it they went to ha1 instead
     assert stream.by_host["ha2"] >= 4 and stream.by_host["ha1"] + stream.by_host["ha2"] == 20
-    assert stream.rerouted == sum(1 for i, (host, _) in enumerate(log) if i % 2 == 1 and host == "ha1") >= 4
+    assert stream.rerouted == sum(1 for i, (host, _, _) in enumerate(log) if i % 2 == 1 and host == "ha1") >= 4
     assert all("ha2" in e for e in stream.errors) and stream.errors
+    # before the outage, every recipient got mail through each MTA
+    assert {(host, to) for host, _, to in log[:6]} == {(h, r) for h in ("ha1", "ha2") for r in stream.recipients}
 
 
 def test_stream_counts_a_message_both_mtas_refuse_as_sent_not_accepted() -> None:
