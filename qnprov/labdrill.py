@@ -188,8 +188,11 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
     return result
 
 
-NFT_CUT = "table inet qnprov_drill {{ chain i {{ type filter hook input priority -50; ip saddr {0} drop; }} " \
-          "chain o {{ type filter hook output priority -50; ip daddr {0} drop; }} }}"
+NFT_CUT = """table inet qnprov_drill {{
+  chain i {{ type filter hook input priority -50; ip saddr {0} drop; }}
+  chain o {{ type filter hook output priority -50; ip daddr {0} drop; }}
+}}
+"""
 
 
 def drill_split_brain(lab: Lab) -> DrillResult:
