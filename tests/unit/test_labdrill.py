@@ -130,3 +130,12 @@ def test_run_reports_a_failing_drill_and_starts_a_host_it_left_stopped(monkeypat
     assert results[0].error == "ConfigError: ha2: services not all active 300s after podman start"
     assert results[1].error is not None and "unknown drill 'no-such-drill'" in results[1].error
     assert started == ["ha2", "ha2"]
+
+
+def test_synced_users_reads_the_replicator_status() -> None:
+    status = ("username\tpriority\tfast sync\tfull sync\tsuccess sync\tfailed\n"
+              "annv@quangninh.test\tnone\t00:00:05\t00:00:05\t00:00:05\t-\n"
+              "duclm@quangninh.test\tnone\t-\t-\t-\t-\n"
+              "BinhTT@quangninh.test\tnone\t01:00:00\t01:00:00\t01:00:00\ty\n")
+    assert labdrill.synced_users(status) == {"annv@quangninh.test", "binhtt@quangninh.test"}
+    assert labdrill.synced_users("doveadm: Error: connect(replicator) failed\n") == set()
