@@ -153,6 +153,29 @@ def presync(lab: Lab, replica: LabHost, users: list[str], timeout: float = 120) 
     return None
 
 
+def mail_hosts(lab: Lab, host: LabHost) -> dict[str, str]:
+    """qnMailHost of every account, as provider ``host`` has it."""
+    conn = lab.admin(host)
+    try:
+        conn.search(lab.config.base_dn, "(objectClass=qnMailAccount)", attributes=["mail", "qnMailHost"])
+        return {str(e["mail"].value).lower(): str(e["qnMailHost"].value) for e in conn.entries}
+    finally:
+        conn.unbind()
+
+
+def put_back(lab: Lab, host: LabHost, before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Write back qnMailHost of the accounts a drill left elsewhere than it found them."""
+    moved = sorted(mail for mail, home in before.items() if after.get(mail) != home)
+    conn = lab.admin(host)
+    try:
+        for mail in moved:
+            dn = lab.dn_cache.setdefault(mail, lab.dn_of(mail))
+            conn.modify(dn, {"qnMailHost": [(MODIFY_REPLACE, [before[mail]])]})
+    finally:
+        conn.unbind()
+    return moved
+
+
 def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
     """Stop the first host's store mid-stream, fail over to its replica, then back."""
     result = DrillResult("store-down")
@@ -162,7 +185,7 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
         raise ConfigError(f"no demo account lives on {store.hostname} (mail_host): nothing to fail over")
     sender, recipients = _sender_and_recipients(lab)
     stream = Stream(lab, sender, recipients, rate, duration)
-    marks: dict[str, Any] = {"presync": presync(lab, replica, homed)}
+    marks: dict[str, Any] = {"presync": presync(lab, replica, homed), "homes": mail_hosts(lab, store)}
 
     def outage() -> None:
         marks["stop"] = time.monotonic()
@@ -189,6 +212,8 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
         lab.exec(store, "doveadm", "replicator", "replicate", "-f", "*")
         time.sleep(5)
     result.timings["failback_after_restart_seconds"] = time.monotonic() - began
+    # failback must put every account back where it was, no more (an account of another store stays)
+    misplaced = put_back(lab, store, marks["homes"], mail_hosts(lab, store))
     lab.flush_queues()
     stream.settle(result, replica)
     began, same = time.monotonic(), False
@@ -204,9 +229,10 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
     result.details.update({"stopped_store": store.hostname, "replica": replica.hostname, "accounts_moved": homed,
                            "failover_rc": marks["failover_rc"], "failover": marks["failover"],
                            "failback_rc": rc, "failback": answer, "stores_identical": same,
+                           "misplaced_after_failback": misplaced,
                            "login_goal_seconds": LOGIN_GOAL_SECONDS})
     login = marks["login"]
-    result.passed = (result.passed and same and marks["failover_rc"] == 0 and rc == 0
+    result.passed = (result.passed and same and marks["failover_rc"] == 0 and rc == 0 and not misplaced
                      and login is not None and login <= LOGIN_GOAL_SECONDS)
     return result
 

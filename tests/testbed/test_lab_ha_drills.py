@@ -83,6 +83,10 @@ def test_a_store_down_fails_over_within_60_s_and_the_stores_converge(drills):
     failover = json.loads(drill["details"]["failover"])
     assert failover["store"] == "ha1.quangninh.test" and failover["target"] == "ha2.quangninh.test"
     assert failover["moved"] == failover["to_move"] >= 1
+    # failback put back exactly the accounts failover moved: none of ha2's own accounts moved to ha1
+    assert drill["details"]["misplaced_after_failback"] == []
+    failback = json.loads(drill["details"]["failback"])
+    assert sorted(a["mail"] for a in failback["accounts"]) == sorted(a["mail"] for a in failover["accounts"])
     assert 0 < drill["timings"]["login_restored_seconds"] <= 60
     assert drill["details"]["stores_identical"] is True
     assert drill["timings"]["stores_converged_seconds"] is not None
