@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qnprov import cliout, lab, labcheck, paths, testbed
+from qnprov import cliout, lab, labcheck, labdrill, paths, testbed
 from qnprov.cliout import JsonOpt, err, out, print_json
 from qnprov.ui import host_table, report_failures, run_site
 
@@ -138,6 +138,27 @@ def lab_smoke(inventory: LabInventoryOpt = None, as_json: JsonOpt = False) -> No
         for result in results:
             out.print(f"smoke ok through {result.host}: {result.sender} -> {result.recipient} "
                       f"(submitted in {result.submit_seconds:.2f}s, in INBOX after {result.delivery_seconds:.2f}s)")
+
+
+@lab_app.command("drill")
+def lab_drill(
+    inventory: LabInventoryOpt = None, as_json: JsonOpt = False,
+    drill: Annotated[list[str] | None, typer.Option(
+        "--drill", help=f"Run only this drill (repeatable): {', '.join(labdrill.DRILLS)}.")] = None,
+    rate: Annotated[float, typer.Option("--rate", min=0.5, max=20, help="Messages per second of the streams.")] = 3.0,
+    duration: Annotated[float, typer.Option("--duration", min=10, max=120, help="Seconds each stream lasts.")] = 30.0,
+) -> None:
+    """Failure drills on a multi-host lab (lab-ha); exits non-zero when any drill fails."""
+    results = labdrill.run(_lab_config(inventory), drill or list(labdrill.DRILLS), rate=rate, duration=duration)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            out.print(f"{r.name}: {'passed' if r.passed else 'FAILED'} sent {r.sent} accepted {r.accepted} "
+                      f"delivered {r.delivered} duplicates {r.duplicates} bounced {r.bounced} lost {r.lost} "
+                      + " ".join(f"{k}={v if v is None else round(v, 2)}" for k, v in r.timings.items())
+                      + (f" error: {r.error}" if r.error else ""))
+    cliout.finish(ok=all(r.passed for r in results))
 
 
 @lab_app.command("down")

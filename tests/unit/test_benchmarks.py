@@ -13,6 +13,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import ber_encoder  # noqa: E402
 import goals  # noqa: E402
+import ha_drill  # noqa: E402
 import verify_time  # noqa: E402
 
 
@@ -186,3 +187,27 @@ def test_dayday_variants_keep_the_lab_inventory_and_change_one_override(tmp_path
     assert rendered[0]["overrides.yml"] == b"failure_verdict: tempfail\nlocal_domains:\n- quangninh.test\n"
     assert rendered[1]["overrides.yml"] == b"failure_verdict: quarantine\nlocal_domains:\n- quangninh.test\n"
     assert rendered[0]["agencies.yml"] == rendered[1]["agencies.yml"] == b"'@quangninh.test': SKHCN\n"
+
+
+def test_ha_drill_goals_count_every_drill_and_the_lags() -> None:
+    from qnprov.labclient import DrillResult
+
+    good = DrillResult("mta-down", passed=True, sent=90, accepted=90, delivered=90)
+    lossy = DrillResult("store-down", passed=False, sent=60, accepted=60, delivered=58, duplicates=1, lost=2,
+                        timings={"login_restored_seconds": 71.234})
+    figures, checks = ha_drill.summarise([good, lossy], [0.01] * 98 + [0.5, 3.0], [0.4, 0.6, 1.2], 1500.0, 600.0)
+    assert [g.line() for g in checks] == [
+        "mta-down: passed: 1 (goal >= 1, met)",
+        "mta-down: accepted - delivered: 0 (goal <= 0, met)",
+        "mta-down: duplicates + bounces + lost: 0 (goal <= 0, met)",
+        "store-down: passed: 0 (goal >= 1, not met)",
+        "store-down: accepted - delivered: 2 (goal <= 0, not met)",
+        "store-down: duplicates + bounces + lost: 3 (goal <= 0, not met)",
+        "store stop to login through failover: 71.23 s (goal <= 60 s, not met)",
+        "ldap replication lag p99: 0.5 s (goal <= 2 s, met)",
+        "dsync replication lag p99: 1.2 s (goal <= 10 s, met)",
+        "lab-ha converge / single-host first converge: 2.5 (goal <= 2, not met)",
+    ]
+    assert figures["ldap replication lag"]["p50_seconds"] == 0.01 and figures["dsync replication lag"]["samples"] == 3
+    assert [d["name"] for d in figures["drills"]] == ["mta-down", "store-down"]
+    assert ha_drill.percentile([3.0, 1.0, 2.0], 0.5) == 2.0

@@ -109,7 +109,7 @@ def test_lab_commands_live_in_their_own_module() -> None:
     from qnprov import cli, lab_cli
 
     assert any(group.typer_instance is lab_cli.lab_app and group.name == "lab" for group in cli.app.registered_groups)
-    assert {c.name for c in lab_cli.lab_app.registered_commands} == {"up", "status", "smoke", "down"}
+    assert {c.name for c in lab_cli.lab_app.registered_commands} == {"up", "status", "smoke", "drill", "down"}
     assert "lab_app" not in {n.targets[0].id for n in ast.parse((PACKAGE / "cli.py").read_text()).body  # type: ignore[attr-defined]
                              if isinstance(n, ast.Assign)}
 

@@ -31,14 +31,14 @@ def test_every_lab_command_takes_an_inventory_name_or_path(monkeypatch: pytest.M
     monkeypatch.setattr(lab, "load_lab_config", record)
     monkeypatch.chdir(paths.PROJECT_ROOT)
     commands = sorted(str(c.name) for c in lab_cli.lab_app.registered_commands)
-    assert commands == ["down", "smoke", "status", "up"]
+    assert commands == ["down", "drill", "smoke", "status", "up"]
     for command in commands:
         for spelling in ("lab-ha", "inventories/lab-ha", str(LAB_HA)):
             result = CliRunner().invoke(app, ["lab", command, "-i", spelling])
             # cliout.main turns the ConfigError into one line and exit code 2; the runner sees it raised.
             assert isinstance(result.exception, ConfigError), (command, spelling, result.output)
             assert str(result.exception) == f"recorded {LAB_HA}"
-    assert len(seen) == 12 and {path for _, path in seen} == {LAB_HA}
+    assert len(seen) == 15 and {path for _, path in seen} == {LAB_HA}
     assert [c for c, _ in seen] == [c for c in commands for _ in range(3)]
     missing = CliRunner().invoke(app, ["lab", "status", "-i", "lab-nowhere"])
     assert isinstance(missing.exception, ConfigError)

@@ -27,6 +27,9 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qnprov.freshstage", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.lab", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.labcheck", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
+    # The drills use `qnprov store` as an operator does: a subprocess, not an import.
+    ("qnprov.labclient", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.stores."), ()),
+    ("qnprov.labdrill", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.stores."), ()),
     ("qnprov.argspec", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.topology", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.roledocs", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
