@@ -11,12 +11,9 @@ down -i lab-ha --purge` removes it.
 from __future__ import annotations
 
 import imaplib
-import json
 import re
 import smtplib
 import ssl
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -39,12 +36,8 @@ print(data.split(b"\\r\\n")[0].decode())
 
 
 @pytest.fixture(scope="module")
-def lab_ha() -> tuple[lab.LabConfig, dict[str, Any]]:
-    proc = subprocess.run([sys.executable, "-m", "qnprov", "lab", "up", "-i", "lab-ha", "--json"],
-                          capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=3600)
-    if proc.returncode != 0:
-        pytest.fail(f"qnprov lab up -i lab-ha failed ({proc.returncode}): {proc.stderr[-3000:]}", pytrace=False)
-    return lab.load_lab_config(LAB_HA), json.loads(proc.stdout)
+def lab_ha(lab_ha_up: tuple[lab.LabConfig, dict[str, Any]]) -> tuple[lab.LabConfig, dict[str, Any]]:
+    return lab_ha_up
 
 
 def _context(config: lab.LabConfig) -> ssl.SSLContext:

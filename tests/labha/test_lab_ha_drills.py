@@ -1,6 +1,6 @@
 """Issue 10's failure drills, for real: `qnprov lab drill -i lab-ha --json` on the multi-host lab.
 
-One `lab up -i lab-ha` per module (as tests/testbed/test_lab_ha.py: it converges both
+One `lab up -i lab-ha` per session (tests/labha/conftest.py: it converges both
 hosts, or re-converges a lab that is already up), then every drill once, in one
 `qnprov lab drill` run: the tests below assert the figures it printed. The drills stop
 and start one host at a time and leave both running; the lab stays up afterwards.
@@ -21,12 +21,8 @@ LAB_HA = paths.INVENTORIES_DIR / "lab-ha"
 
 
 @pytest.fixture(scope="module")
-def lab_ha() -> lab.LabConfig:
-    proc = subprocess.run([sys.executable, "-m", "qnprov", "lab", "up", "-i", "lab-ha", "--json"],
-                          capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=3600)
-    if proc.returncode != 0:
-        pytest.fail(f"qnprov lab up -i lab-ha failed ({proc.returncode}): {proc.stderr[-3000:]}", pytrace=False)
-    return lab.load_lab_config(LAB_HA)
+def lab_ha(lab_ha_up: tuple[lab.LabConfig, dict[str, Any]]) -> lab.LabConfig:
+    return lab_ha_up[0]
 
 
 @pytest.fixture(scope="module")
