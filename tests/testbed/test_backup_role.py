@@ -14,15 +14,15 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from qnprov import paths, runner, testbed
+from qnprov import paths, runner
 from qnprov_testing import backup_volume
+from qnprov_testing.containers import systemd_container
 
 REPOSITORY = "/srv/qnprov-backup-repo"
 PASSWORD = "role-test-password-5e1d"  # a throw-away repository's key
@@ -30,17 +30,11 @@ PASSWORD = "role-test-password-5e1d"  # a throw-away repository's key
 
 @pytest.fixture(scope="module")
 def container() -> Iterator[str]:
-    testbed.prepare_host()
-    testbed.build_image()
-    name = f"qnprov-test-backup-{uuid.uuid4().hex[:8]}"
-    testbed.remove_container(name)
-    subprocess.run(testbed.systemd_run_args(name), check=True, capture_output=True)
-    try:
-        assert testbed.wait_for_systemd(name) in {"running", "degraded"}
-        yield name
-    finally:
-        testbed.remove_container(name)
-        subprocess.run(["podman", "volume", "rm", "-f", f"{name}-repo"], capture_output=True, check=False)
+    with systemd_container("qnprov-test-backup-") as name:
+        try:
+            yield name
+        finally:
+            subprocess.run(["podman", "volume", "rm", "-f", f"{name}-repo"], capture_output=True, check=False)
 
 
 def _in(name: str, *cmd: str) -> subprocess.CompletedProcess[str]:

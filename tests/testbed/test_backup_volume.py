@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from qnprov import testbed
 from qnprov_testing import backup_volume
+from qnprov_testing.containers import exec_in, plain_container
 
 
 @pytest.fixture()
 def container() -> Iterator[str]:
-    testbed.prepare_host()
-    testbed.build_image()
-    name = f"qnprov-backupvol-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["podman", "run", "-d", "--name", name, testbed.IMAGE_REF, "sleep", "600"], check=True,
-                   capture_output=True)
-    try:
+    with plain_container("qnprov-backupvol-test-") as name:
         yield name
-    finally:
-        testbed.remove_container(name)
 
 
-def _in(name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", "exec", name, *cmd], capture_output=True, text=True, check=False)
+_in = exec_in
 
 
 def test_the_volume_is_mounted_only_inside_the_block(container: str) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from qnprov import freshstage, paths, testbed
+from qnprov_testing.containers import exec_in, plain_container
 
 
 def _pytest_step(tmp_path: Path, body: str | None) -> tuple[freshstage.FreshStep, int, freshstage.JunitCounts | None]:
@@ -117,19 +117,11 @@ def test_tracked_files_are_the_working_tree_of_tracked_files_only(tmp_path: Path
 
 @pytest.fixture()
 def container():
-    testbed.prepare_host()
-    testbed.build_image()
-    name = f"{freshstage.FRESH_PREFIX}test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["podman", "run", "-d", "--name", name, testbed.IMAGE_REF, "sleep", "600"], check=True,
-                   capture_output=True)
-    try:
+    with plain_container(f"{freshstage.FRESH_PREFIX}test-") as name:
         yield name
-    finally:
-        testbed.remove_container(name)
 
 
-def _in(name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", "exec", name, *cmd], capture_output=True, text=True, check=False)
+_in = exec_in
 
 
 def test_the_tree_is_copied_and_the_container_is_taken_off_the_network(container: str, tmp_path: Path):

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from qnprov import runner, testbed
+from qnprov_testing.containers import systemd_container
 
 
 @pytest.fixture(scope="module")
 def container():
-    testbed.prepare_host()
-    testbed.build_image()
-    name = f"qnprov-test-runner-{uuid.uuid4().hex[:8]}"
-    testbed.remove_container(name)
-    subprocess.run(testbed.systemd_run_args(name), check=True, capture_output=True)
-    try:
-        assert testbed.wait_for_systemd(name) in {"running", "degraded"}
+    with systemd_container("qnprov-test-runner-") as name:
         yield name
-    finally:
-        testbed.remove_container(name)
 
 
 def test_prepare_host_is_idempotent():

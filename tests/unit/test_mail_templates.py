@@ -19,6 +19,7 @@ import yaml
 
 from qnprov import paths
 from qnprov.policy import forwarding
+from qnprov_testing.template_vars import lab_shared
 
 # The shared fixture (tests/conftest.py): Postfix tools with a private config_directory.
 PostfixTool = Callable[..., subprocess.CompletedProcess[str]]
@@ -29,20 +30,7 @@ ROLES = paths.PROJECT_ROOT / "roles"
 LDAP_MAPS = yaml.safe_load((ROLES / "postfix" / "vars" / "main.yml").read_text())["__postfix_ldap_maps_base"]
 
 # What the inventory provides for the defaults' "{{ qnprov_* }}" references.
-SHARED = {
-    "qnprov_domain": "quangninh.test",
-    "qnprov_ldap_base_dn": "dc=quangninh,dc=test",
-    "qnprov_ldap_uri": "ldap://127.0.0.1",
-    "qnprov_ldap_postfix_password": "postfix-secret",
-    "qnprov_ldap_dovecot_password": "dovecot-secret",
-    "qnprov_tls_cert_file": "/etc/qnprov/tls/fullchain.pem",
-    "qnprov_tls_key_file": "/etc/qnprov/tls/privkey.pem",
-    "qnprov_tls_ca_file": "/etc/qnprov/tls/ca.pem",
-    "qnprov_hosted_domains": ["quangninh.test", "skhcn.quangninh.test"],
-    "ansible_facts": {"fqdn": "mail1.quangninh.test"},
-    "group_names": ["mail_all", "directory", "mta"],
-    "role_path": "/unused",
-}
+SHARED = lab_shared(ansible_facts={"fqdn": "mail1.quangninh.test"}, group_names=["mail_all", "directory", "mta"])
 
 
 def _environment(directory: Path) -> jinja2.Environment:

@@ -26,6 +26,7 @@ import yaml
 from qnprov import paths
 from qnprov.policy import forwarding
 from qnprov_testing.slapd import TestSlapd, running_test_slapd
+from qnprov_testing.template_vars import lab_shared
 
 PostfixTool = Callable[..., subprocess.CompletedProcess[str]]
 TEMPLATES = paths.PROJECT_ROOT / "templates"
@@ -35,22 +36,9 @@ STORES = [{"name": "store1.quangninh.test", "replica": "store2.quangninh.test"},
           {"name": "store2.quangninh.test", "replica": "store1.quangninh.test"}]
 
 # The shared variables of inventories/lab (literal ones; the secrets are lookups there).
-SHARED: dict[str, Any] = {
-    "qnprov_domain": "quangninh.test",
-    "qnprov_ldap_base_dn": "dc=quangninh,dc=test",
-    "qnprov_ldap_uri": "ldap://127.0.0.1",
-    "qnprov_ldap_postfix_password": "postfix-secret",
-    "qnprov_ldap_dovecot_password": "dovecot-secret",
-    "qnprov_tls_cert_file": "/etc/qnprov/tls/fullchain.pem",
-    "qnprov_tls_key_file": "/etc/qnprov/tls/privkey.pem",
-    "qnprov_tls_ca_file": "/etc/qnprov/tls/ca.pem",
-    "qnprov_hosted_domains": ["quangninh.test", "skhcn.quangninh.test"],
-    "ansible_facts": {"fqdn": "mail1.quangninh.test", "all_ipv4_addresses": ["10.89.7.11"],
-                      "all_ipv6_addresses": []},
-    "inventory_hostname": "mail1",
-    "group_names": ["mail_all", "directory", "mta", "store"],
-    "role_path": "/unused",
-}
+SHARED: dict[str, Any] = lab_shared(
+    ansible_facts={"fqdn": "mail1.quangninh.test", "all_ipv4_addresses": ["10.89.7.11"], "all_ipv6_addresses": []},
+    inventory_hostname="mail1", group_names=["mail_all", "directory", "mta", "store"])
 
 
 def _environment(directory: Path) -> jinja2.Environment:
