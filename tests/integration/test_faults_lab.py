@@ -163,6 +163,10 @@ def test_invalid_template_value_is_refused_before_reload(container, endpoints, t
     doc = json.loads(deploy.stdout)
     assert doc["hosts"]["mail1"]["failed"] >= 1, doc
     assert _exec(container, "sha256sum", "/etc/postfix/main.cf").stdout.split()[0] == before, "main.cf was replaced"
+    # Nothing of the refused change stays in staging, where the next run (or a dry run)
+    # would compare against it and report changes that are not there.
+    staged = _exec(container, "sha256sum", "/etc/postfix/.staging/main.cf").stdout.split()[0]
+    assert staged == before, "the refused main.cf stayed in staging"
     assert "smtpd_tls_auth_onyl" not in _exec(container, "postconf", "-n").stdout
     after_pid = _exec(container, "systemctl", "show", "-p", "MainPID", "--value", "postfix@-").stdout.strip()
     assert after_pid == master_pid, "Postfix was restarted by a failed deploy"
