@@ -26,6 +26,8 @@ SYSTEM_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl
   # the HTML report is checked in a real browser
   chromium
+  # real third-party mail clients meet the labs (tests/labha: logins proxied to the home store)
+  isync msmtp sieve-connect
 )
 
 missing=()
