@@ -176,7 +176,7 @@ def test_wrong_password_and_unknown_account_get_the_same_generic_failure():
     # filter of the role finds it (fail2ban-regex on the real journal).
     container = require_env("QNPROV_TEST_HOST")
     proc = subprocess.run(
-        ["podman", "exec", container, "fail2ban-regex", "systemd-journal[journalmatch='SYSLOG_IDENTIFIER=roundcube']",
+        ["podman", "exec", container, "fail2ban-regex", "systemd-journal",
          "/etc/fail2ban/filter.d/qnprov-webmail.conf"], capture_output=True, text=True, timeout=120, check=False)
     matched = re.search(r"Failregex: (\d+) total", proc.stdout)
     assert matched and int(matched.group(1)) >= 2, proc.stdout[-1500:] + proc.stderr[-500:]
