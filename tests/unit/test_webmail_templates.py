@@ -140,6 +140,8 @@ def test_mta_sts_nginx_includes_the_qnprov_servers_and_hides_its_version():
 
 def _failregex(text: str) -> re.Pattern[str]:
     line = re.search(r"^failregex = (.+)$", text, re.M).group(1)  # type: ignore[union-attr]
+    # common.conf's __prefix_line, reduced to the journal backend's "HOST DAEMON[PID]: " form.
+    line = line.replace("%(__prefix_line)s", r"\S+ roundcube\[\d+\]: ")
     return re.compile(line.replace("<HOST>", r"(?P<host>[0-9a-fA-F.:]+)"))
 
 
@@ -148,12 +150,19 @@ def test_fail2ban_filter_finds_roundcubes_failed_login_line_and_its_address():
     assert "journalmatch = SYSLOG_IDENTIFIER=roundcube" in text
     regex = _failregex(text)
     # As Roundcube 1.6 writes it to the journal, with its session prefix (log_session_id).
-    for line in ("<7r1mggks> Failed login for annv@quangninh.test from 10.88.0.1 in session 7r1mggkso99d88gt (error: 0)",
-                 "Failed login for annv@quangninh.test from 2001:db8::5 in session 5b1f0a2c3d4e5f60 (error: -1)"):
-        found = regex.search(line)
-        assert found and found.group("host") in line.split(" from ")[1], line
+    prefix = "mail1.quangninh.test roundcube[54364]: "
+    for line, host in (
+            ("<7r1mggks> Failed login for annv@quangninh.test from 10.88.0.1 in session 7r1mggkso99d88gt (error: 0)",
+             "10.88.0.1"),
+            ("Failed login for annv@quangninh.test from 2001:db8::5 in session 5b1f0a2c3d4e5f60 (error: -1)",
+             "2001:db8::5"),
+            # A typed user name that imitates the line cannot frame another address.
+            ("<abc> Failed login for x from 6.6.6.6 in session a (error: 0) from 10.88.0.7 in session b1 (error: 0)",
+             "10.88.0.7")):
+        found = regex.search(prefix + line)
+        assert found and found.group("host") == host, line
     # The IMAP error line of the same failure names the same address; it must not count twice.
-    assert not regex.search("<7r1mggks> IMAP Error: Login failed for annv@quangninh.test against mail1.quangninh.test "
+    assert not regex.search(prefix + "<7r1mggks> IMAP Error: Login failed for annv@quangninh.test against mail1.quangninh.test "
                             "from 10.88.0.1. AUTHENTICATE PLAIN: Authentication failed. in /usr/share/x.php on line 2")
     assert not regex.search("Successful login for annv@quangninh.test (ID: 1) from 10.88.0.1 in session 5b1f0a2c")
     jail = render("webmail/fail2ban-jail.local.j2", _variables())
