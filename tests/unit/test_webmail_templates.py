@@ -25,9 +25,7 @@ def _variables(**overrides: Any) -> dict[str, Any]:
     values.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
     values.update({
         "webmail_server_name": "mail1.quangninh.test",
-        "webmail_imap_host": "mail1.quangninh.test",
-        "webmail_smtp_host": "mail1.quangninh.test",
-        "webmail_managesieve_host": "mail1.quangninh.test",
+        "webmail_tls_peer_name": "mail1.quangninh.test",
         "webmail_tls_cert_file": "/etc/qnprov/tls/fullchain.pem",
         "webmail_tls_key_file": "/etc/qnprov/tls/privkey.pem",
         "webmail_tls_ca_file": "/etc/qnprov/tls/ca.pem",
@@ -57,10 +55,12 @@ def _php_settings(text: str) -> dict[str, str]:
 def test_roundcube_talks_tls_with_verified_peers_in_vietnamese():
     text = render("webmail/config.inc.php.j2", _variables())
     settings = _php_settings(text)
-    assert settings["imap_host"] == "'ssl://mail1.quangninh.test:993'"
-    assert settings["smtp_host"] == "'tls://mail1.quangninh.test:587'"
+    assert settings["imap_host"] == "'ssl://127.0.0.1:993'"
+    assert settings["smtp_host"] == "'tls://127.0.0.1:587'"
     assert settings["imap_conn_options"] == settings["smtp_conn_options"] == "$qnprov_tls"
     assert "'verify_peer' => true" in text and "'verify_peer_name' => true" in text
+    # Reached on loopback, checked against the official name.
+    assert "'peer_name' => 'mail1.quangninh.test'" in text
     assert "=> false" not in text.split("$qnprov_tls = [", 1)[1].split("];", 1)[0].replace(
         "'allow_self_signed' => false", "")
     assert "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
@@ -106,8 +106,9 @@ def test_password_plugin_uses_the_exop_as_the_user(uri: str, starttls: str):
 
 def test_managesieve_uses_starttls_with_a_verified_peer():
     text = render("webmail/managesieve.config.inc.php.j2", _variables())
-    assert _php_settings(text)["managesieve_host"] == "'tls://mail1.quangninh.test:4190'"
+    assert _php_settings(text)["managesieve_host"] == "'tls://127.0.0.1:4190'"
     assert "'verify_peer' => true" in text and "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
+    assert "'peer_name' => 'mail1.quangninh.test'" in text
 
 
 def test_nginx_server_sends_the_security_headers_and_runs_only_the_front_controller():
