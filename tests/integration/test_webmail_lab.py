@@ -159,29 +159,6 @@ def test_https_page_carries_the_security_headers_with_only_the_lab_ca():
         assert browser.request("GET", path)[0] == 404, path
 
 
-def test_wrong_password_and_unknown_account_get_the_same_generic_failure():
-    account = _accounts()[0]
-    answers = []
-    for user, password in ((account["address"], "sai-mat-khau-" + secrets.token_hex(4)),
-                           (f"khong-ton-tai-{uuid.uuid4().hex[:8]}@quangninh.test", "x" * 16)):
-        browser = Browser()
-        status, _, text = browser.login(user, password)
-        message = re.search(r'rcmail\.display_message\("([^"]*)","(\w+)"', text)
-        assert message, text[:500]
-        answers.append((status, message.group(1), message.group(2)))
-        assert "qnwm_sessauth" not in browser.cookies
-    assert answers[0] == answers[1], answers
-    assert answers[0][0] == 401 and answers[0][2] == "warning"
-    # The failure reaches the journal with the client address, where the fail2ban
-    # filter of the role finds it (fail2ban-regex on the real journal).
-    container = require_env("QNPROV_TEST_HOST")
-    proc = subprocess.run(
-        ["podman", "exec", container, "fail2ban-regex", "systemd-journal",
-         "/etc/fail2ban/filter.d/qnprov-webmail.conf"], capture_output=True, text=True, timeout=120, check=False)
-    matched = re.search(r"Failregex: (\d+) total", proc.stdout)
-    assert matched and int(matched.group(1)) >= 2, proc.stdout[-1500:] + proc.stderr[-500:]
-
-
 @pytest.mark.mailflow
 def test_login_send_in_vietnamese_read_over_imap_and_change_the_password():
     sender, recipient = _accounts()[0], _accounts()[1]
@@ -262,6 +239,54 @@ def _change_password(browser: Browser, current: str, new: str) -> bool:
     message = re.search(r'rcmail\.display_message\("([^"]*)","(\w+)"', saved)
     assert message and message.group(2) == "confirmation", saved[-800:]
     return True
+
+
+def _language_prefs(browser: Browser, language: str) -> str:
+    status, _, saved = browser.request("POST", "/?_task=settings&_action=save-prefs", {
+        "_token": browser.token, "_task": "settings", "_action": "save-prefs", "_section": "general",
+        "_framed": "1", "_language": language})
+    message = re.search(r'rcmail\.display_message\("([^"]*)","(\w+)"', saved)
+    assert status == 200 and message and message.group(2) == "confirmation", saved[-500:]
+    return message.group(1)
+
+
+def test_vietnamese_by_default_and_english_on_request():
+    account = _accounts()[2]
+    browser = Browser()
+    status, _, text = browser.login(account["address"], account["password"])
+    assert status == 200 and re.search(r'<html[^>]* lang="vi"', text)
+    try:
+        # Saved in Vietnamese, the answer to the change is already English.
+        assert _language_prefs(browser, "en_US") == "Successfully saved."
+        status, _, text = browser.follow("GET", "/?_task=mail")
+        assert status == 200 and re.search(r'<html[^>]* lang="en"', text)
+    finally:
+        assert _language_prefs(browser, "vi_VN") == "Đã lưu thành công"
+
+
+def test_wrong_password_and_unknown_account_get_the_same_generic_failure():
+    # After the logins above: Dovecot's auth penalty (per address, and the webmail is always
+    # 127.0.0.1) would otherwise slow them by seconds.
+    account = _accounts()[0]
+    answers = []
+    for user, password in ((account["address"], "sai-mat-khau-" + secrets.token_hex(4)),
+                           (f"khong-ton-tai-{uuid.uuid4().hex[:8]}@quangninh.test", "x" * 16)):
+        browser = Browser()
+        status, _, text = browser.login(user, password)
+        message = re.search(r'rcmail\.display_message\("([^"]*)","(\w+)"', text)
+        assert message, text[:500]
+        answers.append((status, message.group(1), message.group(2)))
+        assert "qnwm_sessauth" not in browser.cookies
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 401 and answers[0][2] == "warning"
+    # The failure reaches the journal with the client address, where the fail2ban
+    # filter of the role finds it (fail2ban-regex on the real journal).
+    container = require_env("QNPROV_TEST_HOST")
+    proc = subprocess.run(
+        ["podman", "exec", container, "fail2ban-regex", "systemd-journal",
+         "/etc/fail2ban/filter.d/qnprov-webmail.conf"], capture_output=True, text=True, timeout=120, check=False)
+    matched = re.search(r"Failregex: (\d+) total", proc.stdout)
+    assert matched and int(matched.group(1)) >= 2, proc.stdout[-1500:] + proc.stderr[-500:]
 
 
 def test_login_posts_beyond_the_burst_are_throttled_by_nginx():
