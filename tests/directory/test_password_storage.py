@@ -286,3 +286,84 @@ def test_control_qn_ldap_08_judges_the_test_slapds_config(slapd: TestSlapd) -> N
     config = hoststate.parse_ldif(dump)
     control.test_password_hash_scheme(config)
     assert any("qnprov_argon2.so m=19456 t=2 p=1" in v for e in config for v in e.get("olcmoduleload", []))
+
+
+def _module_list_filter() -> Callable[..., str]:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "roles" / "openldap" / "filter_plugins" / "module_list.py"
+    spec = importlib.util.spec_from_file_location("module_list", path)
+    assert spec is not None and spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    return plugin.FilterModule().filters()["openldap_module_list_ldif"]  # type: ignore[no-any-return]
+
+
+WANTED = "/usr/local/lib/ldap/qnprov_argon2.so m=19456 t=2 p=1"
+
+
+@pytest.mark.parametrize(("loaded", "ldif"), [
+    (["{0}back_mdb", "{1}" + WANTED], ""),
+    (["{0}back_mdb", "{1}argon2"],
+     "delete: olcModuleLoad\nolcModuleLoad: {1}argon2\n-\nadd: olcModuleLoad\nolcModuleLoad: " + WANTED + "\n-\n"),
+    (["{0}back_mdb", "{1}argon2.so m=4096", "{2}" + WANTED],
+     "delete: olcModuleLoad\nolcModuleLoad: {1}argon2.so m=4096\n-\n"),
+    (["{0}back_mdb", "{1}/usr/local/lib/ldap/qnprov_argon2.so m=4096 t=2 p=1"],
+     "delete: olcModuleLoad\nolcModuleLoad: {1}/usr/local/lib/ldap/qnprov_argon2.so m=4096 t=2 p=1\n-\n"
+     "add: olcModuleLoad\nolcModuleLoad: " + WANTED + "\n-\n"),
+    ("{0}back_mdb", "add: olcModuleLoad\nolcModuleLoad: " + WANTED + "\n-\n"),
+])
+def test_module_list_change(loaded: str | list[str], ldif: str) -> None:
+    change = _module_list_filter()(loaded, WANTED)
+    expected = "dn: cn=module{0},cn=config\nchangetype: modify\n" + ldif if ldif else ""
+    assert change == expected
+
+
+def test_directory_from_the_older_release_is_moved_to_qnprovs_module(
+        slapd: TestSlapd, writer: Connection, settings: ldapio.LdapSettings, tmp_path: Path) -> None:
+    """The role's offline step (tasks/config.yml): slapmodify with the filter's LDIF, slaptest, start."""
+    from qnprov_testing.slapd import argon2_module
+
+    dn, _ = _provision_one(slapd, writer, settings, tmp_path)
+    config_dir = str(slapd.workdir / "slapd.d")
+    ours = f"{argon2_module()} m=19456 t=2 p=1"
+
+    def loaded() -> list[str]:
+        dump = subprocess.run(["slapcat", "-n0", "-F", config_dir, "-a", "(objectClass=olcModuleList)",
+                               "-o", "ldif-wrap=no"], capture_output=True, text=True, check=True).stdout
+        return [line.removeprefix("olcModuleLoad: ") for line in dump.splitlines()
+                if line.startswith("olcModuleLoad: ")]
+
+    def slapmodify(ldif: str) -> None:
+        result = subprocess.run(["slapmodify", "-n0", "-F", config_dir], input=ldif,
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+
+    # The older release's module list: Debian's argon2 only.
+    slapd.stop()
+    slapmodify(f"dn: cn=module{{0}},cn=config\nchangetype: modify\ndelete: olcModuleLoad\n"
+               f"olcModuleLoad: {{1}}{ours}\n-\nadd: olcModuleLoad\nolcModuleLoad: argon2\n-\n")
+    assert loaded() == ["{0}back_mdb", "{1}argon2"]
+    slapd.start()
+    root = Connection(Server("127.0.0.1", port=slapd.port), slapd.root_dn, slapd.root_password,
+                      auto_bind=True, raise_exceptions=True)
+    assert root.extend.standard.modify_password(dn, new_password="Old release pw 1")
+    assert b"\x00" in _stored(slapd, dn)  # the junk this change removes
+
+    # The role's step.
+    change = _module_list_filter()(loaded(), ours)
+    assert "olcModuleLoad: {1}argon2" in change
+    slapd.stop()
+    slapmodify(change)
+    check = subprocess.run(["slaptest", "-u", "-F", config_dir], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert loaded() == ["{0}back_mdb", "{1}" + ours]
+    assert _module_list_filter()(loaded(), ours) == ""  # converged: nothing to do next run
+    slapd.start()
+
+    server = Server("127.0.0.1", port=slapd.port)
+    assert Connection(server, dn, "Old release pw 1").bind()  # the junk-tailed argon2i still verifies
+    root = Connection(server, slapd.root_dn, slapd.root_password, auto_bind=True, raise_exceptions=True)
+    assert root.extend.standard.modify_password(dn, new_password="New release pw 2")
+    _assert_clean_argon2id(_stored(slapd, dn))
+    assert Connection(server, dn, "New release pw 2").bind()
