@@ -50,7 +50,8 @@ def _assert_clean_argon2id(stored: bytes) -> None:
     Failure reports carry the value's length and its scheme prefix, never the hash.
     """
     match = _CLEAN_ARGON2ID.fullmatch(stored)
-    assert match is not None, (len(stored), stored[:len(b"{ARGON2}$argon2id$")], b"\x00" in stored)
+    scheme = b"$".join(stored.split(b"$", 2)[:2])  # "{CRYPT}$y", "{ARGON2}$argon2i": no salt, no hash
+    assert match is not None, (len(stored), scheme, b"\x00" in stored)
     memory, time_cost = int(match.group(1)), int(match.group(2))
     assert (memory, time_cost) == (19456, 2), (memory, time_cost)
     problem = stored_password_problem(stored)
