@@ -33,7 +33,7 @@ from qnprov.errors import ConfigError, ExternalError
 DEFAULT_WINDOW = 128
 # slapo-ppolicy's operational attribute: TRUE until the person changes the password
 # an administrator (qnprov) set. The overlay deletes it on the person's own change.
-PWD_RESET = "pwdReset"
+PWD_RESET = "pwdReset"  # noqa: S105 - an attribute name
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,7 @@ def find_account(connection: Connection, base_dn: str, address: str) -> AccountR
 
 
 def reset_password(connection: Connection, account: AccountRef,
-                   scheme: PasswordScheme = "ssha") -> str:  # noqa: S107 - a scheme name
+                   scheme: PasswordScheme = "ssha") -> str:
     """Give ``account`` a new random initial password and set pwdReset TRUE; returns the password.
 
     One modify: the new hash and pwdReset together. Naming pwdReset in the same

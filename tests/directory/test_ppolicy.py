@@ -8,16 +8,18 @@ the length and history rules, and the person's own change clearing pwdReset.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import stat
 from pathlib import Path
 
 import pytest
-from ldap3 import BASE, Connection, Server
+from ldap3 import BASE, MODIFY_REPLACE, Connection, Server
 from typer.testing import CliRunner
 
 from qnprov.directory.cli import accounts_app
+from qnprov.directory.passwords import stored_password_problem
 from qnprov_testing import synthetic
 from qnprov_testing.slapd import PASSWORD_IN_HISTORY, PASSWORD_MIN_LENGTH, TestSlapd
 
@@ -211,3 +213,28 @@ def test_reset_password_of_an_unknown_address_fails_cleanly(slapd: TestSlapd, pa
     assert result.exit_code == 2
     assert "no account has the address 'nobody*)(mail=*@quangninh.test'" in result.output
     assert "Traceback" not in result.output and not creds.exists()
+
+
+def test_a_plain_modify_by_the_person_is_checked_and_hashed_not_stored_as_sent(
+        slapd: TestSlapd, password_file: Path, tmp_path: Path) -> None:
+    """Some password plugins replace userPassword with a plain modify: the policy still applies,
+    and olcPPolicyHashCleartext hashes the value (olcPasswordHash) instead of storing cleartext."""
+    address, row = next(iter(_apply(slapd, password_file, tmp_path).items()))
+    dn = _dn(slapd, address)
+    connection = _bind(slapd, dn, row["initial_password"])
+    try:
+        connection.modify(dn, {"userPassword": [(MODIFY_REPLACE, ["short-1"])]})
+        assert (connection.result["description"], connection.result["message"]) == (
+            "constraintViolation", SHORT_MESSAGE)
+        chosen = "Vân Đồn airport 2026"
+        connection.modify(dn, {"userPassword": [(MODIFY_REPLACE, [chosen])]})
+        assert connection.result["description"] == "success", connection.result
+    finally:
+        connection.unbind()
+    stored = slapd.ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b", dn, "-s", "base",
+                             "(objectClass=*)", "userPassword").stdout
+    (value,) = [base64.b64decode(line.split(":: ", 1)[1]) for line in stored.splitlines()
+                if line.startswith("userPassword:: ")]
+    assert value.startswith(b"{CRYPT}$y$") and chosen.encode() not in value
+    assert stored_password_problem(value) is None
+    assert _pwd_reset(slapd, dn) is None and _binds(slapd, dn, chosen)
