@@ -386,7 +386,8 @@ def start_test_slapd(
             server.ldap_tool("ldapadd", input_text=dit)
             server.ldap_tool("ldapadd", input_text=_render(
                 "ppolicy.ldif.j2", openldap_base_dn=base_dn, openldap_password_min_length=PASSWORD_MIN_LENGTH,
-                openldap_password_in_history=PASSWORD_IN_HISTORY))
+                openldap_password_in_history=PASSWORD_IN_HISTORY,
+                openldap_ppolicy_exempt_dns=[server.service_dn(cn) for cn in accounts]))
     except BaseException:
         server.stop()
         raise

@@ -238,3 +238,26 @@ def test_a_plain_modify_by_the_person_is_checked_and_hashed_not_stored_as_sent(
     assert value.startswith(b"{CRYPT}$y$") and chosen.encode() not in value
     assert stored_password_problem(value) is None
     assert _pwd_reset(slapd, dn) is None and _binds(slapd, dn, chosen)
+
+
+def test_a_password_set_by_someone_else_marks_a_person_but_never_a_role_managed_account(
+        slapd: TestSlapd, password_file: Path, tmp_path: Path) -> None:
+    """slapd 2.5 marks pwdReset TRUE on any password set by another identity (pwdMustChange TRUE).
+    The service accounts are under cn=role-managed (pwdMustChange FALSE): a rotated service
+    password must never restrict the service's own session."""
+    address, row = next(iter(_apply(slapd, password_file, tmp_path).items()))
+    person = _dn(slapd, address)
+    assert _self_change(slapd, person, row["initial_password"], "Tuần Châu harbour 2026")["description"] == "success"
+    assert _pwd_reset(slapd, person) is None
+    for dn, new in ((person, "Set by the admin 2026"), (slapd.service_dn("dovecot"), "rotated-service-password")):
+        slapd.ldap_tool("ldappasswd", "-s", new, dn)  # the root DN sets it (RFC 3062)
+    assert _pwd_reset(slapd, person) == "TRUE"
+    assert _pwd_reset(slapd, slapd.service_dn("dovecot")) is None
+    dovecot = _bind(slapd, slapd.service_dn("dovecot"), "rotated-service-password")
+    try:  # the service's session is not restricted: its lookups still work
+        assert dovecot.search(slapd.base_dn, f"(mail={address})", attributes=["mail"])
+    finally:
+        dovecot.unbind()
+    out = slapd.ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b", f"ou=services,{slapd.base_dn}",
+                          "(objectClass=*)", "pwdPolicySubentry").stdout
+    assert out.count(f"pwdPolicySubentry: cn=role-managed,ou=policies,{slapd.base_dn}") == 3
