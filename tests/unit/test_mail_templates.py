@@ -316,7 +316,9 @@ def test_dovecot_refuses_accounts_that_must_change_their_password_first() -> Non
     local_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb.conf.ext")
     assert pwreset_at < local_at
     block = conf[pwreset_at:conf.index("}", pwreset_at)]
-    assert "result_failure = continue" in block and "result_internalfail = return-fail" in block
+    # return-fail: Postfix (a SASL client) must see a failure, not a success with nologin.
+    assert "result_success = return-fail" in block and "result_failure = continue" in block
+    assert "result_internalfail = return-fail" in block
     lines = env.get_template("dovecot-ldap-passdb-pwreset.conf.ext.j2").render(variables).splitlines()
     assert "auth_bind = yes" in lines
     assert ("pass_filter = (&(&(objectClass=qnMailAccount)(mail=%u)(qnAccountStatus=active)"
