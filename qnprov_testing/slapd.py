@@ -46,6 +46,9 @@ ARGON2_MODULE_BUILD = paths.ROLES_DIR / "openldap" / "files" / "build-qnprov-arg
 _built_modules: dict[str, Path] = {}
 _build_lock = threading.Lock()
 DB_CONFIG_DN = "olcDatabase={1}mdb,cn=config"
+# The openldap role's defaults (roles/openldap/defaults/main.yml) for the password policy.
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_IN_HISTORY = 5
 
 # Equality indexes for every attribute the mail stack and the provisioner look up.
 DB_INDEXES = (
@@ -227,6 +230,13 @@ class TestSlapd:
         if result.returncode != 0:
             raise ExternalError(f"ldapmodify over ldapi failed: {result.stderr.strip()}")
 
+    def ldapi_add(self, ldif: str) -> None:
+        """Add entries to cn=config as the local root, over ldapi with SASL EXTERNAL."""
+        result = subprocess.run(["ldapadd", "-Q", "-Y", "EXTERNAL", "-H", self.ldapi_url],
+                                input=ldif, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ExternalError(f"ldapadd over ldapi failed: {result.stderr.strip()}")
+
     def count_entries(self, base: str | None = None, search_filter: str = "(objectClass=*)") -> int:
         out = self.ldap_tool("ldapsearch", "-LLL", "-b", base or self.base_dn, search_filter, "1.1").stdout
         return sum(1 for line in out.splitlines() if line.startswith("dn:"))
@@ -262,6 +272,7 @@ cn: module{{0}}
 olcModulePath: {MODULE_DIR}
 olcModuleLoad: back_mdb
 olcModuleLoad: {argon2_module()} {SLAPD_ARGON2_MODULE_ARGS}
+olcModuleLoad: ppolicy
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -382,6 +393,8 @@ def start_test_slapd(
                          openldap_service_writers=["qnprov"],
                          openldap_service_replicators=["replicator"] if replicator else [])
         server.ldapi_modify(access)
+        # The password policy overlay and its default policy, from the role's templates.
+        server.ldapi_add(_render("ppolicy-overlay.ldif.j2", openldap_db_dn=DB_CONFIG_DN, openldap_base_dn=base_dn))
         if seed:
             descriptions = {"postfix": "Postfix lookups (read-only)", "dovecot": "Dovecot lookups (read-only)",
                             "qnprov": "qnprov provisioning (writer)",
@@ -395,6 +408,10 @@ def start_test_slapd(
             dit = _render("dit.ldif.j2", openldap_base_dn=base_dn, openldap_organization=organization,
                           openldap_hosted_domains=list(hosted_domains), openldap_service_accounts=services)
             server.ldap_tool("ldapadd", input_text=dit)
+            server.ldap_tool("ldapadd", input_text=_render(
+                "ppolicy.ldif.j2", openldap_base_dn=base_dn, openldap_password_min_length=PASSWORD_MIN_LENGTH,
+                openldap_password_in_history=PASSWORD_IN_HISTORY,
+                openldap_ppolicy_exempt_dns=[server.service_dn(cn) for cn in accounts]))
     except BaseException:
         server.stop()
         raise

@@ -263,6 +263,61 @@ def _read_directory(inventory: str | None, ldap_url: str | None, bind_dn: str | 
         return state
 
 
+@accounts_app.command("reset-password")
+def accounts_reset_password(
+    address: Annotated[str, typer.Argument(help="The account's address (primary or alias).")],
+    credentials_dir: Annotated[Path, typer.Option(
+        "--credentials-dir", help="Append the new initial password to DIR/<AGENCY>.csv (0600), "
+        "the hand-over file accounts apply writes.")],
+    hash_scheme: Annotated[str, typer.Option(
+        "--password-scheme", help="ssha (default) or argon2, as for accounts apply.")] = "ssha",
+    check: Annotated[bool, typer.Option("--check", help="Find the account and report; write nothing.")] = False,
+    inventory: InventoryOpt = None, ldap_url: LdapUrlOpt = None, bind_dn: BindDnOpt = None,
+    bind_password_file: PasswordFileOpt = None, ca_cert: CaCertOpt = None, base_dn: BaseDnOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a new initial password and set "must change password" (pwdReset) again."""
+    with _user_errors():
+        if hash_scheme not in ("ssha", "argon2"):
+            raise ConfigError("--password-scheme must be ssha or argon2")
+        settings = resolve_settings(_connection_options(inventory, ldap_url, bind_dn, bind_password_file,
+                                                        ca_cert, base_dn, None))
+        connection = ldapio.connect(settings)
+        try:
+            account = ldapio.find_account(connection, settings.base_dn, address)
+            if account.status != "active":
+                raise ConfigError(f"{account.mail} is {account.status}; enable it before resetting its password")
+            credentials_file = credentials_dir / f"{account.agency}.csv"
+            if not check:
+                # The file is opened first, so a directory that cannot be written stops the
+                # reset before the directory changes and the new password would be lost.
+                writer = CredentialsWriter(credentials_dir)
+                try:
+                    writer.open(account.agency)
+                    password = ldapio.reset_password(connection, account, hash_scheme)  # type: ignore[arg-type]
+                    writer.add(account.agency, account.employee_id, account.mail, password)
+                    del password
+                finally:
+                    writer.close()
+                account = ldapio.find_account(connection, settings.base_dn, account.mail)
+        finally:
+            connection.unbind()
+        doc = {"address": account.mail, "employee_id": account.employee_id, "agency": account.agency,
+               "dn": account.dn, "must_change": account.must_change, "applied": not check,
+               "credentials_file": str(credentials_file)}
+        if as_json:
+            print_json(doc, indent=None)
+            return
+        if check:
+            out.print(f"Would issue a new initial password for {account.mail} ({account.employee_id}), "
+                      f"set \"must change password\" and append it to {credentials_file} (mode 0600).")
+            return
+        out.print(f"New initial password for {account.mail} ({account.employee_id}) in {credentials_file} "
+                  f"(mode 0600); must change password: {'yes' if account.must_change else 'NO'}.")
+        if not account.must_change:
+            raise QnprovError(f"pwdReset is not TRUE on {account.dn} after the reset; is slapo-ppolicy loaded?")
+
+
 @accounts_app.command("purge")
 def accounts_purge(
     older_than: Annotated[int, typer.Option("--older-than", min=0, help="Days since the account was disabled.")],

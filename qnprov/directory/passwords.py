@@ -159,6 +159,11 @@ class CredentialsWriter:
             self._files[agency] = (handle, writer)
         return self._files[agency][1]
 
+    def open(self, agency: str) -> Path:
+        """Create (or tighten) ``DIR/<AGENCY>.csv`` now, before anything is written to it."""
+        self._writer(agency)
+        return self.directory / f"{agency}.csv"
+
     def add(self, agency: str, employee_id: str, address: str, password: str) -> None:
         self._writer(agency).writerow({"employee_id": employee_id, "address": address,
                                        "initial_password": password})

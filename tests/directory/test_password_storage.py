@@ -168,7 +168,7 @@ def test_hashes_written_earlier_still_verify(slapd: TestSlapd, writer: Connectio
     if verifies:
         # The next change, by the person, replaces it with a clean argon2id hash.
         person = Connection(server, dn, "Old pw 1", auto_bind=True, raise_exceptions=True)
-        assert person.extend.standard.modify_password(dn, old_password="Old pw 1", new_password="New pw 2")
+        assert person.extend.standard.modify_password(dn, old_password="Old pw 1", new_password="New passphrase 2 xy")
         _assert_clean_argon2id(_stored(slapd, dn))
 
 
@@ -335,6 +335,9 @@ def test_directory_from_the_older_release_is_moved_to_qnprovs_module(
         return [line.removeprefix("olcModuleLoad: ") for line in dump.splitlines()
                 if line.startswith("olcModuleLoad: ")]
 
+    def names() -> list[str]:  # the list without indexes and without the password policy overlay
+        return [n for n in (re.sub(r"^\{\d+\}", "", v) for v in loaded()) if n != "ppolicy"]
+
     def slapmodify(ldif: str) -> None:
         result = subprocess.run(["slapmodify", "-n0", "-F", config_dir], input=ldif,
                                 capture_output=True, text=True, check=False)
@@ -344,7 +347,7 @@ def test_directory_from_the_older_release_is_moved_to_qnprovs_module(
     slapd.stop()
     slapmodify(f"dn: cn=module{{0}},cn=config\nchangetype: modify\ndelete: olcModuleLoad\n"
                f"olcModuleLoad: {{1}}{ours}\n-\nadd: olcModuleLoad\nolcModuleLoad: argon2\n-\n")
-    assert loaded() == ["{0}back_mdb", "{1}argon2"]
+    assert names() == ["back_mdb", "argon2"]
     slapd.start()
     root = Connection(Server("127.0.0.1", port=slapd.port), slapd.root_dn, slapd.root_password,
                       auto_bind=True, raise_exceptions=True)
@@ -353,12 +356,12 @@ def test_directory_from_the_older_release_is_moved_to_qnprovs_module(
 
     # The role's step.
     change = _module_list_filter()(loaded(), ours)
-    assert "olcModuleLoad: {1}argon2" in change
+    assert re.search(r"(?m)^olcModuleLoad: \{\d+\}argon2$", change)
     slapd.stop()
     slapmodify(change)
     check = subprocess.run(["slaptest", "-u", "-F", config_dir], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
-    assert loaded() == ["{0}back_mdb", "{1}" + ours]
+    assert names() == ["back_mdb", ours]
     assert _module_list_filter()(loaded(), ours) == ""  # converged: nothing to do next run
     slapd.start()
 

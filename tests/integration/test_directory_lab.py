@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qnprov import lab
+from qnprov.directory import ldapio
 from qnprov.directory.cli import accounts_app
 
 pytestmark = pytest.mark.lab
@@ -68,6 +69,32 @@ def apply(tmp_path: Path, roster: str, *extra: str) -> dict[str, object]:
     return json.loads(result.stdout)
 
 
+def change_own_password(address: str, old: str, new: str) -> None:
+    """The person's own change (issue 14): a password modify bound as themselves, over the lab's ldaps.
+
+    accounts apply marks every new account pwdReset TRUE, so the mail services refuse it
+    until this has happened; slapd then deletes the mark.
+    """
+    host, port = endpoint("ldap")
+    dn = account_dn(address)
+    settings = ldapio.LdapSettings(url=f"ldaps://{host}:{port}", base_dn=required_env("QNPROV_TEST_BASE_DN"),
+                                   bind_dn=dn, bind_password=old, ca_cert=Path(required_env("QNPROV_TEST_CA")),
+                                   tls_server_name=lab.load_lab_config().hosts[0].hostname)
+    connection = ldapio.connect(settings)
+    try:
+        connection.extend.standard.modify_password(dn, old, new)
+    finally:
+        connection.unbind()
+
+
+def account_dn(address: str) -> str:
+    """The account's DN, from `accounts reset-password --check` (which writes nothing)."""
+    result = runner.invoke(accounts_app, ["reset-password", address, "-i", str(lab.default_inventory()),
+                                          "--credentials-dir", "/nonexistent-never-written", "--check", "--json"])
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["dn"])
+
+
 def send(sender: dict[str, str], recipient: str, subject: str) -> None:
     host, port = endpoint("submission")
     message = EmailMessage()
@@ -105,6 +132,9 @@ def test_provisioned_account_logs_in_receives_mail_and_is_locked_out_when_disabl
     address, password = row["address"], row["initial_password"]
     assert row["employee_id"] == employee_id and address.split("@")[0].startswith("thultk")
 
+    # New accounts must change the initial password first (issue 14, test_password_change_lab.py).
+    password = f"Kiem-thu-{uuid.uuid4().hex[:12]}"
+    change_own_password(address, row["initial_password"], password)
     imap_login(address, password).logout()
     subject = f"qnprov directory {uuid.uuid4().hex}"
     send(sender, address, subject)

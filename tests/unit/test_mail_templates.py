@@ -304,3 +304,25 @@ def test_every_provider_is_listed_and_ldaps_gets_no_starttls(tmp_path: Path, pos
         assert lines["uris"] == "ldaps://ldap1.quangninh.test ldaps://ldap2.quangninh.test"
         assert (lines["tls"], lines["tls_require_cert"], lines["tls_ca_cert_file"]) == (
             "no", "hard", "/etc/qnprov/tls/ca.pem")
+
+
+def test_dovecot_refuses_accounts_that_must_change_their_password_first() -> None:
+    """Issue 14: a first passdb finds only pwdReset=TRUE accounts and answers nologin with the reason."""
+    variables = _role_variables("dovecot", dovecot_mail_stores=[], dovecot_postfix_sockets=True,
+                                ansible_facts={"fqdn": "mail1.quangninh.test"})
+    env = _environment(TEMPLATES / "dovecot")
+    conf = env.get_template("dovecot.conf.j2").render(variables)
+    pwreset_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb-pwreset.conf.ext")
+    local_at = conf.index("args = /etc/dovecot/dovecot-ldap-passdb.conf.ext")
+    assert pwreset_at < local_at
+    block = conf[pwreset_at:conf.index("}", pwreset_at)]
+    # return-fail: Postfix (a SASL client) must see a failure, not a success with nologin.
+    assert "result_success = return-fail" in block and "result_failure = continue" in block
+    assert "result_internalfail = return-fail" in block
+    lines = env.get_template("dovecot-ldap-passdb-pwreset.conf.ext.j2").render(variables).splitlines()
+    assert "auth_bind = yes" in lines
+    assert ("pass_filter = (&(&(objectClass=qnMailAccount)(mail=%u)(qnAccountStatus=active)"
+            "(qnEnabledService=imap))(pwdReset=TRUE))") in lines
+    assert ("pass_attrs = mail=user, =nologin=y, =reason=Your initial password must be changed before you can "
+            "use mail. Change it at https://mail1.quangninh.test/") in lines
+    assert "tls_require_cert = hard" in lines
