@@ -17,7 +17,8 @@ Task arguments::
       mode: "0644"
       validate: ...        # optional default; ``%s`` is the candidate file
       files:
-        - src: x.conf.j2   # a template, or ``content:`` (text given as is)
+        - src: x.conf.j2   # a template, or ``content:`` (text given as is),
+                           # or ``remote_src:`` (a file on the host, e.g. a checked staging copy)
           dest: /etc/x.conf
           vars: {}         # variables for this file's template only
           validate: ...    # overrides the default
@@ -34,15 +35,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ansible._internal._templating import _template_vars
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
-from ansible._internal._templating import _template_vars
 
 DEFAULT_KEYS = ("owner", "group", "mode", "validate")
-FILE_KEYS = {"src", "content", "dest", "vars", "validate", "diff", "owner", "group", "mode"}
+FILE_KEYS = {"src", "content", "remote_src", "dest", "vars", "validate", "diff", "owner", "group", "mode"}
 
 
 class ActionModule(ActionBase):
@@ -82,7 +83,7 @@ class ActionModule(ActionBase):
         defaults = {key: args.get(key) for key in DEFAULT_KEYS}
         want_diff = bool(self._task.diff)
         specs: list[dict[str, Any]] = []
-        texts: list[str] = []
+        texts: list[str | None] = []
         show: list[bool] = []
         for entry in files:
             if not isinstance(entry, dict) or "dest" not in entry:
@@ -90,16 +91,19 @@ class ActionModule(ActionBase):
             unknown = set(entry) - FILE_KEYS
             if unknown:
                 raise AnsibleActionFail(f"{entry['dest']}: unknown keys {sorted(unknown)}")
-            if ("src" in entry) == ("content" in entry):
-                raise AnsibleActionFail(f"{entry['dest']}: give exactly one of src and content")
+            if sum(key in entry for key in ("src", "content", "remote_src")) != 1:
+                raise AnsibleActionFail(f"{entry['dest']}: give exactly one of src, content and remote_src")
             dest = str(entry["dest"])
+            text: str | None = None
             if "src" in entry:
                 text = self._render(str(entry["src"]), dest, dict(entry.get("vars") or {}), task_vars)
-            else:
+            elif "content" in entry:
                 text = to_text(entry["content"])
             diff_ok = boolean(entry.get("diff", True), strict=True)
             spec = {key: entry.get(key, defaults.get(key)) for key in ("owner", "group", "mode", "validate")}
             spec.update(dest=dest, content=text, want_before=want_diff and diff_ok)
+            if text is None:
+                spec["remote_src"] = str(entry["remote_src"])
             specs.append(spec)
             texts.append(text)
             show.append(diff_ok)
@@ -111,11 +115,13 @@ class ActionModule(ActionBase):
         module.pop("invocation", None)
         done = module.get("results") or []
         diffs = []
-        for spec, text, diff_ok, res in zip(specs, texts, show, done):
+        for spec, text, diff_ok, res in zip(specs, texts, show, done, strict=False):
             if want_diff and diff_ok and res.get("content_changed"):
                 diffs.append({"before_header": spec["dest"], "after_header": spec["dest"],
-                              "before": res.pop("before", ""), "after": text})
+                              "before": res.pop("before", ""),
+                              "after": res.pop("after", "") if text is None else text})
             res.pop("before", None)
+            res.pop("after", None)
         result.update(module)
         result["results"] = done
         if diffs:

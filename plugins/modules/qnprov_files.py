@@ -2,6 +2,9 @@
 # qnprov: install a set of rendered files in one module call (issue 15).
 """Install a set of files, in order, each validated before it goes live.
 
+A file's text is ``content`` (rendered by the action) or ``remote_src``, a file
+already on the host (publishing a validated staging copy).
+
 The controller side (plugins/action/qnprov_files.py) renders the templates and
 passes their text here. For each file, in the order given:
 
@@ -41,7 +44,8 @@ options:
 
 FILE_SPEC = {
     "dest": {"type": "path", "required": True},
-    "content": {"type": "str", "required": True, "no_log": True},
+    "content": {"type": "str", "no_log": True},
+    "remote_src": {"type": "path"},
     "owner": {"type": "str"},
     "group": {"type": "str"},
     "mode": {"type": "raw"},
@@ -53,7 +57,14 @@ FILE_SPEC = {
 def install(module: AnsibleModule, spec: dict, done: list) -> dict:
     dest = spec["dest"]
     b_dest = to_bytes(dest, errors="surrogate_or_strict")
-    b_content = to_bytes(spec["content"], errors="surrogate_or_strict")
+    if (spec["content"] is None) == (spec["remote_src"] is None):
+        module.fail_json(msg=f"{dest}: give exactly one of content and remote_src", results=done)
+    if spec["remote_src"] is not None:
+        # A file already on the host (a validated staging copy) is the candidate.
+        with open(to_bytes(spec["remote_src"], errors="surrogate_or_strict"), "rb") as handle:
+            b_content = handle.read()
+    else:
+        b_content = to_bytes(spec["content"], errors="surrogate_or_strict")
     result: dict = {"dest": dest, "changed": False, "content_changed": False}
     if os.path.isdir(b_dest):
         module.fail_json(msg=f"{dest} is a directory", results=done)
@@ -67,6 +78,8 @@ def install(module: AnsibleModule, spec: dict, done: list) -> dict:
         result["changed"] = result["content_changed"] = True
         if spec["want_before"]:
             result["before"] = "" if before is None else before.decode("utf-8", errors="replace")
+            if spec["remote_src"] is not None:
+                result["after"] = b_content.decode("utf-8", errors="replace")
         if not module.check_mode:
             fd, tmp = tempfile.mkstemp(prefix=".qnprov-", dir=module.tmpdir)
             try:

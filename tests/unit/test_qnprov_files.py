@@ -132,3 +132,26 @@ def test_check_mode_writes_nothing_and_diff_leaves_out_secret_files(tmp_path: Pa
     assert SECRET not in stdout and "old-password" not in stdout
     assert {key for res in result["results"] for key in res} == {"dest", "changed", "content_changed"}
     assert "invocation" not in result
+
+
+def test_remote_src_publishes_a_staged_copy_with_its_diff(tmp_path: Path) -> None:
+    staged, live = tmp_path / "staging", tmp_path / "live"
+    staged.mkdir()
+    live.mkdir()
+    (staged / "main.cf").write_text("myhostname = new\n")
+    (staged / "map.cf").write_text(f"bind_pw = {SECRET}\n")
+    (live / "main.cf").write_text("myhostname = old\n")
+    files = [{"remote_src": str(staged / "main.cf"), "dest": str(live / "main.cf")},
+             {"remote_src": str(staged / "map.cf"), "dest": str(live / "map.cf"), "diff": False}]
+    play = _play(tmp_path, files, mode="0640")
+    preview, stdout = _run(play, "--check", "--diff")
+    assert [r["changed"] for r in preview["results"]] == [True, True]
+    assert [(d["before"], d["after"]) for d in preview["diff"]] == [("myhostname = old\n", "myhostname = new\n")]
+    assert SECRET not in stdout
+    assert (live / "main.cf").read_text() == "myhostname = old\n" and not (live / "map.cf").exists()
+    done, _ = _run(play)
+    assert done["changed"] is True
+    assert (live / "main.cf").read_text() == "myhostname = new\n"
+    assert (live / "map.cf").read_text() == f"bind_pw = {SECRET}\n"
+    again, _ = _run(play)
+    assert again["changed"] is False
