@@ -226,6 +226,10 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
                 lab.exec(host, "doveadm", "replicator", "replicate", "-f", "*")
             time.sleep(5)
     result.timings["stores_converged_seconds"] = time.monotonic() - began if same else None
+    if not same:  # which mailboxes differ, as (user, messages only on store, only on replica)
+        result.details["stores_differ"] = [
+            [u, len(guids[store.name][u] - guids[replica.name][u]), len(guids[replica.name][u] - guids[store.name][u])]
+            for u in users if guids[store.name][u] != guids[replica.name][u]]
     result.details.update({"stopped_store": store.hostname, "replica": replica.hostname, "accounts_moved": homed,
                            "failover_rc": marks["failover_rc"], "failover": marks["failover"],
                            "failback_rc": rc, "failback": answer, "stores_identical": same,

@@ -63,8 +63,10 @@ class PlaybookResult:
 
     def as_json(self) -> dict[str, Any]:
         # changed_tasks names what changed, so a no-change run that changed something says what.
+        # failures carry the same messages the text output prints (no_log tasks' are censored by Ansible).
         return {"hosts": {name: stats.as_json() for name, stats in sorted(self.hosts.items())}, "rc": self.rc,
-                "changed_tasks": [{"host": host, "task": task} for host, task in self.changed_tasks]}
+                "changed_tasks": [{"host": host, "task": task} for host, task in self.changed_tasks],
+                "failures": [{"host": f.host, "task": f.task, "message": f.message} for f in self.failures]}
 
 
 @dataclass(frozen=True)

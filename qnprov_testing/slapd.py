@@ -11,6 +11,7 @@ then loaded through ldapi with SASL EXTERNAL and the root DN.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -30,7 +31,7 @@ from pathlib import Path
 import jinja2
 
 from qnprov import paths
-from qnprov.directory.passwords import SLAPD_CRYPT_SALT_FORMAT, SLAPD_PASSWORD_HASH
+from qnprov.directory.passwords import SLAPD_ARGON2_MODULE, SLAPD_ARGON2_MODULE_ARGS, SLAPD_PASSWORD_HASH
 from qnprov.errors import ExternalError
 
 TEMPLATES_DIR = paths.TEMPLATES_DIR / "openldap"
@@ -38,6 +39,12 @@ SYSTEM_SCHEMA_DIR = Path("/etc/ldap/schema")
 SLAPD = Path("/usr/sbin/slapd")
 SLAPADD = Path("/usr/sbin/slapadd")
 MODULE_DIR = Path("/usr/lib/ldap")
+# qnprov's {ARGON2} module, built by the same script from the same source as the
+# openldap role builds it on the controller (roles/openldap/tasks/argon2_module.yml).
+ARGON2_MODULE_SOURCE = paths.ROLES_DIR / "openldap" / "files" / "qnprov_argon2.c"
+ARGON2_MODULE_BUILD = paths.ROLES_DIR / "openldap" / "files" / "build-qnprov-argon2.sh"
+_built_modules: dict[str, Path] = {}
+_build_lock = threading.Lock()
 DB_CONFIG_DN = "olcDatabase={1}mdb,cn=config"
 
 # Equality indexes for every attribute the mail stack and the provisioner look up.
@@ -55,6 +62,24 @@ def ssha_hash(password: str) -> str:
     salt = secrets.token_bytes(8)
     digest = hashlib.sha1(password.encode() + salt, usedforsecurity=False).digest()
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def argon2_module() -> Path:
+    """qnprov's {ARGON2} slapd module, built once per process (and per source version)."""
+    source = ARGON2_MODULE_SOURCE.read_bytes()
+    key = hashlib.sha256(source + ARGON2_MODULE_BUILD.read_bytes()).hexdigest()
+    with _build_lock:
+        if key not in _built_modules:
+            build_dir = tempfile.mkdtemp(prefix="qnprov-argon2-")
+            atexit.register(shutil.rmtree, build_dir, ignore_errors=True)
+            out = Path(build_dir) / SLAPD_ARGON2_MODULE
+            result = subprocess.run([str(ARGON2_MODULE_BUILD), str(ARGON2_MODULE_SOURCE), str(out)],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise ExternalError("building the {ARGON2} module failed (scripts/bootstrap.sh installs gcc, "
+                                    f"libargon2-dev, libldap-dev): {result.stderr.strip()}")
+            _built_modules[key] = out
+        return _built_modules[key]
 
 
 def argon2_hash(password: str) -> str:
@@ -230,14 +255,13 @@ olcLogLevel: none
 olcTLSCACertificateFile: {pki[0]}
 olcTLSCertificateFile: {pki[1]}
 olcTLSCertificateKeyFile: {pki[2]}
-olcPasswordCryptSaltFormat: {SLAPD_CRYPT_SALT_FORMAT}
 
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
 olcModulePath: {MODULE_DIR}
 olcModuleLoad: back_mdb
-olcModuleLoad: argon2
+olcModuleLoad: {argon2_module()} {SLAPD_ARGON2_MODULE_ARGS}
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig

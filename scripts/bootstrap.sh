@@ -14,6 +14,9 @@ SYSTEM_PACKAGES=(
   openssh-client
   # pymilter builds against libmilter
   libmilter-dev
+  # slapd's {ARGON2} module (roles/openldap/files/qnprov_argon2.c) is built here, on
+  # the controller, for the directory servers and for the test slapd; gcc is above
+  libargon2-dev libldap-dev
   # probes, scanners and the throwaway services the tests start on loopback
   swaks ldap-utils slapd postfix postfix-ldap postfix-pcre testssl.sh lynis openssl
   # the openldap role's LDAP modules, run locally against test slapds
@@ -26,6 +29,8 @@ SYSTEM_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl
   # the HTML report is checked in a real browser
   chromium
+  # real third-party mail clients meet the labs (tests/labha: logins proxied to the home store)
+  isync msmtp sieve-connect
 )
 
 missing=()

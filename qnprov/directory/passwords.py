@@ -7,12 +7,13 @@ costs microseconds, which keeps a 20,000-account import as fast as ldapadd. {ARG
 process pool, about 20 ms per hash per core: argon2id, 19 MiB, t=2, p=1.
 
 Passwords a person chooses later (LDAP password modify, by the person or by an admin)
-are hashed by slapd itself (olcPasswordHash). Debian 12's slapd (2.5.13) cannot do that
-with argon2: its argon2 module hard-codes argon2i and stores the encoded string's length
-as computed for argon2id *including* the C terminator, so every value it writes ends in
-a NUL and one uninitialised byte. slapd therefore hashes with {CRYPT} yescrypt
-(``SLAPD_PASSWORD_HASH``/``SLAPD_CRYPT_SALT_FORMAT``, 32 MiB, libxcrypt), and keeps the
-argon2 module loaded only to verify the {ARGON2} hashes qnprov writes.
+are hashed by slapd itself (olcPasswordHash {ARGON2}), with the same argon2id
+parameters, by qnprov's own slapd module (roles/openldap/files/qnprov_argon2.c, a thin
+wrapper over libargon2). Debian 12's slapd (2.5.13) ships an argon2 module that cannot
+be used for this: it hard-codes argon2i and stores the encoded string's length as
+computed for argon2id *including* the C terminator, so every value it writes ends in a
+NUL and one uninitialised byte. qnprov's module replaces it (``SLAPD_ARGON2_MODULE``,
+``SLAPD_ARGON2_MODULE_ARGS``) and still verifies the argon2i hashes Debian's module wrote.
 ``stored_password_problem`` is the one rule for what may be stored (docs/ldap-schema.md).
 """
 
@@ -31,15 +32,14 @@ from typing import Literal, TextIO
 
 PasswordScheme = Literal["ssha", "argon2"]
 
-# What slapd uses for the password modify operation; the openldap role's defaults and
-# the test slapd carry the same values (tests/directory/test_password_storage.py).
-SLAPD_PASSWORD_HASH = "{CRYPT}"  # noqa: S105 - a scheme name
-# yescrypt, N=2^13, r=32: 32 MiB. 24 salt characters decode to exactly 18 bytes; slapd's
-# salt buffer is 32 bytes, so "$y$jAT$" plus 24 characters plus NUL fills it.
-SLAPD_CRYPT_SALT_FORMAT = "$y$jAT$%.24s"
 ARGON2_MEMORY_KIB = 19 * 1024
 ARGON2_TIME_COST = 2
 ARGON2_PARALLELISM = 1
+# What slapd uses for the password modify operation; the openldap role's vars and the
+# test slapd carry the same values (tests/directory/test_password_storage.py).
+SLAPD_PASSWORD_HASH = "{ARGON2}"  # noqa: S105 - a scheme name
+SLAPD_ARGON2_MODULE = "qnprov_argon2.so"
+SLAPD_ARGON2_MODULE_ARGS = f"m={ARGON2_MEMORY_KIB} t={ARGON2_TIME_COST} p={ARGON2_PARALLELISM}"
 MIN_MEMORY_KIB = 19 * 1024
 _ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ARGON2ID = re.compile(r"\{ARGON2\}\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{22,}")
@@ -93,10 +93,11 @@ def stored_password_problem(value: bytes | str) -> str | None:
     """Why a stored userPassword/olcRootPW value is not acceptable, or None if it is.
 
     Accepted, as exactly the hash and nothing after it (no NUL, no trailing byte):
-    ``{ARGON2}$argon2id$v=19$m>=19456,t>=2,p>=1$...`` (qnprov and the openldap role),
-    ``{CRYPT}$y$j..$`` yescrypt of at least 19 MiB (slapd's password modify), and
-    ``{SSHA}`` (only ``qnprov accounts apply``'s default for 120-bit random initial
-    passwords). The reason never contains the value itself.
+    ``{ARGON2}$argon2id$v=19$m>=19456,t>=2,p=1$...`` (qnprov, the openldap role and
+    slapd's password modify), ``{CRYPT}$y$j..$`` yescrypt of at least 19 MiB (written by
+    slapd's password modify in the release before qnprov's argon2 module; replaced by
+    argon2id at the next change), and ``{SSHA}`` (only ``qnprov accounts apply``'s
+    default for 120-bit random initial passwords). The reason never contains the value.
     """
     if isinstance(value, bytes):
         try:
@@ -110,7 +111,7 @@ def stored_password_problem(value: bytes | str) -> str | None:
         if argon is None:
             return "{ARGON2} but not a clean argon2id v19 hash (argon2i/argon2d, or junk)"
         memory, time_cost, parallelism = (int(g) for g in argon.groups())
-        if memory < MIN_MEMORY_KIB or time_cost < 2 or parallelism < 1:
+        if memory < MIN_MEMORY_KIB or time_cost < 2 or parallelism != 1:
             return f"argon2id parameters too weak: m={memory},t={time_cost},p={parallelism}"
         return None
     if value.upper().startswith("{CRYPT}"):

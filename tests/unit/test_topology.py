@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from qnprov import paths, runner, topology
+from qnprov import argspec, paths, runner, topology
 from qnprov.cli import app
 from qnprov.errors import ConfigError
 
@@ -142,3 +143,19 @@ def test_deploy_refuses_before_anything_runs(tmp_path: Path, monkeypatch: pytest
     assert str(result.exception) == ("site: topology: openldap_replication_enabled is on but the directory group "
                                      "has 1 host (ldap1.example.test); multi-provider replication needs at least "
                                      "two directory providers")
+
+
+def test_deploy_json_names_each_failure_with_its_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``deploy --json`` says what failed and why, as the text output does, not only the counts."""
+    failed = runner.PlaybookResult(rc=2, status="failed", hosts={"mx1.example.test": runner.HostStats(failed=1)},
+                                   failures=[runner.TaskFailure("mx1.example.test", "postfix : Check main.cf",
+                                                                "postconf: fatal: bad parameter")])
+    monkeypatch.setattr(runner, "run_playbook", lambda *a, **k: failed)
+    monkeypatch.setattr(argspec, "require_valid_inventory", lambda *a, **k: None)  # variables are not the point
+    inv = _inventory(tmp_path, {"directory": ["mx1.example.test"], "mta": ["mx1.example.test"]}, {})
+    result = CliRunner().invoke(app, ["deploy", "-i", str(inv), "--json"])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["failures"] == [{"host": "mx1.example.test", "task": "postfix : Check main.cf",
+                                "message": "postconf: fatal: bad parameter"}]
+    assert doc["hosts"]["mx1.example.test"]["failed"] == 1

@@ -10,12 +10,20 @@ import pytest
 from qnprov.controls import hoststate
 from qnprov.controls.probes import ProbeError
 from qnprov.controls.suite.conftest import run
-from qnprov.directory.passwords import stored_password_problem
+from qnprov.directory.passwords import (
+    ARGON2_MEMORY_KIB,
+    ARGON2_PARALLELISM,
+    ARGON2_TIME_COST,
+    SLAPD_ARGON2_MODULE,
+    stored_password_problem,
+)
 
 Config = list[dict[str, list[str]]]
-# What slapd may hash the password modify operation with. Not {ARGON2}: Debian 12's
-# argon2 module writes argon2i with a NUL and a stray byte after every hash.
-ALLOWED_SLAPD_HASHES = ("{CRYPT}", "{SSHA}")
+# What slapd may hash the password modify operation with: {ARGON2} from qnprov's own
+# module (argon2id). Debian 12's argon2 module, which writes argon2i with a NUL and a
+# stray byte after every hash, must not be loaded at all.
+ALLOWED_SLAPD_HASHES = ("{ARGON2}",)
+DEBIAN_ARGON2_MODULES = ("argon2", "argon2.so", "argon2.la")
 READ_LEVELS = {"read", "search", "compare", "manage", "write"}
 SERVICE_READERS = ("cn=postfix,ou=services", "cn=dovecot,ou=services")
 
@@ -126,6 +134,11 @@ def test_service_dns_read_only(cn_config: Config) -> None:
     assert not writes, f"service DNs with write access: {writes}"
 
 
+def _module_name(value: str) -> tuple[str, list[str]]:
+    words = hoststate.strip_ordering(value).split()
+    return (words[0].rsplit("/", 1)[-1], words[1:]) if words else ("", [])
+
+
 @pytest.mark.control("QN-LDAP-08")
 def test_password_hash_scheme(cn_config: Config) -> None:
     # olcPasswordHash lives on the frontend database entry (or, older, on cn=config).
@@ -133,23 +146,38 @@ def test_password_hash_scheme(cn_config: Config) -> None:
     assert schemes, "olcPasswordHash is not set (slapd would default to {SSHA} silently; make it explicit)"
     bad = [s for s in schemes if s.upper() not in ALLOWED_SLAPD_HASHES]
     assert not bad, f"olcPasswordHash allows {bad} (only {ALLOWED_SLAPD_HASHES})"
-    if schemes[0].upper() == "{CRYPT}":
-        # {CRYPT} is only as good as its salt format: without one it is 1970s DES.
-        formats = hoststate.global_config(cn_config).get("olcpasswordcryptsaltformat", [])
-        assert formats, "olcPasswordHash {CRYPT} without olcPasswordCryptSaltFormat is DES crypt"
-        # What slapd would store, with a salt and digest of the right shape.
-        sample = "{CRYPT}" + (formats[0] % ("a" * 32)) + "$" + "b" * 43
-        problem = stored_password_problem(sample)
-        assert problem is None, f"olcPasswordCryptSaltFormat {formats[0]!r}: {problem}"
+    # {ARGON2} is only as good as the module that provides it.
+    modules = [_module_name(v) for v in _values(cn_config, "olcmoduleload")]
+    debian = [name for name, _ in modules if name in DEBIAN_ARGON2_MODULES]
+    assert not debian, f"Debian's argon2 module is loaded ({debian}): it writes argon2i with junk after the hash"
+    ours = [args for name, args in modules if name == SLAPD_ARGON2_MODULE]
+    assert len(ours) == 1, f"{SLAPD_ARGON2_MODULE} is loaded {len(ours)} times (once, with m= t= p=)"
+    params = dict(arg.split("=", 1) for arg in ours[0] if "=" in arg)
+    floor = {"m": ARGON2_MEMORY_KIB, "t": ARGON2_TIME_COST}
+    weak = [f"{key}={params.get(key)}" for key, least in floor.items()
+            if not params.get(key, "").isdigit() or int(params[key]) < least]
+    if params.get("p") != str(ARGON2_PARALLELISM):
+        weak.append(f"p={params.get('p')}")
+    need = f"m>={ARGON2_MEMORY_KIB}, t>={ARGON2_TIME_COST}, p=1"
+    assert not weak, f"{SLAPD_ARGON2_MODULE} parameters {weak} (need {need})"
+
+
+def _only_argon2id(value: str | bytes) -> str | None:
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return None if text.upper().startswith("{ARGON2}") else "not {ARGON2} argon2id (olcRootPW and services)"
 
 
 @pytest.mark.control("QN-LDAP-08")
 def test_passwords_hashed(host: Any, cn_config: Config, record_property: Any) -> None:
     """Every userPassword and olcRootPW is exactly one acceptable hash, nothing after it.
 
-    {ARGON2} argon2id (m >= 19 MiB, t >= 2): written by qnprov and the openldap role.
-    {CRYPT} yescrypt (>= 19 MiB): written by slapd for a password modify (admin or self).
-    {SSHA}: only ``qnprov accounts apply``'s default for 120-bit random initial passwords.
+    Which entries may carry which scheme:
+    * olcRootPW and ``ou=services`` accounts: {ARGON2} argon2id only (the role's own hashes,
+      and password modify through qnprov's module);
+    * people: {ARGON2} argon2id (m >= 19 MiB, t >= 2, p = 1: qnprov ``--password-scheme argon2``
+      and every password modify); {SSHA} (only ``qnprov accounts apply``'s default for
+      120-bit random initial passwords, which must be changed); {CRYPT} yescrypt >= 19 MiB
+      (what the previous release's password modify wrote; the next change makes it argon2id).
     """
     suffixes = _values(hoststate.data_databases(cn_config), "olcsuffix")
     if not suffixes:
@@ -158,7 +186,7 @@ def test_passwords_hashed(host: Any, cn_config: Config, record_property: Any) ->
     hashed = 0
     for database in hoststate.data_databases(cn_config):
         for value in database.get("olcrootpw", []):
-            problem = stored_password_problem(value)
+            problem = stored_password_problem(value) or _only_argon2id(value)
             if problem:
                 offenders.append(f"olcRootPW of {database.get('dn', ['?'])[0]}: {problem}")
     for suffix in suffixes:
@@ -168,8 +196,9 @@ def test_passwords_hashed(host: Any, cn_config: Config, record_property: Any) ->
         # everyone doesn't hide it from this check; values never leave this function
         # (the reasons name the fault, never the value).
         for entry in hoststate.parse_ldif(run(host, f"slapcat -b '{suffix}' -o ldif-wrap=no")):
+            service = ",ou=services," in entry.get("dn", [""])[0].lower().replace(", ", ",")
             for value in entry.get("userpassword", []):
-                problem = stored_password_problem(value)
+                problem = stored_password_problem(value) or (_only_argon2id(value) if service else None)
                 if problem is None:
                     hashed += 1
                 else:

@@ -6,7 +6,8 @@ the C terminator). So the role no longer runs ``slappasswd -h {ARGON2}``: the ro
 and service account hashes are computed here with argon2-cffi (a qnprov dependency,
 so it is on every controller that runs the role), with the same parameters as
 ``qnprov accounts apply --password-scheme argon2``: argon2id, 19 MiB, t=2, p=1.
-slapd verifies them with its argon2 module, which reads any argon2 variant.
+slapd verifies them with qnprov's argon2 module (files/qnprov_argon2.c), which hashes
+the same way for the password modify operation.
 """
 
 from __future__ import annotations

@@ -1,0 +1,171 @@
+"""The webmail role's templates render with plain Jinja2 and say what the role promises.
+
+The rendered files are also checked by the real tools in the lab container before
+they go live (php -l, php-fpm -t, nginx -t on a staged tree, fail2ban-client -t);
+tests/integration/test_webmail_lab.py drives the running result.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from qnprov import paths
+
+TEMPLATES = paths.PROJECT_ROOT / "templates"
+ROLE = paths.PROJECT_ROOT / "roles" / "webmail"
+
+
+def _variables(**overrides: Any) -> dict[str, Any]:
+    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
+    values.update({
+        "webmail_server_name": "mail1.quangninh.test",
+        "webmail_tls_peer_name": "mail1.quangninh.test",
+        "webmail_tls_cert_file": "/etc/qnprov/tls/fullchain.pem",
+        "webmail_tls_key_file": "/etc/qnprov/tls/privkey.pem",
+        "webmail_tls_ca_file": "/etc/qnprov/tls/ca.pem",
+        "webmail_des_key": "abcdefghijklmnopqrstuvwx",
+        "webmail_ldap_uri": "ldap://127.0.0.1",
+        "webmail_ldap_search_base": "ou=agencies,dc=quangninh,dc=test",
+        "webmail_ldap_search_dn": "cn=dovecot,ou=services,dc=quangninh,dc=test",
+        "webmail_ldap_search_password": "s3cret",
+    })
+    values.update(overrides)
+    return values
+
+
+def render(name: str, variables: dict[str, Any]) -> str:
+    # Ansible's template module defaults: trim_blocks on, lstrip_blocks off.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, keep_trailing_newline=True, autoescape=False)  # noqa: S701
+    # Ansible's bool filter, the one non-Jinja2 filter the templates use.
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in ("yes", "true", "1", "on")
+    return env.get_template(name).render(variables)
+
+
+def _php_settings(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^\$config\['(\w+)'\] = (.+);$", text, re.M))
+
+
+def test_roundcube_talks_tls_with_verified_peers_in_vietnamese():
+    text = render("webmail/config.inc.php.j2", _variables())
+    settings = _php_settings(text)
+    assert settings["imap_host"] == "'ssl://127.0.0.1:993'"
+    assert settings["smtp_host"] == "'tls://127.0.0.1:587'"
+    assert settings["imap_conn_options"] == settings["smtp_conn_options"] == "$qnprov_tls"
+    assert "'verify_peer' => true" in text and "'verify_peer_name' => true" in text
+    # Reached on loopback, checked against the official name.
+    assert "'peer_name' => 'mail1.quangninh.test'" in text
+    assert "=> false" not in text.split("$qnprov_tls = [", 1)[1].split("];", 1)[0].replace(
+        "'allow_self_signed' => false", "")
+    assert "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
+    assert settings["language"] == "'vi_VN'"
+    assert settings["plugins"] == "['password', 'managesieve']"
+
+
+def test_roundcube_sessions_are_hardened_and_show_no_version():
+    settings = _php_settings(render("webmail/config.inc.php.j2", _variables(webmail_session_lifetime=15)))
+    assert settings["use_https"] == "true"
+    assert settings["session_samesite"] == "'Strict'"
+    assert settings["session_lifetime"] == "15"
+    assert settings["ip_check"] == "true"
+    assert settings["useragent"] == "'Webmail'"
+    assert settings["display_product_info"] == "0"
+    assert settings["enable_installer"] == "false"
+    assert settings["log_driver"] == "'syslog'" and settings["log_logins"] == "true"
+    # Only plain addresses log in: no LDAP filter metacharacters reach the DN search.
+    pattern = settings["login_username_filter"].strip("'").strip("/").rsplit("/", 1)[0]
+    assert re.fullmatch(pattern, "annv@quangninh.test", re.I)
+    for hostile in ("*@quangninh.test", "a)(mail=*@x", "annv@quangninh.test\\00", "annv"):
+        assert not re.fullmatch(pattern, hostile, re.I), hostile
+
+
+def test_php_strings_are_escaped():
+    text = render("webmail/config.inc.php.j2", _variables(webmail_product_name="O'Brien \\ Mail",
+                                                           webmail_des_key="abc'def\\ghijklmnopqrstu"))
+    settings = _php_settings(text)
+    assert settings["product_name"] == r"'O\'Brien \\ Mail'"
+    assert settings["des_key"] == r"'abc\'def\\ghijklmnopqrstu'"
+
+
+@pytest.mark.parametrize(("uri", "starttls"), [("ldap://127.0.0.1", "true"), ("ldaps://store1.example:636", "false")])
+def test_password_plugin_uses_the_exop_as_the_user(uri: str, starttls: str):
+    settings = _php_settings(render("webmail/password.config.inc.php.j2", _variables(webmail_ldap_uri=uri)))
+    assert settings["password_driver"] == "'ldap_exop'"
+    assert settings["password_ldap_method"] == "'user'"
+    assert settings["password_ldap_host"] == f"'{uri}'"
+    assert settings["password_ldap_starttls"] == starttls
+    assert settings["password_confirm_current"] == "true"
+    assert settings["password_ldap_search_filter"] == "'(&(objectClass=qnMailAccount)(mail=%login))'"
+
+
+def test_managesieve_uses_starttls_with_a_verified_peer():
+    text = render("webmail/managesieve.config.inc.php.j2", _variables())
+    assert _php_settings(text)["managesieve_host"] == "'tls://127.0.0.1:4190'"
+    assert "'verify_peer' => true" in text and "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
+    assert "'peer_name' => 'mail1.quangninh.test'" in text
+
+
+def test_nginx_server_sends_the_security_headers_and_runs_only_the_front_controller():
+    text = render("webmail/nginx-webmail.conf.j2", _variables())
+    headers = dict(re.findall(r'^\s*add_header (\S+) "(.*)" always;$', text, re.M))
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert headers["Referrer-Policy"] == "same-origin"
+    csp = headers["Content-Security-Policy"]
+    assert "frame-ancestors 'self'" in csp and "object-src 'none'" in csp and "unsafe-eval" not in csp
+    # Every add_header sits in the server block: one in a location would drop the others there.
+    assert text.count("add_header") == len(headers) == 6
+    assert text.count("fastcgi_pass") == 1
+    assert "fastcgi_param SCRIPT_FILENAME $document_root/index.php;" in text
+    assert re.search(r'"POST:login" \$binary_remote_addr;', text)
+    assert "rate=10r/m" in text and "burst=10 nodelay" in text
+    assert "server_name mail1.quangninh.test;" in text
+
+
+def test_mta_sts_nginx_includes_the_qnprov_servers_and_hides_its_version():
+    text = render("mta_sts/nginx.conf.j2", {
+        "mta_sts_domains": ["quangninh.test"], "mta_sts_listen_port": 443, "mta_sts_webroot": "/var/www/mta-sts",
+        "mta_sts_tls_cert_file": "c", "mta_sts_tls_key_file": "k", "mta_sts_tls_protocols": ["TLSv1.2"],
+        "mta_sts_tls_ciphers": "x"})
+    assert "server_tokens off;" in text
+    # At http level, after the MTA-STS servers: the last directive before http's closing brace.
+    assert text.rstrip().endswith("include /etc/nginx/qnprov.d/*.conf;\n}")
+
+
+def _failregex(text: str) -> re.Pattern[str]:
+    line = re.search(r"^failregex = (.+)$", text, re.M).group(1)  # type: ignore[union-attr]
+    # common.conf's __prefix_line, reduced to the journal backend's "HOST DAEMON[PID]: " form.
+    line = line.replace("%(__prefix_line)s", r"\S+ roundcube\[\d+\]: ")
+    return re.compile(line.replace("<HOST>", r"(?P<host>[0-9a-fA-F.:]+)"))
+
+
+def test_fail2ban_filter_finds_roundcubes_failed_login_line_and_its_address():
+    text = render("webmail/fail2ban-filter.conf.j2", _variables())
+    assert "journalmatch = SYSLOG_IDENTIFIER=roundcube" in text
+    regex = _failregex(text)
+    # As Roundcube 1.6 writes it to the journal, with its session prefix (log_session_id).
+    prefix = "mail1.quangninh.test roundcube[54364]: "
+    for line, host in (
+            ("<7r1mggks> Failed login for annv@quangninh.test from 10.88.0.1 in session 7r1mggkso99d88gt (error: 0)",
+             "10.88.0.1"),
+            ("Failed login for annv@quangninh.test from 2001:db8::5 in session 5b1f0a2c3d4e5f60 (error: -1)",
+             "2001:db8::5"),
+            # A typed user name that imitates the line cannot frame another address.
+            ("<abc> Failed login for x from 6.6.6.6 in session a (error: 0) from 10.88.0.7 in session b1 (error: 0)",
+             "10.88.0.7")):
+        found = regex.search(prefix + line)
+        assert found and found.group("host") == host, line
+    # The IMAP error line of the same failure names the same address; it must not count twice.
+    assert not regex.search(prefix + "<7r1mggks> IMAP Error: Login failed for annv@quangninh.test against "
+                            "mail1.quangninh.test from 10.88.0.1. AUTHENTICATE PLAIN: Authentication failed. "
+                            "in /usr/share/x.php on line 2")
+    assert not regex.search(prefix + "Successful login for annv@quangninh.test (ID: 1) from 10.88.0.1 in session 5b1f")
+    jail = render("webmail/fail2ban-jail.local.j2", _variables())
+    assert "[qnprov-webmail]" in jail and "filter = qnprov-webmail" in jail and "port = 443" in jail
