@@ -16,84 +16,49 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from qnprov import dns
-from qnprov.cliout import err, out, print_json, user_errors
-from qnprov.directory import ldapio, purge
-from qnprov.directory.inputs import DEFAULT_SOURCE_MAP
+from qnprov.cliout import err, out, print_json
+from qnprov.directory import ldapio, purge, reset
+from qnprov.directory.cliopts import (
+    DEFAULT_MAP,
+    AgenciesOpt,
+    AliasOpt,
+    AllowMassOpt,
+    BaseDnOpt,
+    BindDnOpt,
+    CaCertOpt,
+    DiffOpt,
+    DomainOpt,
+    InventoryOpt,
+    JsonOpt,
+    LdapUrlOpt,
+    PartialOpt,
+    PasswordFileOpt,
+    PatternOpt,
+    RosterOpt,
+    SkipInvalidOpt,
+    SourceBaseOpt,
+    SourceBindOpt,
+    SourceFilterOpt,
+    SourceMapOpt,
+    SourcePasswordOpt,
+    SourceUrlOpt,
+    ThresholdOpt,
+    _connection_options,
+    _RefusedPlan,
+    _user_errors,
+)
 from qnprov.directory.models import Agency, DirectoryState, Plan, agency_entries
 from qnprov.directory.names import DEFAULT_ADDRESS_PATTERN
 from qnprov.directory.passwords import CredentialsWriter, PasswordScheme
 from qnprov.directory.settings import ConnectionOptions, resolve_settings
 from qnprov.directory.sync import DEFAULT_MASS_CHANGE_THRESHOLD, SyncRequest, UpstreamSource, make_plan, refusal
-from qnprov.errors import ConfigError, InputError, QnprovError
+from qnprov.errors import ConfigError
 from qnprov.stores.config import load_store_config
 
 accounts_app = typer.Typer(help="Mail accounts from the HR roster: plan, apply, purge.", no_args_is_help=True,
                            pretty_exceptions_enable=False, add_completion=False)
 agency_app = typer.Typer(help="Provincial agencies: onboard and list.", no_args_is_help=True,
                          pretty_exceptions_enable=False, add_completion=False)
-
-# --- shared options -------------------------------------------------------------------
-InventoryOpt = Annotated[str | None, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
-LdapUrlOpt = Annotated[str | None, typer.Option(
-    "--ldap-url", help="ldaps://HOST or ldap://HOST (StartTLS); several, blank- or comma-separated, are tried "
-                       "in order when one cannot be reached.")]
-BindDnOpt = Annotated[str | None, typer.Option("--bind-dn", help="Default: cn=qnprov,ou=services,<base>.")]
-PasswordFileOpt = Annotated[Path | None, typer.Option("--bind-password-file", help="File holding the password.")]
-CaCertOpt = Annotated[Path | None, typer.Option("--ca-cert", help="CA bundle that signed the LDAP server.")]
-BaseDnOpt = Annotated[str | None, typer.Option("--base-dn", help="DIT suffix (default: from the inventory).")]
-DomainOpt = Annotated[str | None, typer.Option("--primary-domain", help="Primary mail domain (default: inventory).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-AgenciesOpt = Annotated[Path | None, typer.Option("--agencies", help="agencies.csv or .xlsx (code,name,parent).")]
-RosterOpt = Annotated[Path | None, typer.Option("--roster", help="roster.csv or .xlsx "
-                                                "(employee_id,agency,full_name,title,status).")]
-SourceUrlOpt = Annotated[str | None, typer.Option("--source-url", help="Upstream HR directory (LDAP/AD).")]
-SourceBaseOpt = Annotated[str | None, typer.Option("--source-base", help="Search base in the upstream.")]
-SourceFilterOpt = Annotated[str, typer.Option("--source-filter", help="Upstream filter.")]
-SourceMapOpt = Annotated[str, typer.Option("--source-map", help="FIELD=attribute,... for the roster fields.")]
-DEFAULT_MAP = DEFAULT_SOURCE_MAP
-SourceBindOpt = Annotated[str | None, typer.Option("--source-bind-dn")]
-SourcePasswordOpt = Annotated[Path | None, typer.Option("--source-bind-password-file")]
-PartialOpt = Annotated[bool, typer.Option("--partial", help="Only adds and updates; nobody is disabled.")]
-SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="Apply the valid rows, report the rest.")]
-PatternOpt = Annotated[str, typer.Option("--address-pattern", help="Local part pattern for new addresses.")]
-AliasOpt = Annotated[bool, typer.Option("--alias-on-rename", help="Add an alias for a renamed person.")]
-ThresholdOpt = Annotated[float, typer.Option("--mass-change-threshold",
-                                             help="Share of accounts disabled/moved that needs confirmation.")]
-AllowMassOpt = Annotated[bool, typer.Option("--allow-mass-change", help="Apply a plan above the threshold.")]
-DiffOpt = Annotated[bool, typer.Option("--diff", help="List every change with its attributes.")]
-
-
-class _RefusedPlan(InputError):
-    """A plan that must not be applied; under ``--json`` its counts go out with the reason."""
-
-    def __init__(self, problem: InputError, plan: Plan) -> None:
-        super().__init__(str(problem), problem.errors)
-        self.document = {**plan.summary(applied=False), "message": str(problem)}
-
-
-def _json_error(exc: QnprovError) -> dict[str, Any] | None:
-    """The ``--json`` document for an error: a refused plan's counts, or empty counts and the rows."""
-    if isinstance(exc, _RefusedPlan):
-        return exc.document
-    if isinstance(exc, InputError):
-        return {"create": 0, "modify": 0, "move": 0, "disable": 0, "enable": 0,
-                "errors": exc.errors, "applied": False, "message": str(exc)}
-    return None
-
-
-def _user_errors(as_json: bool = False) -> contextlib.AbstractContextManager[None]:
-    """A QnprovError becomes one line (under ``--json``, the JSON document) and its exit code."""
-    return user_errors(_json_error if as_json else None)
-
-
-def _connection_options(inventory: str | None, ldap_url: str | None, bind_dn: str | None,
-                        bind_password_file: Path | None, ca_cert: Path | None, base_dn: str | None,
-                        domain: str | None) -> ConnectionOptions:
-    if not inventory and not ldap_url:
-        raise ConfigError("give -i INVENTORY or --ldap-url")
-    return ConnectionOptions(inventory=inventory, ldap_url=ldap_url, base_dn=base_dn, bind_dn=bind_dn,
-                             bind_password_file=bind_password_file, ca_cert=ca_cert, domain=domain)
-
 
 def _sync_request(agencies: Path | None, roster: Path | None, source_url: str | None, source_base: str | None,
                   source_filter: str, source_map: str, source_bind_dn: str | None,
@@ -263,59 +228,7 @@ def _read_directory(inventory: str | None, ldap_url: str | None, bind_dn: str | 
         return state
 
 
-@accounts_app.command("reset-password")
-def accounts_reset_password(
-    address: Annotated[str, typer.Argument(help="The account's address (primary or alias).")],
-    credentials_dir: Annotated[Path, typer.Option(
-        "--credentials-dir", help="Append the new initial password to DIR/<AGENCY>.csv (0600), "
-        "the hand-over file accounts apply writes.")],
-    hash_scheme: Annotated[str, typer.Option(
-        "--password-scheme", help="ssha (default) or argon2, as for accounts apply.")] = "ssha",
-    check: Annotated[bool, typer.Option("--check", help="Find the account and report; write nothing.")] = False,
-    inventory: InventoryOpt = None, ldap_url: LdapUrlOpt = None, bind_dn: BindDnOpt = None,
-    bind_password_file: PasswordFileOpt = None, ca_cert: CaCertOpt = None, base_dn: BaseDnOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Issue a new initial password and set "must change password" (pwdReset) again."""
-    with _user_errors():
-        if hash_scheme not in ("ssha", "argon2"):
-            raise ConfigError("--password-scheme must be ssha or argon2")
-        settings = resolve_settings(_connection_options(inventory, ldap_url, bind_dn, bind_password_file,
-                                                        ca_cert, base_dn, None))
-        connection = ldapio.connect(settings)
-        try:
-            account = ldapio.find_account(connection, settings.base_dn, address)
-            if account.status != "active":
-                raise ConfigError(f"{account.mail} is {account.status}; enable it before resetting its password")
-            credentials_file = credentials_dir / f"{account.agency}.csv"
-            if not check:
-                # The file is opened first, so a directory that cannot be written stops the
-                # reset before the directory changes and the new password would be lost.
-                writer = CredentialsWriter(credentials_dir)
-                try:
-                    writer.open(account.agency)
-                    password = ldapio.reset_password(connection, account, hash_scheme)  # type: ignore[arg-type]
-                    writer.add(account.agency, account.employee_id, account.mail, password)
-                    del password
-                finally:
-                    writer.close()
-                account = ldapio.find_account(connection, settings.base_dn, account.mail)
-        finally:
-            connection.unbind()
-        doc = {"address": account.mail, "employee_id": account.employee_id, "agency": account.agency,
-               "dn": account.dn, "must_change": account.must_change, "applied": not check,
-               "credentials_file": str(credentials_file)}
-        if as_json:
-            print_json(doc, indent=None)
-            return
-        if check:
-            out.print(f"Would issue a new initial password for {account.mail} ({account.employee_id}), "
-                      f"set \"must change password\" and append it to {credentials_file} (mode 0600).")
-            return
-        out.print(f"New initial password for {account.mail} ({account.employee_id}) in {credentials_file} "
-                  f"(mode 0600); must change password: {'yes' if account.must_change else 'NO'}.")
-        if not account.must_change:
-            raise QnprovError(f"pwdReset is not TRUE on {account.dn} after the reset; is slapo-ppolicy loaded?")
+accounts_app.command("reset-password")(reset.accounts_reset_password)
 
 
 @accounts_app.command("purge")

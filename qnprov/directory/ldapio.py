@@ -10,9 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ldap3 import MODIFY_REPLACE, NONE, Connection, Server, Tls
+from ldap3 import NONE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPSizeLimitExceededResult
-from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from qnprov.directory import ber
@@ -351,64 +350,3 @@ def domain_entry(base_dn: str, domain: str) -> tuple[str, dict[str, tuple[str, .
              "associatedDomain": (domain,)})
 
 
-# --- password reset (issue 14) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AccountRef:
-    """One account found by its address, for ``qnprov accounts reset-password``."""
-
-    dn: str
-    employee_id: str
-    agency: str
-    mail: str
-    status: str
-    must_change: bool
-
-
-def find_account(connection: Connection, base_dn: str, address: str) -> AccountRef:
-    """The account whose primary address or alias is ``address`` (escaped into the filter)."""
-    value = escape_filter_chars(address.strip().lower())
-    search_filter = f"(&{ACCOUNTS_FILTER}(|(mail={value})(mailLocalAddress={value})))"
-    try:
-        connection.search(base_dn, search_filter, attributes=["uid", "mail", "qnAccountStatus", PWD_RESET])
-    except LDAPException as exc:
-        raise ExternalError(f"looking up {address!r}: {exc}") from exc
-    entries = [e for e in connection.response or [] if e.get("type") == "searchResEntry"]
-    if not entries:
-        raise ConfigError(f"no account has the address {address!r}")
-    if len(entries) > 1:
-        raise ExternalError(f"{len(entries)} accounts carry the address {address!r}; fix the directory first")
-    entry = entries[0]
-    match = _ACCOUNT_DN.match(entry["dn"])
-    if match is None:
-        raise ExternalError(f"{entry['dn']} is not an account under ou=people of an agency")
-    attrs = {k.lower(): v for k, v in entry["attributes"].items()}
-
-    def first(name: str) -> str:
-        value = attrs.get(name.lower())
-        if isinstance(value, list):
-            return str(value[0]) if value else ""
-        return "" if value is None else str(value)
-
-    return AccountRef(dn=entry["dn"], employee_id=first("uid"), agency=match.group(2), mail=first("mail"),
-                      status=first("qnAccountStatus") or "active",
-                      must_change=first(PWD_RESET).upper() == "TRUE")
-
-
-def reset_password(connection: Connection, account: AccountRef,
-                   scheme: PasswordScheme = "ssha") -> str:
-    """Give ``account`` a new random initial password and set pwdReset TRUE; returns the password.
-
-    One modify: the new hash and pwdReset together. Naming pwdReset in the same
-    modify is what keeps slapo-ppolicy from deleting it, as it does on every other
-    password change.
-    """
-    password = generate_password()
-    (hashed,) = hash_passwords([password], scheme)
-    try:
-        connection.modify(account.dn, {"userPassword": [(MODIFY_REPLACE, [hashed])],
-                                       PWD_RESET: [(MODIFY_REPLACE, ["TRUE"])]})
-    except LDAPException as exc:
-        raise ExternalError(f"resetting the password of {account.mail}: {exc}") from exc
-    return password
