@@ -14,7 +14,7 @@
   round here, which bounds the resolution; p50/p99, goal p99 <= 10 s).
 - ``lab up -i lab-ha`` converge against the single host's first converge, as a ratio
   (``--ha-converge`` defaults to the ``timings.converge`` of ``$QNPROV_STATE_DIR/lab.json``,
-  the last ``lab up``; ``--single-converge`` is the all-in-one lab's first converge in
+  the last ``lab up``, when that was a first converge; ``--single-converge`` is the all-in-one lab's first converge in
   seconds, from its own ``lab up``). Goal <= 2: the two hosts converge in parallel.
 
 Usage: QNPROV_STATE_DIR=... .venv/bin/python benchmarks/ha_drill.py [-i lab-ha] [--samples 20]
@@ -139,6 +139,15 @@ def summarise(drills: list[labdrill.DrillResult], ldap: list[float], dsync: list
     return figures, goals
 
 
+def first_converge_seconds(status: dict[str, Any]) -> float | None:
+    """The converge time of the last ``lab up`` if it was a first converge (every container new);
+    a re-converge is not comparable with the single host's first converge."""
+    if status.get("first_converge") is not True:
+        return None
+    converge = status.get("timings", {}).get("converge")
+    return float(converge) if converge is not None else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-i", "--inventory", default="lab-ha")
@@ -155,7 +164,7 @@ def main() -> int:
     ha_converge = args.ha_converge
     status = config.state / "lab.json"
     if ha_converge is None and status.is_file():
-        ha_converge = json.loads(status.read_text()).get("timings", {}).get("converge")
+        ha_converge = first_converge_seconds(json.loads(status.read_text()))
     figures, goals = summarise(drills, ldap, dsync, ha_converge, args.single_converge)
     if args.json:
         print(json.dumps({**figures, "goals": [g.as_dict() for g in goals]}, indent=2, ensure_ascii=False))
@@ -169,7 +178,8 @@ def main() -> int:
             if name in figures:
                 print(f"{name}: {json.dumps(figures[name])}")
         if "converge" not in figures:
-            print("converge ratio: not measured (give --single-converge, and --ha-converge or a lab.json)")
+            print("converge ratio: not measured (give --single-converge, and --ha-converge or a lab.json from a "
+                  "first converge)")
         print_goals(goals)
     return 0 if all(goal.met for goal in goals) else 1
 

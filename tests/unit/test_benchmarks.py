@@ -211,3 +211,13 @@ def test_ha_drill_goals_count_every_drill_and_the_lags() -> None:
     assert figures["ldap replication lag"]["p50_seconds"] == 0.01 and figures["dsync replication lag"]["samples"] == 3
     assert [d["name"] for d in figures["drills"]] == ["mta-down", "store-down"]
     assert ha_drill.percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_ha_drill_takes_the_converge_time_only_from_a_first_converge() -> None:
+    """A re-converge of a running lab-ha is not comparable with the single host's first converge."""
+    first = {"first_converge": True, "timings": {"converge": 552.8}}
+    again = {"first_converge": False, "timings": {"converge": 534.3}}
+    older = {"timings": {"converge": 400.0}}  # a lab.json written before the field existed
+    assert ha_drill.first_converge_seconds(first) == 552.8
+    assert ha_drill.first_converge_seconds(again) is None
+    assert ha_drill.first_converge_seconds(older) is None
