@@ -1,0 +1,192 @@
+"""Outbound abuse limits (issue 13) on the lab: rspamd's ratelimit module and the lab's
+Redis, configured by the rspamd role's own templates, exercised through submission.
+
+The test renders local.d/ratelimit.conf from the role's template (qnprov_testing.
+rspamd_ratelimit, Ansible's templating) with low limits for a test agency that the first
+lab account is moved into, validates it with the role's staged configtest, installs it
+and reloads rspamd; afterwards it puts the deployed file back. Nothing is mocked: the
+451 comes from rspamd's milter through Postfix, the buckets live in Redis, and the events
+are read back from the host's journal, where the role's metadata exporter writes them.
+
+External recipients are in a domain the lab's offline resolver refuses (no traffic leaves
+the container); the accepted ones stay deferred and are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from labenv import require_env
+from mailloss import journal_cursor, lab_exec
+
+from qnprov_testing.rspamd_ratelimit import lab_variables, render
+
+pytestmark = [pytest.mark.lab, pytest.mark.mailflow]
+
+SMTP_TIMEOUT = 60.0
+TEST_AGENCY = "RLTEST"
+EXTERNAL_LIMIT = 3
+BURST_LIMIT = 2
+# A domain outside the lab (not internal) whose name the lab's resolver refuses.
+OUTSIDE = "rl-outside.invalid"
+LIVE = "/etc/rspamd/local.d/ratelimit.conf"
+EXPECTED_TEXT = (
+    f"Tai khoan da gui toi qua {EXTERNAL_LIMIT} nguoi nhan ngoai he thong trong mot gio, vui long thu lai sau "
+    f"(Dieu 2) / Account over its limit of {EXTERNAL_LIMIT} external recipients per hour, try again later "
+    "(Article 2)")
+
+
+def _accounts() -> list[dict[str, str]]:
+    accounts = json.loads(require_env("QNPROV_TEST_ACCOUNTS"))
+    assert len(accounts) >= 2
+    return accounts
+
+
+def _sh(container: str, script: str) -> str:
+    return lab_exec(container, "sh", "-c", script)
+
+
+def _clear_buckets(container: str) -> None:
+    # Only rspamd's ratelimit buckets (prefix RL); the password stays inside the host.
+    _sh(container, "export REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/redis.conf)\"; "
+                   "redis-cli -s /run/redis/redis-server.sock --scan --pattern 'RL*' "
+                   "| xargs -r redis-cli -s /run/redis/redis-server.sock del >/dev/null")
+
+
+def _reload(container: str) -> None:
+    _sh(container, "systemctl reload rspamd")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the proxy answers again once the new workers run
+        out = _sh(container, "ss -Hltn 'sport = :11332' | wc -l; "
+                             "rspamadm control stat >/dev/null 2>&1 && echo up || echo down")
+        if out.split()[0] != "0" and out.split()[-1] == "up":
+            time.sleep(2)
+            return
+        time.sleep(1)
+    pytest.fail("rspamd did not come back after the reload", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The first lab account moved into agency RLTEST with low limits; the deployed
+    ratelimit.conf is put back (and the buckets cleared) afterwards."""
+    container = require_env("QNPROV_TEST_HOST")
+    accounts = _accounts()
+    limited, other = accounts[0]["address"].lower(), accounts[1]["address"].lower()
+    variables = lab_variables()
+    roster = {a["mail"].lower(): a["agency"] for a in variables["openldap_accounts"]}
+    assert other in roster and limited in roster, "the lab accounts are in the roster"
+    conf = render("local.d/ratelimit.conf.j2", lab_variables(
+        rspamd_ratelimit_user_agency={**roster, limited: TEST_AGENCY},
+        rspamd_ratelimit_agency_limits={TEST_AGENCY: {
+            "user_external_recipients_per_hour": EXTERNAL_LIMIT,
+            "burst_external_recipients": BURST_LIMIT,
+        }},
+    ))
+    candidate = tmp_path_factory.mktemp("rl") / "ratelimit.conf"
+    candidate.write_text(conf)
+    lab_exec(container, "cp", "-p", LIVE, "/root/ratelimit.conf.deployed")
+    subprocess.run(["podman", "cp", str(candidate), f"{container}:/root/ratelimit.conf.test"], check=True,
+                   timeout=60)
+    # The role's validator, as a deploy runs it: the candidate against the whole tree.
+    lab_exec(container, "/usr/local/sbin/qnprov-rspamd-configtest", "local.d/ratelimit.conf",
+             "/root/ratelimit.conf.test", "-s")
+    _sh(container, f"install -o root -g _rspamd -m 0640 /root/ratelimit.conf.test {LIVE}")
+    _clear_buckets(container)
+    _reload(container)
+    try:
+        yield {"container": container, "limited": accounts[0], "other": accounts[1]}
+    finally:
+        _sh(container, f"install -o root -g _rspamd -m 0640 /root/ratelimit.conf.deployed {LIVE}; "
+                       "rm -f /root/ratelimit.conf.deployed /root/ratelimit.conf.test")
+        _clear_buckets(container)
+        _reload(container)
+        _delete_outside_mail(container)
+
+
+def _delete_outside_mail(container: str) -> None:
+    for line in lab_exec(container, "postqueue", "-j").splitlines():
+        entry = json.loads(line)
+        if all(str(r.get("address", "")).endswith("@" + OUTSIDE) for r in entry.get("recipients", [])):
+            lab_exec(container, "postsuper", "-d", str(entry["queue_id"]))
+
+
+def _endpoint() -> tuple[str, int]:
+    host, _, port = json.loads(require_env("QNPROV_TEST_ENDPOINTS"))["submission"].rpartition(":")
+    return host, int(port)
+
+
+def _send(account: dict[str, str], recipients: list[str]) -> tuple[int, str]:
+    """(code, text) of the answer to the message: 250 and the queue id, or the refusal."""
+    context = ssl.create_default_context(cafile=require_env("QNPROV_TEST_CA"))
+    host, port = _endpoint()
+    msg = EmailMessage()
+    msg["From"] = account["address"]
+    msg["To"] = ", ".join(recipients)
+    msg["Subject"] = f"qnprov ratelimit test {uuid.uuid4().hex[:8]}"
+    msg["Message-ID"] = f"<rl-{uuid.uuid4().hex}@quangninh.test>"
+    msg.set_content("qnprov outbound-limit test message.\n")
+    with smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT) as smtp:
+        smtp.starttls(context=context)
+        smtp.login(account["address"], account["password"])
+        try:
+            smtp.send_message(msg)
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error.decode()
+        return 250, ""
+
+
+def _journal(container: str, cursor: str) -> list[dict[str, Any]]:
+    out = lab_exec(container, "journalctl", "--no-pager", "-o", "json", "--after-cursor", cursor,
+                   "-t", "qnprov-ratelimit")
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.mail_queued(r"Host or domain name not found|Name service error|try again")
+def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(limited: dict[str, Any]) -> None:
+    container, account, other = limited["container"], limited["limited"], limited["other"]
+    cursor = journal_cursor(container)
+    outside = [f"rl{n}@{OUTSIDE}" for n in range(EXTERNAL_LIMIT + 1)]
+
+    answers = [_send(account, [rcpt]) for rcpt in outside]
+
+    # Up to the limit accepted, the next one refused with rspamd's soft reject.
+    assert [code for code, _ in answers[:EXTERNAL_LIMIT]] == [250] * EXTERNAL_LIMIT, answers
+    code, text = answers[EXTERNAL_LIMIT]
+    assert (code, text) == (451, "4.7.1 " + EXPECTED_TEXT)
+    # Still refused on a retry: the bucket does not empty in seconds.
+    assert _send(account, [f"retry@{OUTSIDE}"]) == (451, "4.7.1 " + EXPECTED_TEXT)
+    # Internal mail of the same account still goes.
+    assert _send(account, [other["address"]]) == (250, "")
+    # Another account (its own agency, the default limits) is not affected.
+    assert _send(other, [f"other@{OUTSIDE}"]) == (250, "")
+
+    time.sleep(2)
+    events = _journal(container, cursor)
+    refusals = [e for e in events if e["MESSAGE"].startswith("QNPROV-RATELIMIT ")]
+    bursts = [e for e in events if e["MESSAGE"].startswith("QNPROV-RATE-BURST ")]
+    docs = [json.loads(e["MESSAGE"].split(" ", 1)[1]) for e in refusals]
+    assert len(docs) == 2, events  # the refused message and its retry
+    for doc, entry in zip(docs, refusals, strict=True):
+        assert entry["PRIORITY"] == "4"
+        assert doc["user"] == account["address"].lower()
+        assert doc["agency"] == TEST_AGENCY
+        assert doc["limits"] == ["qnprov_user_external"]
+        assert doc["action"] == "soft reject"
+        assert (doc["recipients"], doc["external_recipients"]) == (1, 1)
+    # The burst detector (2 external recipients in 10 minutes) fired from the third
+    # external message on, as an alert; never for the other account.
+    assert bursts and all(e["PRIORITY"] == "1" for e in bursts), events
+    burst_docs = [json.loads(e["MESSAGE"].split(" ", 1)[1]) for e in bursts]
+    assert {d["user"] for d in burst_docs} == {account["address"].lower()}
+    assert burst_docs[0]["action"] != "soft reject"  # the alert does not refuse by itself
+    assert all(d["user"] != other["address"].lower() for d in docs + burst_docs)
