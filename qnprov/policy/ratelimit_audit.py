@@ -3,9 +3,10 @@
 The limits themselves are rspamd's (its ratelimit module, Redis buckets; the rspamd role).
 rspamd's metadata exporter writes every refusal and every burst to the journal, identifier
 ``qnprov-ratelimit``: ``QNPROV-RATELIMIT {json}`` at priority warning, ``QNPROV-RATE-BURST
-{json}`` at priority alert. This module turns those journal entries into audit records
-(clause 2: the department runs the system safely) and appends them to the trail the policy
-milter writes, so ``qnprov audit report`` and the compliance report count them. A cursor file
+{json}`` at priority alert (a refused message of a burst gets both lines, hence two
+records). This module turns those journal entries into audit records (clause 2: the
+department runs the system safely) and appends them to the trail the policy milter
+writes, so ``qnprov audit report`` and the compliance report count them. A cursor file
 remembers the last entry imported; ``qnprov-ratelimit-audit.timer`` (qnprov_milter role)
 runs the import every minute.
 """
@@ -56,11 +57,12 @@ def audit_event(entry: Mapping[str, Any]) -> dict[str, Any] | None:
     user = str(doc.get("user") or "") or None
     agency = str(doc.get("agency") or "") or None
     counts = f"{doc.get('recipients', 0)} recipients ({doc.get('external_recipients', 0)} external)"
-    findings = [{"rule": _rule(name), "clause": RATE_CLAUSE, "action": "defer",
-                 "evidence": short_evidence(f"{user}: over {name}; {counts}")} for name in limits]
-    if doc.get("burst"):
-        findings.append({"rule": BURST_RULE, "clause": RATE_CLAUSE, "action": "alert",
-                         "evidence": short_evidence(f"{user}: burst of external recipients; {counts}")})
+    if tag == BURST_ID:  # the alert; the same message's refusal, if any, is its own line
+        findings = [{"rule": BURST_RULE, "clause": RATE_CLAUSE, "action": "alert",
+                     "evidence": short_evidence(f"{user}: burst of external recipients; {counts}")}]
+    else:
+        findings = [{"rule": _rule(name), "clause": RATE_CLAUSE, "action": "defer",
+                     "evidence": short_evidence(f"{user}: over {name}; {counts}")} for name in limits]
     if not findings:
         return None
     primary = findings[0]
@@ -75,7 +77,7 @@ def audit_event(entry: Mapping[str, Any]) -> dict[str, Any] | None:
         "direction": "outbound",
         "agency": agency,
         "agencies": [agency] if agency else [],
-        "verdict": "defer" if limits else "accept",
+        "verdict": "defer" if doc.get("refused") else "accept",
         "rule": primary["rule"],
         "clause": RATE_CLAUSE,
         "action": primary["action"],

@@ -125,15 +125,15 @@ def _endpoint() -> tuple[str, int]:
     return host, int(port)
 
 
-def _send(account: dict[str, str], recipients: list[str]) -> tuple[int, str]:
-    """(code, text) of the answer to the message: 250 and the queue id, or the refusal."""
+def _send(account: dict[str, str], recipients: list[str], message_id: str | None = None) -> tuple[int, str]:
+    """(code, text) of the answer to the message's end of data: (250, "") or the refusal."""
     context = ssl.create_default_context(cafile=require_env("QNPROV_TEST_CA"))
     host, port = _endpoint()
     msg = EmailMessage()
     msg["From"] = account["address"]
     msg["To"] = ", ".join(recipients)
     msg["Subject"] = f"qnprov ratelimit test {uuid.uuid4().hex[:8]}"
-    msg["Message-ID"] = f"<rl-{uuid.uuid4().hex}@quangninh.test>"
+    msg["Message-ID"] = message_id or f"<rl-{uuid.uuid4().hex}@quangninh.test>"
     msg.set_content("qnprov outbound-limit test message.\n")
     with smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT) as smtp:
         smtp.starttls(context=context)
@@ -157,7 +157,8 @@ def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(
     cursor = journal_cursor(container)
     outside = [f"rl{n}@{OUTSIDE}" for n in range(EXTERNAL_LIMIT + 1)]
 
-    answers = [_send(account, [rcpt]) for rcpt in outside]
+    refused_id = f"<rl-refused-{uuid.uuid4().hex}@quangninh.test>"
+    answers = [_send(account, [rcpt], refused_id if n == EXTERNAL_LIMIT else None) for n, rcpt in enumerate(outside)]
 
     # Up to the limit accepted, the next one refused with rspamd's soft reject.
     assert [code for code, _ in answers[:EXTERNAL_LIMIT]] == [250] * EXTERNAL_LIMIT, answers
@@ -176,6 +177,7 @@ def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(
     bursts = [e for e in events if e["MESSAGE"].startswith("QNPROV-RATE-BURST ")]
     docs = [json.loads(e["MESSAGE"].split(" ", 1)[1]) for e in refusals]
     assert len(docs) == 2, events  # the refused message and its retry
+    assert all(d["refused"] for d in docs)
     for doc, entry in zip(docs, refusals, strict=True):
         assert entry["PRIORITY"] == "4"
         assert doc["user"] == account["address"].lower()
@@ -188,5 +190,23 @@ def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(
     assert bursts and all(e["PRIORITY"] == "1" for e in bursts), events
     burst_docs = [json.loads(e["MESSAGE"].split(" ", 1)[1]) for e in bursts]
     assert {d["user"] for d in burst_docs} == {account["address"].lower()}
-    assert burst_docs[0]["action"] != "soft reject"  # the alert does not refuse by itself
+    # The first alert is the third external message, which was accepted: the alert does
+    # not refuse by itself.
+    assert burst_docs[0]["refused"] is False and burst_docs[0]["action"] != "soft reject", burst_docs[0]
     assert all(d["user"] != other["address"].lower() for d in docs + burst_docs)
+    assert docs[0]["message_id"] == refused_id
+
+    # The audit trail: the qnprov_milter role's import (its timer runs every minute; run
+    # now) appends the journal events as clause 2 records, and the chain still verifies.
+    lab_exec(container, "systemctl", "start", "qnprov-ratelimit-audit.service")
+    records = [json.loads(line) for line in
+               _sh(container, "cat /var/log/qnprov/audit/audit-*.jsonl").splitlines() if line.strip()]
+    ours = [r for r in records if r.get("source") == "rspamd-ratelimit" and r.get("message_id") == refused_id]
+    # The refused message was also part of the burst: one defer record and one alert record.
+    assert sorted((r["clause"], r["rule"], r["action"], r["verdict"]) for r in ours) == [
+        ("2", "rate-burst", "alert", "defer"), ("2", "rate-user-external", "defer", "defer")], ours
+    assert {(r["authenticated_user"], tuple(r["agencies"])) for r in ours} == {
+        (account["address"].lower(), (TEST_AGENCY,))}
+    verify = lab_exec(container, "/opt/qnprov/venv/bin/python", "-m", "qnprov.policy.milter_cli", "audit",
+                      "verify", "/var/log/qnprov/audit")
+    assert verify.startswith("ok: "), verify

@@ -19,10 +19,10 @@ def _entry(n: int, tag: str, doc: dict[str, object]) -> str:
                        "MESSAGE": f"{tag} {json.dumps(doc)}"})
 
 
-REFUSAL = {"event": "QNPROV-RATELIMIT", "burst": False, "limits": ["qnprov_user_external"],
+REFUSAL = {"refused": True, "burst": False, "limits": ["qnprov_user_external"],
            "action": "soft reject", "user": "annv@quangninh.test", "agency": "SKHCN", "recipients": 2,
            "external_recipients": 1, "queue_id": "4ABC123", "message_id": "<m1@quangninh.test>", "ip": "10.88.0.1"}
-BURST = {**REFUSAL, "event": "QNPROV-RATE-BURST", "burst": True, "limits": [], "action": "no action",
+BURST = {**REFUSAL, "refused": False, "burst": True, "limits": [], "action": "no action",
          "queue_id": ""}
 
 
@@ -43,6 +43,13 @@ def test_a_burst_is_an_alert_finding_and_other_lines_are_ignored() -> None:
     assert event is not None
     assert [(f["rule"], f["action"]) for f in event["findings"]] == [("rate-burst", "alert")]
     assert event["verdict"] == "accept" and event["queue_id"] is None
+    # A refused message of a burst: the alert line carries only the burst finding.
+    both = {**REFUSAL, "burst": True}
+    alert = audit_event(json.loads(_entry(3, "QNPROV-RATE-BURST", both)))
+    refusal = audit_event(json.loads(_entry(3, "QNPROV-RATELIMIT", both)))
+    assert alert is not None and refusal is not None
+    assert [f["rule"] for f in alert["findings"]] == ["rate-burst"]
+    assert [f["rule"] for f in refusal["findings"]] == ["rate-user-external"]
     assert audit_event({"MESSAGE": "something else", "__REALTIME_TIMESTAMP": str(T0)}) is None
     assert audit_event({"MESSAGE": "QNPROV-RATELIMIT not-json", "__REALTIME_TIMESTAMP": str(T0)}) is None
 
