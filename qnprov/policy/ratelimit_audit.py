@@ -87,13 +87,16 @@ def audit_event(entry: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def import_entries(lines: Iterable[str], log: AuditLog) -> tuple[int, str | None]:
-    """Append the records of ``journalctl -o json`` lines; (records written, last cursor)."""
-    written, cursor = 0, None
+def import_entries(lines: Iterable[str], log: AuditLog, *, after: str | None = None) -> tuple[int, str | None]:
+    """Append the records of ``journalctl -o json`` lines, leaving out the entry whose cursor
+    is ``after`` (imported last time); (records written, last cursor)."""
+    written, cursor = 0, after
     for line in lines:
         if not line.strip():
             continue
         entry = json.loads(line)
+        if after is not None and entry.get("__CURSOR") == after:
+            continue
         event = audit_event(entry)
         if event is not None:
             log.append(event)
@@ -106,14 +109,17 @@ def import_journal(audit_log: Path, cursor_file: Path) -> int:
     """Import what the journal got since the cursor; the cursor moves only after the records
     are written, so a crash imports an entry twice at worst, never loses one."""
     argv = ["journalctl", "--no-pager", "-o", "json", "-t", JOURNAL_TAG]
-    if cursor_file.exists():
-        argv += ["--after-cursor", cursor_file.read_text().strip()]
+    after = cursor_file.read_text().strip() if cursor_file.exists() else None
+    if after:
+        # --cursor (inclusive) and skip that entry: systemd 252's --after-cursor together
+        # with a match (-t) shows nothing when the cursor's entry does not match.
+        argv += ["--cursor", after]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
     if result.returncode != 0:
         raise InputError(f"journalctl failed: {result.stderr.strip()[-300:]}")
     with AuditLog(audit_log) as log:
-        written, cursor = import_entries(result.stdout.splitlines(), log)
-    if cursor:
+        written, cursor = import_entries(result.stdout.splitlines(), log, after=after or None)
+    if cursor and cursor != after:
         tmp = cursor_file.with_suffix(".tmp")
         tmp.write_text(cursor + "\n")
         os.replace(tmp, cursor_file)

@@ -65,3 +65,12 @@ def test_import_chains_the_records_and_the_report_counts_them(tmp_path: Path) ->
     rows = summarise(iter_audit_records(tmp_path), by="rule")
     assert [(r.key, r.clause, r.action, r.count) for r in rows] == [
         ("rate-burst", "2", "alert", 1), ("rate-user-external", "2", "defer", 1)]
+
+
+def test_the_entry_imported_last_time_is_not_imported_again(tmp_path: Path) -> None:
+    # journalctl --cursor C starts AT the entry imported last time (inclusive).
+    lines = [_entry(1, "QNPROV-RATELIMIT", REFUSAL), _entry(2, "QNPROV-RATE-BURST", BURST)]
+    with AuditLog(tmp_path) as log:
+        assert import_entries(lines, log, after="s=abc;i=1") == (1, "s=abc;i=2")
+        assert import_entries(lines[1:], log, after="s=abc;i=2") == (0, "s=abc;i=2")
+    assert [r["rule"] for r in iter_audit_records(tmp_path)] == ["rate-burst"]
