@@ -36,6 +36,7 @@ SMTP_TIMEOUT = 60.0
 TEST_AGENCY = "RLTEST"
 EXTERNAL_LIMIT = 3
 BURST_LIMIT = 2
+AGENCY_MESSAGES = 6
 # A domain outside the lab (not internal) whose name the lab's resolver refuses.
 OUTSIDE = "rl-outside.invalid"
 LIVE = "/etc/rspamd/local.d/ratelimit.conf"
@@ -43,11 +44,14 @@ EXPECTED_TEXT = (
     f"Tai khoan da gui toi qua {EXTERNAL_LIMIT} nguoi nhan ngoai he thong trong mot gio, vui long thu lai sau "
     f"(Dieu 2) / Account over its limit of {EXTERNAL_LIMIT} external recipients per hour, try again later "
     "(Article 2)")
+AGENCY_TEXT = (
+    f"Co quan {TEST_AGENCY} da gui qua {AGENCY_MESSAGES} thu trong mot gio, vui long thu lai sau (Dieu 2) / "
+    f"Agency {TEST_AGENCY} over its limit of {AGENCY_MESSAGES} messages per hour, try again later (Article 2)")
 
 
 def _accounts() -> list[dict[str, str]]:
     accounts = json.loads(require_env("QNPROV_TEST_ACCOUNTS"))
-    assert len(accounts) >= 2
+    assert len(accounts) >= 3
     return accounts
 
 
@@ -77,19 +81,21 @@ def _reload(container: str) -> None:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The first lab account moved into agency RLTEST with low limits; the deployed
-    ratelimit.conf is put back (and the buckets cleared) afterwards."""
+    """The first and third lab accounts moved into agency RLTEST with low limits; the
+    deployed ratelimit.conf is put back (and the buckets cleared) afterwards."""
     container = require_env("QNPROV_TEST_HOST")
     accounts = _accounts()
     limited, other = accounts[0]["address"].lower(), accounts[1]["address"].lower()
+    colleague = accounts[2]["address"].lower()
     variables = lab_variables()
     roster = {a["mail"].lower(): a["agency"] for a in variables["openldap_accounts"]}
     assert other in roster and limited in roster, "the lab accounts are in the roster"
     conf = render("local.d/ratelimit.conf.j2", lab_variables(
-        rspamd_ratelimit_user_agency={**roster, limited: TEST_AGENCY},
+        rspamd_ratelimit_user_agency={**roster, limited: TEST_AGENCY, colleague: TEST_AGENCY},
         rspamd_ratelimit_agency_limits={TEST_AGENCY: {
             "user_external_recipients_per_hour": EXTERNAL_LIMIT,
             "burst_external_recipients": BURST_LIMIT,
+            "agency_messages_per_hour": AGENCY_MESSAGES,
         }},
     ))
     candidate = tmp_path_factory.mktemp("rl") / "ratelimit.conf"
@@ -104,13 +110,20 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     _clear_buckets(container)
     _reload(container)
     try:
-        yield {"container": container, "limited": accounts[0], "other": accounts[1]}
+        yield {"container": container, "limited": accounts[0], "other": accounts[1], "colleague": accounts[2]}
     finally:
         _sh(container, f"install -o root -g _rspamd -m 0640 /root/ratelimit.conf.deployed {LIVE}; "
                        "rm -f /root/ratelimit.conf.deployed /root/ratelimit.conf.test")
         _clear_buckets(container)
         _reload(container)
         _delete_outside_mail(container)
+
+
+@pytest.fixture
+def fresh_buckets(limited: dict[str, Any]) -> dict[str, Any]:
+    """Each test starts with empty buckets: no test depends on another's sends."""
+    _clear_buckets(limited["container"])
+    return limited
 
 
 def _delete_outside_mail(container: str) -> None:
@@ -159,8 +172,9 @@ def _journal(container: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.mail_queued(r"Host or domain name not found|Name service error|try again")
-def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(limited: dict[str, Any]) -> None:
-    container, account, other = limited["container"], limited["limited"], limited["other"]
+def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(
+        fresh_buckets: dict[str, Any]) -> None:
+    container, account, other = fresh_buckets["container"], fresh_buckets["limited"], fresh_buckets["other"]
     outside = [f"rl{n}@{OUTSIDE}" for n in range(EXTERNAL_LIMIT + 1)]
 
     refused_id = f"<rl-refused-{uuid.uuid4().hex}@quangninh.test>"
@@ -217,3 +231,22 @@ def test_external_limit_refuses_with_451_keeps_internal_mail_and_other_accounts(
     verify = lab_exec(container, "/opt/qnprov/venv/bin/python", "-m", "qnprov.policy.milter_cli", "audit",
                       "verify", "/var/log/qnprov/audit")
     assert verify.startswith("ok: "), verify
+
+
+def test_agency_limit_counts_all_its_accounts_and_spares_other_agencies(fresh_buckets: dict[str, Any]) -> None:
+    first, colleague, other = fresh_buckets["limited"], fresh_buckets["colleague"], fresh_buckets["other"]
+    half = AGENCY_MESSAGES // 2
+    # Internal mail only: the agency's message bucket counts every message of its accounts.
+    sent = [_send(first, [other["address"]]) for _ in range(half)]
+    sent += [_send(colleague, [other["address"]]) for _ in range(AGENCY_MESSAGES - half)]
+    assert sent == [(250, "")] * AGENCY_MESSAGES
+    assert _send(colleague, [other["address"]]) == (451, "4.7.1 " + AGENCY_TEXT)
+    assert _send(first, [colleague["address"]]) == (451, "4.7.1 " + AGENCY_TEXT)
+    # The other agency's account is not affected.
+    assert _send(other, [first["address"]]) == (250, "")
+    time.sleep(2)
+    docs = [json.loads(e["MESSAGE"].split(" ", 1)[1]) for e in _journal(fresh_buckets["container"])
+            if e["MESSAGE"].startswith("QNPROV-RATELIMIT ")]
+    agency_docs = [d for d in docs if d["limits"] == ["qnprov_agency_messages"]]
+    assert [(d["user"], d["agency"]) for d in agency_docs] == [
+        (colleague["address"].lower(), TEST_AGENCY), (first["address"].lower(), TEST_AGENCY)]
