@@ -6,11 +6,17 @@ it replaces those files and says so in its commit message. The lab test
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qnprov_testing.rspamd_ratelimit import FILES, lab_variables, render, render_all
+from qnprov_testing.rspamd_ratelimit import FILES, ROLE, lab_variables, render, render_all
 from tests.unit.test_store_templates import LAB_RENDER
 
 
@@ -79,3 +85,51 @@ def test_exporter_fires_on_the_symbol_the_ratelimit_adds() -> None:
     assert "task:has_symbol('QNPROV_RATELIMIT')" in exporter
     assert "/usr/bin/logger -t qnprov-ratelimit -p " in exporter
     assert "'mail.alert'" in exporter and "'QNPROV-RATE-BURST'" in exporter
+
+
+# --- the role's input check, run by Ansible itself ------------------------------------------
+
+ASSERT_PLAY = """
+- hosts: all
+  gather_facts: false
+  vars:
+    qnprov_hosted_domains: [quangninh.test]
+  tasks:
+    - ansible.builtin.import_tasks: {tasks}
+"""
+
+
+def _check(tmp_path: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "play.yml").write_text(ASSERT_PLAY.format(tasks=ROLE / "tasks" / "assert.yml"))
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    localhost:\n")
+    (tmp_path / "group_vars").mkdir(exist_ok=True)
+    if not (tmp_path / "group_vars" / "all.yml").exists():
+        (tmp_path / "group_vars" / "all.yml").symlink_to(ROLE / "defaults" / "main.yml")
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    env = dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="false",
+               ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), "-c", "local",
+         str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'extra.json'}"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_the_role_accepts_its_defaults_and_valid_overrides(tmp_path: Path) -> None:
+    run = _check(tmp_path, rspamd_ratelimit_agency_limits={"SYT": {"agency_messages_per_hour": 5000}},
+                 rspamd_ratelimit_user_limits={"press@quangninh.test": {"user_external_recipients_per_hour": "800"}})
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "Check the outbound limits" in run.stdout
+
+
+@pytest.mark.parametrize("extra", [
+    {"rspamd_ratelimit_agency_limits": {"SYT": {"user_mesages_per_hour": 5}}},  # misspelt key
+    {"rspamd_ratelimit_user_limits": {"a@quangninh.test": {"user_messages_per_hour": 0}}},
+    {"rspamd_ratelimit_user_limits": {"a@quangninh.test": {"user_messages_per_hour": "ten"}}},
+    {"rspamd_ratelimit_limits": {"user_messages_per_hour": 100}},  # incomplete defaults
+    {"rspamd_ratelimit_messages": {**lab_variables()["rspamd_ratelimit_messages"],
+                                   "user_messages_per_hour": "Tài khoản đã gửi quá %N thư"}},  # not ASCII
+], ids=["misspelt", "zero", "word", "incomplete", "non-ascii"])
+def test_the_role_refuses_a_bad_limit(tmp_path: Path, extra: dict[str, Any]) -> None:
+    run = _check(tmp_path, **extra)
+    assert run.returncode != 0
+    assert "rspamd_ratelimit_limits must set exactly" in run.stdout
