@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from qnprov_testing.rspamd_ratelimit import FILES, ROLE, lab_variables, render, render_all
 from tests.unit.test_store_templates import LAB_RENDER
@@ -32,7 +33,10 @@ def _block(conf: str, name: str) -> str:
 
 
 def test_agency_and_account_overrides_reach_the_qnprov_block() -> None:
+    # The role's own defaults (the lab inventory raises them for its test-driver accounts).
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["rspamd_ratelimit_limits"]
     conf = render("local.d/ratelimit.conf.j2", lab_variables(
+        rspamd_ratelimit_limits=defaults,
         rspamd_ratelimit_agency_limits={"SYT": {"agency_messages_per_hour": 5000, "user_messages_per_hour": 40}},
         rspamd_ratelimit_user_limits={"Press@Quangninh.test": {"user_external_recipients_per_hour": 800}},
     ))
