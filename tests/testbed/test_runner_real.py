@@ -50,7 +50,9 @@ def test_playbook_events_and_per_host_stats(container: str, tmp_path: Path):
     assert [e.task for e in events if e.kind == "task"] == ["reach the host", "change something", "fail on purpose"]
     assert [(f.host, f.task) for f in result.failures] == [("probe", "fail on purpose")]
     assert result.as_json() == {"hosts": {"probe": {"ok": 2, "changed": 1, "failed": 1, "unreachable": 0}},
-                                "rc": result.rc, "changed_tasks": [{"host": "probe", "task": "change something"}]}
+                                "rc": result.rc, "changed_tasks": [{"host": "probe", "task": "change something"}],
+                                "failures": [{"host": "probe", "task": "fail on purpose",
+                                              "message": "non-zero return code"}]}
 
     again = runner.run_playbook(playbook, inventory=inventory, check=True)
     assert again.hosts["probe"].changed == 0, "the file is already in place"
