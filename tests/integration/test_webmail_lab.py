@@ -11,6 +11,7 @@ Playwright/Chromium walk of issue 14 is a later slice).
 
 from __future__ import annotations
 
+import base64
 import email
 import email.header
 import http.client
@@ -28,7 +29,10 @@ import uuid
 import pytest
 from labenv import require_env
 
+from qnprov.directory.passwords import stored_password_problem
+
 OFFICIAL_NAME = "mail1.quangninh.test"
+ARGON2ID_PREFIX = b"{ARGON2}$argon2id$v=19$m=19456,t=2,p=1$"
 SUBJECT_PREFIX = "Báo cáo tuần – Sở Khoa học và Công nghệ"
 
 
@@ -219,16 +223,34 @@ def test_login_send_in_vietnamese_read_over_imap_and_change_the_password():
     status, _, form = browser.request("GET", "/?_task=settings&_action=plugin.password")
     assert status == 200 and "_curpasswd" in form
     changed = False
+    before = _stored_hash(sender["address"])
     try:
         changed = _change_password(browser, sender["password"], new_password)
         _imap_login(sender["address"], new_password).logout()
         assert _imap_refuses(sender["address"], sender["password"])
+        # Issue 9 item 7: slapd hashed the webmail's change as one clean argon2id value.
+        after = _stored_hash(sender["address"])
+        assert after != before
+        scheme_ok = after.startswith(ARGON2ID_PREFIX)  # the hash itself stays out of a failure report
+        assert scheme_ok, after[:len(ARGON2ID_PREFIX)]
+        assert stored_password_problem(after) is None
     finally:
         # Put the lab password back (other suites use it), the same way.
         if changed:
             assert _change_password(browser, new_password, sender["password"])
     _imap_login(sender["address"], sender["password"]).logout()
     assert _imap_refuses(sender["address"], new_password)
+
+
+def _stored_hash(address: str) -> bytes:
+    """The account's raw userPassword, read with slapcat in the lab host (nothing decoded as text)."""
+    dump = subprocess.run(["podman", "exec", require_env("QNPROV_TEST_HOST"), "slapcat", "-o", "ldif-wrap=no",
+                           "-F", "/etc/ldap/slapd.d", "-a", f"(mail={address})"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+    values = [line.split(":", 1)[1] for line in dump.splitlines() if line.startswith("userPassword:")]
+    assert len(values) == 1, f"{len(values)} userPassword values for {address}"
+    value = values[0]
+    return base64.b64decode(value[1:].strip()) if value.startswith(":") else value.strip().encode()
 
 
 def _change_password(browser: Browser, current: str, new: str) -> bool:
