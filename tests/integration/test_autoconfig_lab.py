@@ -13,6 +13,9 @@
 * Outlook's Autodiscover (POX) is POSTed as Outlook does, and answered.
 * Bad input: an unknown or malformed address gets the same kind of answer as a real one
   (nothing tells whether an account exists); an oversized Autodiscover body is refused.
+* The Apple .mobileconfig profile comes only through a logged-in Roundcube session (the
+  qnprov_mobileconfig plugin): without one, or after logout, the answer is Roundcube's login
+  page; with one, a well-formed profile (plistlib) of that user's account and no password.
 
 The XML is parsed with the standard library's ElementTree (expat, which refuses entity
 expansion bombs); it comes from the lab's own nginx.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import plistlib
+import re
 import socket
 import ssl
 import subprocess
@@ -315,3 +320,92 @@ def test_autoconfig_names_serve_nothing_else():
     for path in ("/", "/index.php", "/?_task=login", "/autodiscover/../config-v1.1.xml", "/config-v1.1.xml"):
         status, _, _ = _https(f"autoconfig.{_domain()}", "GET", path)
         assert status in (400, 404), (path, status)
+
+
+# --- the Apple .mobileconfig, only through a Roundcube session ------------------------------
+
+MOBILECONFIG = "/?_task=settings&_action=plugin.qnprov_mobileconfig"
+
+
+class _Session:
+    """Roundcube's login as a browser does it: session cookie, request token, form POST."""
+
+    def __init__(self) -> None:
+        self.cookies: dict[str, str] = {}
+
+    def get(self, path: str, form: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        status, answer, text = _https(OFFICIAL_NAME, "POST" if form is not None else "GET", path, body, headers)
+        for raw in answer.get_all("Set-Cookie") or []:
+            name, _, rest = raw.partition("=")
+            value = rest.split(";", 1)[0]
+            if value in ("", "-del-", "deleted"):
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return status, answer, text
+
+    def token(self, page: bytes) -> str:
+        found = re.search(rb'"request_token":"([^"]+)"', page) or re.search(rb'name="_token" value="([^"]+)"', page)
+        assert found, "no Roundcube request token in the page"
+        return found.group(1).decode()
+
+    def login(self, address: str, password: str) -> str:
+        _, _, page = self.get("/")
+        token = self.token(page)
+        status, headers, _ = self.get("/?_task=login", {
+            "_token": token, "_task": "login", "_action": "login", "_timezone": "Asia/Ho_Chi_Minh", "_url": "",
+            "_user": address, "_pass": password})
+        assert status == 302 and "_task=mail" in headers["Location"], (status, headers.get("Location"))
+        assert "qnwm_sessauth" in self.cookies
+        _, _, inbox = self.get("/?_task=mail")
+        return self.token(inbox)
+
+
+def _is_login_page(status: int, headers: http.client.HTTPMessage, body: bytes) -> bool:
+    return (status in (200, 401) and headers["Content-Type"].startswith("text/html")
+            and b'name="_user"' in body and b"<plist" not in body)
+
+
+def test_mobileconfig_is_refused_without_a_webmail_session():
+    assert _is_login_page(*_https(OFFICIAL_NAME, "GET", MOBILECONFIG))
+    forged = _Session()
+    forged.cookies = {"qnwm_sessid": uuid.uuid4().hex, "qnwm_sessauth": uuid.uuid4().hex}
+    assert _is_login_page(*forged.get(MOBILECONFIG))
+    # nor on the client names, whose server has no Roundcube at all
+    status, _, _ = _https(f"autoconfig.{_domain()}", "GET", MOBILECONFIG)
+    assert status == 404
+
+
+def test_mobileconfig_of_the_logged_in_user_is_a_wellformed_profile_without_a_password():
+    account = json.loads(require_env("QNPROV_TEST_ACCOUNTS"))[-1]
+    session = _Session()
+    token = session.login(account["address"], account["password"])
+    status, headers, body = session.get(MOBILECONFIG)
+    assert status == 200, (status, body[:300])
+    assert headers["Content-Type"] == "application/x-apple-aspen-config; charset=utf-8"
+    assert headers["Content-Disposition"].startswith("attachment;") and headers["Cache-Control"] == "no-store"
+    profile = plistlib.loads(body)
+    assert (profile["PayloadType"], profile["PayloadVersion"]) == ("Configuration", 1)
+    [mail] = profile["PayloadContent"]
+    assert (mail["PayloadType"], mail["EmailAccountType"]) == ("com.apple.mail.managed", "EmailTypeIMAP")
+    assert (mail["EmailAddress"], mail["IncomingMailServerUsername"], mail["OutgoingMailServerUsername"]) == \
+        (account["address"],) * 3
+    assert (mail["IncomingMailServerHostName"], mail["IncomingMailServerPortNumber"],
+            mail["IncomingMailServerUseSSL"]) == (OFFICIAL_NAME, 993, True)
+    assert (mail["OutgoingMailServerHostName"], mail["OutgoingMailServerPortNumber"],
+            mail["OutgoingMailServerUseSSL"]) == (OFFICIAL_NAME, 587, True)
+    # no password in the profile, under any key or as any value
+    assert account["password"].encode() not in body
+    assert [k for k in (*profile, *mail) if "Password" in k] == ["OutgoingPasswordSameAsIncomingPassword"]
+
+    # after logout the cookies of the ended session get the login page
+    ended = dict(session.cookies)
+    session.get(f"/?_task=logout&_token={token}")
+    replay = _Session()
+    replay.cookies = ended
+    assert _is_login_page(*replay.get(MOBILECONFIG))

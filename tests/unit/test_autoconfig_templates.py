@@ -230,3 +230,82 @@ def test_autodiscover_refuses_other_methods(autodiscover: Path, method: str) -> 
     assert status == 400
     if method != "HEAD":
         assert text == "autodiscover: POST an Outlook Autodiscover request\n"
+
+
+# --- the Apple .mobileconfig plugin under the real PHP ------------------------------------------
+# Roundcube itself is not on this machine: a two-class harness stands in for rcube_plugin and
+# rcmail (the logged-in user's name is all the plugin asks of them) and calls the plugin's own
+# download action. tests/integration/test_autoconfig_lab.py drives it inside the real Roundcube.
+
+_HARNESS = """<?php
+class rcube_plugin { public $actions = []; public function register_action($a, $c) { $this->actions[$a] = $c; } }
+class rcmail { public static function get_instance() { return new rcmail(); }
+               public function get_user_name() { return getenv('QN_USER'); } }
+require getenv('QN_PLUGIN');
+$plugin = new qnprov_mobileconfig();
+$plugin->init();
+call_user_func($plugin->actions['plugin.qnprov_mobileconfig']);
+"""
+
+
+@pytest.fixture(scope="module")
+def mobileconfig(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    assert shutil.which("php-cgi"), "php-cgi is not installed (run scripts/bootstrap.sh)"
+    where = tmp_path_factory.mktemp("mobileconfig")
+    plugin = where / "qnprov_mobileconfig.php"
+    plugin.write_text(render("webmail/qnprov_mobileconfig.php.j2",
+                             _resolved(webmail_product_name="Thư điện tử 'công vụ' <&>")))
+    lint = subprocess.run(["php-cgi", "-l", str(plugin)], capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    harness = where / "harness.php"
+    harness.write_text(_HARNESS)
+    return harness, plugin
+
+
+def _profile(mobileconfig: tuple[Path, Path], user: str) -> tuple[int, dict[str, str], bytes]:
+    harness, plugin = mobileconfig
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIRECT_STATUS": "200", "GATEWAY_INTERFACE": "CGI/1.1",
+           "SCRIPT_FILENAME": str(harness), "REQUEST_METHOD": "GET", "QN_USER": user, "QN_PLUGIN": str(plugin)}
+    proc = subprocess.run(["php-cgi"], env=env, capture_output=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    head, _, body = proc.stdout.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line)
+    return int(headers.pop("Status", "200 OK").split()[0]), headers, body
+
+
+def test_mobileconfig_is_the_users_imap_and_submission_profile_without_a_password(mobileconfig) -> None:
+    import plistlib
+
+    status, headers, body = _profile(mobileconfig, "annv@quangninh.test")
+    assert status == 200
+    assert headers["Content-Type"] == "application/x-apple-aspen-config; charset=utf-8"
+    assert headers["Content-Disposition"] == 'attachment; filename="annv_quangninh.test.mobileconfig"'
+    assert headers["Cache-Control"] == "no-store"
+    profile = plistlib.loads(body)
+    assert (profile["PayloadType"], profile["PayloadVersion"]) == ("Configuration", 1)
+    assert profile["PayloadDisplayName"] == "Thư điện tử 'công vụ' <&>"
+    assert profile["PayloadIdentifier"].startswith("test.quangninh.mail1.mobileconfig.")
+    [mail] = profile["PayloadContent"]
+    assert mail["PayloadType"] == "com.apple.mail.managed" and mail["EmailAccountType"] == "EmailTypeIMAP"
+    assert (mail["EmailAddress"], mail["IncomingMailServerUsername"], mail["OutgoingMailServerUsername"]) == \
+        ("annv@quangninh.test",) * 3
+    assert (mail["IncomingMailServerHostName"], mail["IncomingMailServerPortNumber"],
+            mail["IncomingMailServerUseSSL"]) == ("mail1.quangninh.test", 993, True)
+    assert (mail["OutgoingMailServerHostName"], mail["OutgoingMailServerPortNumber"],
+            mail["OutgoingMailServerUseSSL"]) == ("mail1.quangninh.test", 587, True)
+    assert mail["IncomingMailServerAuthentication"] == mail["OutgoingMailServerAuthentication"] == "EmailAuthPassword"
+    # no password anywhere: the device asks for it
+    secrets = [k for k in (*profile, *mail) if "Password" in k and k != "OutgoingPasswordSameAsIncomingPassword"]
+    assert secrets == [] and mail["OutgoingPasswordSameAsIncomingPassword"] is True
+    # UUIDs are stable per address (a second install replaces the first) and differ between addresses
+    again = plistlib.loads(_profile(mobileconfig, "annv@quangninh.test")[2])
+    other = plistlib.loads(_profile(mobileconfig, "binhtt@xaydung.quangninh.test")[2])
+    assert again["PayloadUUID"] == profile["PayloadUUID"] != other["PayloadUUID"]
+    assert re.fullmatch(r"[0-9A-F]{8}-[0-9A-F]{4}-5[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}", profile["PayloadUUID"])
+
+
+@pytest.mark.parametrize("user", ["someone@example.org", "annv", "a<b>@quangninh.test", ""])
+def test_mobileconfig_refuses_a_user_outside_the_served_domains(mobileconfig, user: str) -> None:
+    status, headers, body = _profile(mobileconfig, user)
+    assert (status, body) == (404, b"mobileconfig: this account is not of a domain served here\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
