@@ -98,13 +98,16 @@ def test_nginx_serves_autoconfig_on_the_client_names_and_the_official_name() -> 
         "autoconfig.quangninh.test", "autodiscover.quangninh.test",
         "autoconfig.xaydung.quangninh.test", "autodiscover.xaydung.quangninh.test"]
     for block in (webmail, autoconfig):
-        assert ("location = /.well-known/autoconfig/mail/config-v1.1.xml {\n        default_type application/xml;\n"
+        # types { } empties mime.types (included by the webmail server: .xml would be text/xml there)
+        assert ("location = /.well-known/autoconfig/mail/config-v1.1.xml {\n        types { }\n"
+                "        default_type application/xml;\n"
                 "        alias /var/www/qnprov-autoconfig/config-v1.1.xml;") in block
         autodiscover = block.split(r"location ~* ^/autodiscover/autodiscover\.xml$ {", 1)[1].split("}", 1)[0]
         assert "client_max_body_size 8192;" in autodiscover
         assert "fastcgi_param SCRIPT_FILENAME /var/www/qnprov-autoconfig/autodiscover.php;" in autodiscover
         assert "fastcgi_pass unix:/run/php/qnprov-webmail.sock;" in autodiscover
-    assert "location = /mail/config-v1.1.xml {" in autoconfig and "location = /mail/" not in webmail
+    assert "location = /mail/config-v1.1.xml {\n        types { }\n        default_type application/xml;" in autoconfig
+    assert "location = /mail/" not in webmail
     # Nothing else on the client names; headers only at server level (a location's would drop them).
     assert autoconfig.count("location ") == 4 and "location / {\n        return 404;" in autoconfig
     assert "ssl_certificate /etc/qnprov/tls/fullchain.pem;" in autoconfig
