@@ -215,6 +215,21 @@ def test_mbsync_and_msmtp_set_up_only_from_the_autoconfig_xml_send_and_sync(tmp_
     assert not missing, f"mbsync never pulled {len(missing)} of the {len(tokens)} messages msmtp sent"
 
 
+def test_the_clients_check_the_certificate_name(tmp_path: Path):
+    # The same clients, set up the same way but told a name the certificate lacks (mapped to
+    # the same loopback port), refuse: the name check that the test above relies on is live.
+    account = _account()
+    ca = Path(require_env("QNPROV_TEST_CA"))
+    wrong = "imap.example.org"
+    pulled, _ = clients.mbsync_pull_inbox(tmp_path, server=wrong, port=_published(993), user=account["address"],
+                                          password=account["password"], ca=ca, ssl_type="IMAPS")
+    assert pulled.returncode != 0 and "certificate owner does not match hostname" in pulled.stderr, pulled.stderr
+    sent = clients.msmtp_send(tmp_path, "Subject: x\n\nx\n", server=wrong, port=_published(465),
+                              user=account["address"], password=account["password"], ca=ca,
+                              recipient=account["address"], starttls=False)
+    assert sent.returncode != 0 and "name in the certificate does not match" in sent.stderr, sent.stderr
+
+
 def test_autoconfig_answer_does_not_depend_on_the_address():
     # The XML is one static document: a real account, an unknown one, a foreign or a
     # malformed address and none at all get byte-for-byte the same answer.
