@@ -418,6 +418,14 @@ def test_mobileconfig_of_the_logged_in_user_is_a_wellformed_profile_without_a_pa
     assert account["password"].encode() not in body
     assert [k for k in (*profile, *mail) if "Password" in k] == ["OutgoingPasswordSameAsIncomingPassword"]
 
+    # Settings lists it (in Vietnamese, the default), and its page links to the download
+    status, _, settings = session.get("/?_task=settings")
+    assert status == 200 and b"plugin.qnprov_mobileconfig-info" in settings
+    assert "Thiết bị Apple (iPhone, iPad, Mac)".encode() in settings
+    status, _, info = session.get("/?_task=settings&_action=plugin.qnprov_mobileconfig-info&_framed=1")
+    assert status == 200 and b'href="./?_task=settings&amp;_action=plugin.qnprov_mobileconfig"' in info
+    assert "Hồ sơ không chứa mật khẩu".encode() in info
+
     # after logout the cookies of the ended session get the login page
     ended = dict(session.cookies)
     session.get(f"/?_task=logout&_token={token}")

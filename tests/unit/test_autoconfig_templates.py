@@ -241,7 +241,8 @@ def test_autodiscover_refuses_other_methods(autodiscover: Path, method: str) -> 
 # download action. tests/integration/test_autoconfig_lab.py drives it inside the real Roundcube.
 
 _HARNESS = """<?php
-class rcube_plugin { public $actions = []; public function register_action($a, $c) { $this->actions[$a] = $c; } }
+class rcube_plugin { public $actions = []; public function register_action($a, $c) { $this->actions[$a] = $c; }
+                     public function add_hook($h, $c) {} }
 class rcmail { public static function get_instance() { return new rcmail(); }
                public function get_user_name() { return getenv('QN_USER'); } }
 require getenv('QN_PLUGIN');
