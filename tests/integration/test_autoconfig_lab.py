@@ -11,8 +11,10 @@
   /etc/hosts (a private mount namespace) maps the XML's host name to 127.0.0.1. The host
   name the clients are given, and check the certificate against, is the XML's.
 * Outlook's Autodiscover (POX) is POSTed as Outlook does, and answered.
-* Bad input: an unknown or malformed address gets the same kind of answer as a real one
-  (nothing tells whether an account exists); an oversized Autodiscover body is refused.
+* Bad input: the autoconfig XML is the same document whatever the address; Autodiscover
+  answers an unknown account of a served domain exactly as a real one (but for the echoed
+  login name), so nothing tells whether an account exists, and refuses a malformed or foreign
+  address with a defined one-line 400; an oversized body gets 413 from nginx.
 * The Apple .mobileconfig profile comes only through a logged-in Roundcube session (the
   qnprov_mobileconfig plugin): without one, or after logout, the answer is Roundcube's login
   page; with one, a well-formed profile (plistlib) of that user's account and no password.
