@@ -29,6 +29,7 @@ import http.client
 import json
 import plistlib
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -42,8 +43,10 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import pytest
+import yaml
 from labenv import require_env
 
+from qnprov import paths
 from qnprov_testing import clients
 
 OFFICIAL_NAME = "mail1.quangninh.test"
@@ -434,3 +437,34 @@ def test_mobileconfig_of_the_logged_in_user_is_a_wellformed_profile_without_a_pa
     replay = _Session()
     replay.cookies = ended
     assert _is_login_page(*replay.get(MOBILECONFIG))
+
+
+def test_the_role_checks_the_plugin_against_roundcubes_rcube_plugin():
+    # The role's own validate command (tasks/config.yml), run in the lab host: it refuses a
+    # plugin that parses (php -l passes) but clashes with the installed rcube_plugin, which
+    # would make every webmail page a 500, and accepts the deployed plugin.
+    role = paths.PROJECT_ROOT / "roles" / "webmail"
+    plugin_class = yaml.safe_load((role / "vars" / "main.yml").read_text())["__webmail_rcube_plugin_class"]
+    plugin_dir = yaml.safe_load((role / "vars" / "main.yml").read_text())["__webmail_mobileconfig_plugin_dir"]
+    [task] = [t for t in yaml.safe_load((role / "tasks" / "config.yml").read_text())
+              if t.get("ansible.builtin.template", {}).get("dest", "").endswith("/qnprov_mobileconfig.php")]
+    validate = task["ansible.builtin.template"]["validate"].replace("{{ __webmail_rcube_plugin_class }}", plugin_class)
+    container = require_env("QNPROV_TEST_HOST")
+
+    def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["podman", "exec", "-i", container, *argv], input=stdin, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    clash = ("<?php\nclass qnprov_mobileconfig extends rcube_plugin\n{\n    public function init(): void {}\n"
+             "    public function info(): void {}\n}\n")
+    bad = f"/tmp/qnprov-clash-{uuid.uuid4().hex[:8]}.php"
+    assert run("sh", "-c", f"cat > {bad}", stdin=clash).returncode == 0
+    try:
+        assert run("php", "-l", bad).returncode == 0  # it parses ...
+        refused = run(*shlex.split(validate.replace("%s", bad)))
+        assert refused.returncode != 0 and "Cannot make static method rcube_plugin::info() non static" in \
+            refused.stderr, refused.stderr
+    finally:
+        run("rm", "-f", bad)
+    deployed = run(*shlex.split(validate.replace("%s", f"{plugin_dir}/qnprov_mobileconfig.php")))
+    assert deployed.returncode == 0, deployed.stderr
