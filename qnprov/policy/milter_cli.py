@@ -248,6 +248,19 @@ def audit_report(
     out.print(table)
 
 
+@audit_app.command("import-ratelimit")
+@user_errors()
+def audit_import_ratelimit(
+    log: Annotated[Path, typer.Argument(help="Audit file or directory of daily files")],
+    cursor_file: Annotated[Path, typer.Option("--cursor-file", help="Last journal entry imported")],
+) -> None:
+    """Append the outbound limits' journal events (rspamd, issue 13) to the audit trail."""
+
+    from qnprov.policy.ratelimit_audit import import_journal
+
+    out.print(f"imported {import_journal(log, cursor_file)} rate-limit events")
+
+
 # --- on the mail host ------------------------------------------------------------
 # The mail host gets qnprov without the controller stack (no ansible), so the full
 # `qnprov` CLI does not run there. `python -m qnprov.policy.milter_cli` offers the

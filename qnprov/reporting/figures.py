@@ -31,6 +31,11 @@ _FINDING_KEYS = ("rule", "clause", "action")
 REGISTRATION_CLAUSE = "1.3(3)"
 FREEMAIL_OUTBOUND_RULE = "freemail-outbound"
 FREEMAIL_FORWARD_RULE = "freemail-autoforward"
+#: The outbound abuse limits' rules (rspamd's ratelimit, qnprov.policy.ratelimit_audit): refusals and burst alerts.
+RATE_RULE_PREFIX = "rate-"
+RATE_BURST_RULE = "rate-burst"
+#: Burst alerts listed one by one in a report (the rest are counted).
+BURST_LIST_LIMIT = 500
 #: An account registered with online services this many times is named in the report.
 REPEATED_REGISTRATIONS = 2
 
@@ -68,6 +73,9 @@ class Tally:
     freemail_outbound: Counter[str] = field(default_factory=Counter)
     blocked_forwarding: Counter[str] = field(default_factory=Counter)
     disabled_receiving: Counter[str] = field(default_factory=Counter)
+    rate_refusals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    burst_alerts: list[dict[str, Any]] = field(default_factory=list)
+    burst_count: Counter[str] = field(default_factory=Counter)
     disabled_accounts_receiving: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _weeks: dict[str, str] = field(default_factory=dict)
     _bounds: tuple[str, str] = ("", "")
@@ -119,6 +127,8 @@ class Tally:
             elif rule == FREEMAIL_FORWARD_RULE and action == "reject":
                 for code in agencies:
                     self.blocked_forwarding[code] += 1
+            elif isinstance(rule, str) and rule.startswith(RATE_RULE_PREFIX):
+                self._rate(record, rule, agencies, when, str(finding.get("evidence") or ""))
         week = self._weeks.get(when[:10]) or self._week(when)
         weekly, agency_clause, agency_events = self.weekly, self.agency_clause, self.agency_events
         for clause, action in strongest.items():
@@ -147,6 +157,17 @@ class Tally:
             and isinstance(record.get("recipients") or [], list)
             and isinstance(record.get("agency") or "", str)
         )
+
+    def _rate(self, record: Mapping[str, Any], rule: str, agencies: list[str], when: str, evidence: str) -> None:
+        for code in agencies:
+            if rule == RATE_BURST_RULE:
+                self.burst_count[code] += 1
+            else:
+                self.rate_refusals[(code, rule)] += 1
+        if rule == RATE_BURST_RULE and len(self.burst_alerts) < BURST_LIST_LIMIT:
+            self.burst_alerts.append({"time": when, "agency": agencies[0] if len(agencies) == 1 else NO_AGENCY,
+                                      "account": record.get("authenticated_user") or record.get("sender"),
+                                      "evidence": evidence})
 
     def _registration(self, record: Mapping[str, Any], agencies: list[str], when: str) -> None:
         for address in record.get("recipients") or ():
@@ -202,6 +223,15 @@ class Tally:
                 for code in sorted(set(self.freemail_outbound) | set(self.blocked_forwarding))
             ],
             "hygiene": self._hygiene(directory),
+            "rate_limits": [
+                {"agency": code,
+                 "refusals": {rule: n for (c, rule), n in sorted(self.rate_refusals.items()) if c == code},
+                 "refused": sum(n for (c, _), n in self.rate_refusals.items() if c == code),
+                 "burst_alerts": self.burst_count.get(code, 0)}
+                for code in sorted({c for c, _ in self.rate_refusals} | set(self.burst_count))
+            ],
+            "burst_alerts": sorted(self.burst_alerts, key=lambda a: (str(a["time"]), str(a["account"]))),
+            "burst_alerts_total": sum(self.burst_count.values()),
             "directory": directory.to_json(),
             "hosts": hosts,
         }

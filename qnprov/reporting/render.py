@@ -49,6 +49,14 @@ def csv_rows(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for row in document["freemail"]:
         for metric in ("outbound_to_freemail", "blocked_forwarding"):
             yield {"section": "freemail", "agency": row["agency"], "metric": metric, "value": row[metric]}
+    for row in document.get("rate_limits", []):
+        for rule, count in row["refusals"].items():
+            yield {"section": "rate_limits", "agency": row["agency"], "metric": rule, "value": count}
+        yield {"section": "rate_limits", "agency": row["agency"], "metric": "burst_alerts",
+               "value": row["burst_alerts"]}
+    for alert in document.get("burst_alerts", []):
+        yield {"section": "burst_alert", "agency": alert["agency"], "address": alert["account"],
+               "week": alert["time"], "metric": "burst", "value": alert["evidence"]}
     for row in document["hygiene"]:
         for metric in ("accounts", "active", "disabled", "disabled_still_receiving", "messages_to_disabled"):
             yield {"section": "hygiene", "agency": row["agency"], "metric": metric, "value": row[metric]}

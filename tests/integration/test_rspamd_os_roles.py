@@ -61,6 +61,7 @@ RSPAMD = _role_defaults("rspamd")
 #: redis-cli with the password the role put in redis.conf (read on the host, never printed).
 REDIS_CLI = "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/redis.conf)\" redis-cli"
 OS = _role_defaults("os_hardening")
+WEBMAIL = _role_defaults("webmail")
 SELECTOR = RSPAMD["rspamd_dkim_selector"]
 ALLOWED_TCP = sorted(OS["os_hardening_nftables_allowed_tcp_ports"])
 
@@ -380,13 +381,17 @@ def test_a_port_off_the_allowlist_is_dropped(host: testinfra.host.Host, containe
 
 
 def test_fail2ban_runs_the_mail_jails_on_the_journal(host: testinfra.host.Host) -> None:
-    """OS-F2B-01: jails sshd, postfix (mode=more), postfix-sasl, dovecot, sieve; backend systemd."""
+    """OS-F2B-01: jails sshd, postfix (mode=more), postfix-sasl, dovecot, sieve; backend systemd.
+    A host that serves the webmail (roles/webmail) runs its qnprov-webmail jail as well."""
     assert host.service("fail2ban").is_running
     status = _ok(host, "fail2ban-client status")
     jails = re.search(r"Jail list:\s*(.*)$", status, re.MULTILINE)
     assert jails is not None, status
-    assert sorted(j.strip() for j in jails[1].split(",")) == sorted(OS["os_hardening_fail2ban_jails"])
-    for jail in OS["os_hardening_fail2ban_jails"]:
+    expected = list(OS["os_hardening_fail2ban_jails"])
+    if host.package("roundcube-core").is_installed and WEBMAIL["webmail_fail2ban_enabled"]:
+        expected.append("qnprov-webmail")
+    assert sorted(j.strip() for j in jails[1].split(",")) == sorted(expected)
+    for jail in expected:
         # "Journal matches" appears only for jails on the systemd backend.
         assert "Journal matches:" in _ok(host, "fail2ban-client status %s", jail), jail
     local = configparser.ConfigParser(interpolation=None)
