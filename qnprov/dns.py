@@ -1,4 +1,5 @@
-"""The DNS records a mail domain publishes: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA.
+"""The DNS records a mail domain publishes: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA, and the
+records mail clients configure themselves from (autoconfig/autodiscover CNAMEs, RFC 6186 SRV).
 
 The one place qnprov writes a DNS record. Everything here is pure: it turns names,
 keys and digests into :class:`DnsRecord` values and zone-file text. Two callers use it:
@@ -172,6 +173,44 @@ def tls_rpt_record(apex: str, report_mailbox: str) -> DnsRecord:
     return DnsRecord(f"_smtp._tls.{apex}", "TXT", f"v=TLSRPTv1; rua=mailto:{report_mailbox}", purpose="TLS-RPT reports")
 
 
+def client_alias_records(apex: str, client_host: str) -> list[DnsRecord]:
+    """``autoconfig`` (Thunderbird) and ``autodiscover`` (Outlook) point at the host that serves
+    both over HTTPS (roles/webmail); its certificate must name these two names too."""
+    return [
+        DnsRecord(f"autoconfig.{apex}", "CNAME", f"{client_host}.",
+                  purpose="Thunderbird autoconfig (https://autoconfig.<domain>/mail/config-v1.1.xml)"),
+        DnsRecord(f"autodiscover.{apex}", "CNAME", f"{client_host}.",
+                  purpose="Outlook Autodiscover (POST https://autodiscover.<domain>/autodiscover/autodiscover.xml)"),
+    ]
+
+
+# RFC 6186 service labels (and RFC 8314's _submissions): the port each one offers, or None for a
+# service this system does not offer. RFC 2782: a target of "." means the service is decidedly
+# not available at this domain. Plain IMAP (143, STARTTLS) and POP3 are not announced: clients
+# are sent to implicit TLS on 993 (RFC 8314 section 5.1 prefers it).
+CLIENT_SRV_SERVICES: tuple[tuple[str, int | None], ...] = (
+    ("_submission._tcp", 587),
+    ("_submissions._tcp", 465),
+    ("_imaps._tcp", 993),
+    ("_imap._tcp", None),
+    ("_pop3s._tcp", None),
+    ("_pop3._tcp", None),
+)
+
+
+def client_srv_records(apex: str, client_host: str) -> list[DnsRecord]:
+    """RFC 6186 SRV records: ``0 1 PORT host.`` for an offered service, ``0 0 0 .`` for one not offered."""
+    records = []
+    for label, port in CLIENT_SRV_SERVICES:
+        if port is None:
+            records.append(DnsRecord(f"{label}.{apex}", "SRV", "0 0 0 .",
+                                     purpose=f"RFC 6186: {label.split('.')[0][1:]} is not offered"))
+        else:
+            records.append(DnsRecord(f"{label}.{apex}", "SRV", f"0 1 {port} {client_host}.",
+                                     purpose=f"RFC 6186: {label.split('.')[0][1:]} on port {port}"))
+    return records
+
+
 def tlsa_record(mx_host: str, spki_sha256_hex: str) -> DnsRecord:
     return DnsRecord(f"_25._tcp.{mx_host}.", "TLSA", f"3 1 1 {spki_sha256_hex}",
                      purpose="DANE-EE: SPKI SHA-256 of the host key (needs DNSSEC)")
@@ -194,6 +233,10 @@ def build_records(mail: DomainMail) -> list[DnsRecord]:
     records.append(mta_sts_record(apex, mta_sts_policy(mail.mx_hosts, mail.mta_sts_mode)))
     records.append(tls_rpt_record(apex, mail.report_mailbox))
     records += [tlsa_record(mx, mail.tlsa_sha256[mx]) for mx in mail.mx_hosts if mail.tlsa_sha256.get(mx)]
+    # Mail clients are sent to the first MX host, the official name the webmail serves.
+    client_host = check_domain(mail.mx_hosts[0])
+    records += client_alias_records(apex, client_host)
+    records += client_srv_records(apex, client_host)
     return records
 
 

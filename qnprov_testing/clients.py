@@ -33,8 +33,13 @@ def secret_file(workdir: Path, name: str, secret: str) -> Path:
 
 
 def mbsync_pull_inbox(workdir: Path, *, server: str, port: int, user: str, password: str,
-                      ca: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """``mbsync`` pulls INBOX over IMAPS into a Maildir; returns the run and the Maildir."""
+                      ca: Path, ssl_type: str = "IMAPS") -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``mbsync`` pulls INBOX into a Maildir; returns the run and the Maildir.
+
+    ``ssl_type`` is mbsync's SSLType: ``IMAPS`` (implicit TLS) or ``STARTTLS``; never ``None``.
+    """
+    if ssl_type not in ("IMAPS", "STARTTLS"):
+        raise ValueError(f"SSLType {ssl_type!r}: only IMAPS or STARTTLS")
     maildir = workdir / "maildir"
     maildir.mkdir(exist_ok=True)
     pw = secret_file(workdir, "imap-password", password)
@@ -44,7 +49,7 @@ Host {server}
 Port {port}
 User {user}
 PassCmd "cat {pw}"
-SSLType IMAPS
+SSLType {ssl_type}
 CertificateFile {ca}
 SystemCertificates no
 
@@ -68,15 +73,16 @@ SyncState *
 
 
 def msmtp_send(workdir: Path, message: str, *, server: str, port: int, user: str, password: str,
-               ca: Path, recipient: str) -> subprocess.CompletedProcess[str]:
-    """``msmtp`` submits ``message`` with STARTTLS and AUTH as ``user``."""
+               ca: Path, recipient: str, starttls: bool = True) -> subprocess.CompletedProcess[str]:
+    """``msmtp`` submits ``message`` over TLS (STARTTLS, or implicit TLS with ``starttls=False``)
+    and AUTH as ``user``."""
     pw = secret_file(workdir, "smtp-password", password)
     rc = workdir / "msmtprc"
     rc.write_text(f"""account lab
 host {server}
 port {port}
 tls on
-tls_starttls on
+tls_starttls {'on' if starttls else 'off'}
 tls_trust_file {ca}
 auth on
 user {user}

@@ -31,6 +31,9 @@ SYSTEM_PACKAGES=(
   chromium
   # real third-party mail clients meet the labs (tests/labha: logins proxied to the home store)
   isync msmtp sieve-connect
+  # the webmail's Outlook Autodiscover script runs under the real PHP in the unit tests
+  # (tests/unit/test_autoconfig_templates.py: hostile requests through php-cgi)
+  php-cgi php-xml
 )
 
 missing=()

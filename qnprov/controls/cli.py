@@ -156,7 +156,7 @@ def dns_records_command(
     mta_sts_mode: Annotated[str, typer.Option("--mta-sts-mode", help="enforce or testing.")] = "enforce",
     report_mailbox: Annotated[str | None, typer.Option("--report-mailbox", help="rua address.")] = None,
 ) -> None:
-    """Print MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT and TLSA records for the hosted domains."""
+    """Print MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA and client-autoconfiguration records (CNAME, SRV)."""
     with user_errors():
         if dmarc_policy not in ("quarantine", "reject"):
             raise ConfigError(f"--dmarc-policy {dmarc_policy!r}: must be quarantine or reject")

@@ -76,7 +76,34 @@ def test_records_as_data(dkim_txt: tuple[str, str], cert_pem: bytes) -> None:
     assert records[("_mta-sts.quangninh.test.", "TXT")].startswith("v=STSv1; id=")
     assert records[("_smtp._tls.quangninh.test.", "TXT")] == "v=TLSRPTv1; rua=mailto:postmaster@quangninh.test"
     assert records[("_25._tcp.mail1.quangninh.test.", "TLSA")] == f"3 1 1 {dns.spki_sha256(cert_pem)}"
-    assert len(records) == 7  # MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA
+    # MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA, 2 client CNAMEs, 6 RFC 6186 SRV
+    assert len(records) == 15
+
+
+def test_client_autoconfiguration_records() -> None:
+    """autoconfig/autodiscover CNAMEs to the official name; RFC 6186 SRV, "." for what is not offered."""
+    mail = dns.DomainMail(domain="quangninh.test", mx_hosts=("Mail1.QuangNinh.test", "mail2.quangninh.test"),
+                          dkim=None, tlsa_sha256={}, report_mailbox="postmaster@quangninh.test")
+    records = dns.build_records(mail)
+    cnames = {r.name: r.value for r in records if r.type == "CNAME"}
+    assert cnames == {"autoconfig.quangninh.test.": "mail1.quangninh.test.",
+                      "autodiscover.quangninh.test.": "mail1.quangninh.test."}
+    srv = {r.name: r.value for r in records if r.type == "SRV"}
+    assert srv == {
+        "_submission._tcp.quangninh.test.": "0 1 587 mail1.quangninh.test.",
+        "_submissions._tcp.quangninh.test.": "0 1 465 mail1.quangninh.test.",
+        "_imaps._tcp.quangninh.test.": "0 1 993 mail1.quangninh.test.",
+        "_imap._tcp.quangninh.test.": "0 0 0 .",
+        "_pop3s._tcp.quangninh.test.": "0 0 0 .",
+        "_pop3._tcp.quangninh.test.": "0 0 0 .",
+    }
+    zone = dns.render_zone(records)
+    assert "_imap._tcp.quangninh.test.\t3600\tIN\tSRV\t0 0 0 .\n" in zone
+    assert "autoconfig.quangninh.test.\t3600\tIN\tCNAME\tmail1.quangninh.test.\n" in zone
+    # Every SRV value is priority weight port target, as RFC 2782 writes it.
+    for value in srv.values():
+        priority, weight, port, target = value.split()
+        assert priority == "0" and int(weight) in (0, 1) and 0 <= int(port) < 65536 and target.endswith(".")
 
 
 def test_mta_sts_policy_and_id_change_together() -> None:

@@ -65,7 +65,9 @@ def test_roundcube_talks_tls_with_verified_peers_in_vietnamese():
         "'allow_self_signed' => false", "")
     assert "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
     assert settings["language"] == "'vi_VN'"
-    assert settings["plugins"] == "['password', 'managesieve']"
+    assert settings["plugins"] == "['password', 'managesieve', 'qnprov_mobileconfig']"
+    without = _php_settings(render("webmail/config.inc.php.j2", _variables(webmail_autoconfig_enabled=False)))
+    assert without["plugins"] == "['password', 'managesieve']"
 
 
 def test_roundcube_sessions_are_hardened_and_show_no_version():
@@ -112,7 +114,8 @@ def test_managesieve_uses_starttls_with_a_verified_peer():
 
 
 def test_nginx_server_sends_the_security_headers_and_runs_only_the_front_controller():
-    text = render("webmail/nginx-webmail.conf.j2", _variables())
+    # The webmail's server block (the autoconfig server of issue 14 follows it).
+    text = render("webmail/nginx-webmail.conf.j2", _variables()).split("\nserver {")[1]
     headers = dict(re.findall(r'^\s*add_header (\S+) "(.*)" always;$', text, re.M))
     assert headers["Strict-Transport-Security"] == "max-age=31536000"
     assert headers["X-Content-Type-Options"] == "nosniff"
@@ -122,8 +125,11 @@ def test_nginx_server_sends_the_security_headers_and_runs_only_the_front_control
     assert "frame-ancestors 'self'" in csp and "object-src 'none'" in csp and "unsafe-eval" not in csp
     # Every add_header sits in the server block: one in a location would drop the others there.
     assert text.count("add_header") == len(headers) == 6
-    assert text.count("fastcgi_pass") == 1
+    # PHP runs for the front controller and (issue 14) the Autodiscover script only.
+    assert text.count("fastcgi_pass") == 2
     assert "fastcgi_param SCRIPT_FILENAME $document_root/index.php;" in text
+    assert "fastcgi_param SCRIPT_FILENAME /var/www/qnprov-autoconfig/autodiscover.php;" in text
+    text = render("webmail/nginx-webmail.conf.j2", _variables())
     assert re.search(r'"POST:login" \$binary_remote_addr;', text)
     assert "rate=10r/m" in text and "burst=10 nodelay" in text
     assert "server_name mail1.quangninh.test;" in text
