@@ -11,6 +11,7 @@ the login, Postfix submission behind the send, the mail read back over IMAP.
 
 from __future__ import annotations
 
+import csv
 import email
 import email.header
 import email.policy
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from labenv import require_env
+from test_directory_lab import apply  # the lab's own roster import (accounts apply --partial)
 
 from qnprov import paths
 from qnprov_testing.webbrowser import LabBrowser
@@ -244,8 +246,10 @@ def test_a_password_change_without_the_request_token_is_refused(browser: LabBrow
     # Same origin, the session cookie sent, everything right but the token: absent, then wrong.
     for token in (None, secrets.token_hex(16)):
         answer = page.evaluate(_POST_PASSWORD_SAVE, [token, account["password"], chosen])
-        assert answer["status"] in (400, 403), (answer["status"], answer["text"][-300:])
-        assert "confirmation" not in answer["text"]
+        # Roundcube answers with its CSRF error page (HTTP 200) and never reaches the plugin.
+        assert "REQUEST CHECK FAILED" in answer["text"] and "secured against CSRF" in answer["text"], \
+            (answer["status"], answer["text"][-600:])
+        assert "confirmation" not in answer["text"] and "_curpasswd" not in answer["text"]
     # The directory still holds the old password: IMAP takes it and refuses the one sent.
     _imap(account["address"], account["password"]).logout()
     assert _imap_refuses(account["address"], chosen)
@@ -264,15 +268,18 @@ def test_an_oversized_attachment_is_refused_with_a_clear_message_and_the_session
     login(page, account["address"], account["password"])
     page.goto(f"{BASE}?_task=mail&_action=compose")
     page.wait_for_selector("#compose-subject")
-    assert page.evaluate("rcmail.env.max_filesize") == limit
+    # Roundcube's attachment limit is the configured size less base64's growth (max_message_size / 1.33).
+    attachment_limit = page.evaluate("rcmail.env.max_filesize")
+    assert abs(attachment_limit - limit / 1.33) < 1, (attachment_limit, limit)
     big = tmp_path / "ho-so-qua-lon.bin"
     with big.open("wb") as out:
-        out.truncate(limit + (1 << 20))
+        out.truncate(int(attachment_limit) + (1 << 20))
     page.set_input_files("#uploadform input[type=file]", str(big))
     error = page.locator("#messagestack > div.error")
     error.wait_for(timeout=30_000)
     text = error.inner_text()
-    assert "25" in text and "MB" in text, text
+    # Roundcube's Vietnamese "filesizeerror" (its English names the limit; the Vietnamese does not).
+    assert "vượt quá dung lượng tối đa" in text, text
     assert page.locator("#attachment-list li").count() == 0
 
     # A client without the page's size check (the same upload posted straight from the page)
@@ -291,3 +298,39 @@ def test_an_oversized_attachment_is_refused_with_a_clear_message_and_the_session
     page.wait_for_selector("#messagelist", state="attached")
     assert page.locator(LOGIN_FORM).count() == 0
     watched.close()
+
+
+def test_an_account_that_must_change_its_initial_password_cannot_open_the_webmail_yet(
+        browser: LabBrowser, tmp_path: Path) -> None:
+    """Issue 14's browser step 1 (log in with the initial password and be forced to change it)
+    is NOT possible today, and this test records why instead of faking it: Roundcube logs
+    in by logging in to IMAP, and Dovecot refuses an account marked pwdReset (its
+    ``[ALERT]`` says to change the password at the webmail), so the webmail has no
+    session in which to offer the change. What holds, and is checked here: the initial
+    password opens no webmail session, and the page gives the person no way forward.
+    What would be needed is in docs/testing.md ("Forced change in the browser")."""
+    employee_id = f"P{uuid.uuid4().hex[:10].upper()}"
+    person = f"{employee_id},QNTEST,Phạm Thị Mật Khẩu Đầu,Chuyên viên,\n"
+    created = apply(tmp_path, person, "--credentials-dir", str(tmp_path / "creds"))
+    assert created["create"] == 1 and created["applied"] is True
+    (row,) = list(csv.DictReader((tmp_path / "creds" / "QNTEST.csv").open(encoding="utf-8")))
+    try:
+        watched = browser.context()
+        page = watched.page()
+        page.goto(BASE)
+        page.fill(LOGIN_FORM, row["address"])
+        page.fill("#rcmloginpwd", row["initial_password"])
+        with page.expect_navigation():
+            page.click("#rcmloginsubmit")
+        page.wait_for_selector(LOGIN_FORM)
+        assert page.locator("#messagelist").count() == 0
+        assert not any(c["name"] == "qnwm_sessauth" for c in watched.context.cookies())
+        shown = " ".join(_messages(page))
+        print(f"webmail answer to an initial password: {shown!r}")
+        # No password form is reachable without a session: the settings page asks for a login.
+        page.goto(f"{BASE}?_task=settings&_action=plugin.password")
+        assert page.locator(LOGIN_FORM).is_visible() and page.locator("#_curpasswd").count() == 0
+        watched.close()
+    finally:  # the lab as it was: the account disabled (the project's own way)
+        disabled = apply(tmp_path, person.replace("Chuyên viên,\n", "Chuyên viên,left\n"), "--allow-mass-change")
+        assert disabled["disable"] == 1
