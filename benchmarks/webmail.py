@@ -28,8 +28,8 @@
 2. **Concurrent webmail sessions before p99 page time passes 1 s.** A bounded HTTP client
    (threads, one keep-alive HTTPS connection each, loopback only: 127.0.0.1 and the
    published https port, SNI and Host the official name, the lab CA verified) logs in
-   ``--max-sessions`` Roundcube sessions (paced by the same throttle), then runs 1, 2, 4,
-   8, ... of them at once for ``--seconds`` each. A "page" is what an official waits for to
+   ``--max-sessions`` Roundcube sessions (paced by the same throttle), then runs 1, 2, 3, 4,
+   6, 8, 12, 16, ... of them at once for ``--seconds`` each. A "page" is what an official waits for to
    see the inbox: the inbox page (``?_task=mail&_mbox=INBOX``) and its list request
    (``_action=list&_remote=1`` with the request token), back to back. Sessions have no
    think time (a worst case: a person reads for seconds between pages), so the figure is a
@@ -238,6 +238,15 @@ def run_level(sessions: list[Session], seconds: float) -> list[float]:
     return times
 
 
+def session_levels(max_sessions: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... (steps of about 1.4x), up to and including ``max_sessions``."""
+    levels, step = [1, 2, 3], 4
+    while step < max_sessions:
+        levels += [step, step * 3 // 2]
+        step *= 2
+    return sorted({level for level in levels if level < max_sessions} | {max_sessions})
+
+
 def concurrency(accounts: list[dict[str, str]], host: str, port: int, ca: Path, max_sessions: int,
                 seconds: float) -> list[dict[str, Any]]:
     sessions = []
@@ -249,9 +258,8 @@ def concurrency(accounts: list[dict[str, str]], host: str, port: int, ca: Path, 
         session.login(account["address"], account["password"])
         sessions.append(session)
     levels = []
-    count = 1
     try:
-        while count <= max_sessions:
+        for count in session_levels(max_sessions):
             times = run_level(sessions[:count], seconds)
             levels.append({"sessions": count, "pages": len(times),
                            "p50_s": round(statistics.median(times), 3), "p99_s": round(percentile(times, 0.99), 3),
@@ -259,7 +267,6 @@ def concurrency(accounts: list[dict[str, str]], host: str, port: int, ca: Path, 
                            "load_average": round(os.getloadavg()[0], 1)})
             if percentile(times, 0.99) > PAGE_LIMIT:
                 break
-            count = count * 2 if count * 2 <= max_sessions or count == max_sessions else max_sessions
     finally:
         for session in sessions:
             session.logout()
