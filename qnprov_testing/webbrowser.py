@@ -69,8 +69,8 @@ class Watched:
 
     def page(self) -> Any:
         page = self.context.new_page()
-        page.on("console", lambda message: self.errors.append(f"console: {message.text}")
-                if message.type == "error" else None)
+        page.on("console", lambda message: self.errors.append(
+            f"console: {message.text} ({message.location.get('url', '?')})") if message.type == "error" else None)
         page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
         return page
 
