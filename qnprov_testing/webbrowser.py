@@ -60,6 +60,22 @@ def make_nss_home(home: Path, ca_files: list[Path]) -> Path:
     return home
 
 
+def goto(page: Any, url: str, attempts: int = 3) -> Any:
+    """``page.goto`` that retries a load Chromium aborted with ``ERR_NETWORK_CHANGED``.
+
+    Chromium cancels requests in flight whenever a network interface of the machine
+    appears or goes (its NetworkChangeNotifier), and on a shared test machine other
+    containers' veth interfaces come and go all the time; seen once in the benchmark.
+    Any other error is raised at once."""
+    for attempt in range(attempts):
+        try:
+            return page.goto(url)
+        except Exception as error:
+            if "ERR_NETWORK_CHANGED" not in str(error) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Watched:
     """A browser context and what its pages reported."""

@@ -32,7 +32,7 @@ from labenv import require_env
 from test_directory_lab import apply  # the lab's own roster import (accounts apply --partial)
 
 from qnprov import paths
-from qnprov_testing.webbrowser import LabBrowser
+from qnprov_testing.webbrowser import LabBrowser, goto
 
 pytestmark = pytest.mark.lab
 
@@ -84,7 +84,7 @@ def _imap_refuses(address: str, password: str) -> bool:
 def login(page: Any, address: str, password: str) -> Any:
     """Type the address and password into the login form and wait for the inbox; returns the
     response of the login page (its headers are checked)."""
-    response = page.goto(BASE)
+    response = goto(page, BASE)
     assert response is not None and response.status == 200
     page.fill(LOGIN_FORM, address)
     page.fill("#rcmloginpwd", password)
@@ -98,7 +98,7 @@ def login(page: Any, address: str, password: str) -> Any:
 def open_inbox(page: Any) -> None:
     """Load the inbox and wait until Roundcube's list request has been answered and drawn."""
     with page.expect_response(lambda r: "_action=list" in r.url and r.status == 200, timeout=60_000):
-        page.goto(INBOX)
+        goto(page, INBOX)
     page.wait_for_function("() => window.rcmail && rcmail.message_list && !rcmail.busy")
 
 
@@ -155,7 +155,7 @@ def test_send_with_a_vietnamese_subject_and_an_attachment_read_it_in_the_browser
     assert headers["x-frame-options"].upper() == "SAMEORIGIN"
     # The inbox page itself carries them too (the page the official works in).
     with page.expect_response(lambda r: "_action=list" in r.url and r.status == 200, timeout=60_000):
-        inbox = page.goto(INBOX)
+        inbox = goto(page, INBOX)
     assert inbox is not None and inbox.status == 200
     assert "frame-ancestors 'self'" in inbox.all_headers()["content-security-policy"]
     assert inbox.all_headers()["strict-transport-security"].startswith("max-age=")
@@ -166,7 +166,7 @@ def test_send_with_a_vietnamese_subject_and_an_attachment_read_it_in_the_browser
     finally:
         assert not writer.errors, "\n".join(writer.errors)
 
-    page.goto(f"{BASE}?_task=mail&_action=compose")
+    goto(page, f"{BASE}?_task=mail&_action=compose")
     page.wait_for_selector("#compose-subject")
     to_field = page.locator("ul.recipient-input input").first
     to_field.fill(recipient["address"])
@@ -229,13 +229,13 @@ def test_send_with_a_vietnamese_subject_and_an_attachment_read_it_in_the_browser
     with page.expect_navigation():
         page.locator("a.logout").first.click()
     page.wait_for_selector(LOGIN_FORM)
-    page.goto(INBOX)
+    goto(page, INBOX)
     assert page.locator(LOGIN_FORM).is_visible() and page.locator("#messagelist").count() == 0
     # The cookies from before the logout, replayed in another context, open nothing.
     replay = browser.context()
     replay.context.add_cookies(cookies)
     replayed = replay.page()
-    replayed.goto(INBOX)
+    goto(replayed, INBOX)
     assert replayed.locator(LOGIN_FORM).is_visible() and replayed.locator("#messagelist").count() == 0
     replay.close()
 
@@ -273,7 +273,7 @@ def test_a_password_change_without_the_request_token_is_refused(browser: LabBrow
     _imap(account["address"], account["password"]).logout()
     assert _imap_refuses(account["address"], chosen)
     # The session survives the refused requests.
-    page.goto(INBOX)
+    goto(page, INBOX)
     page.wait_for_selector("#messagelist", state="attached")
     watched.close()
 
@@ -285,7 +285,7 @@ def test_an_oversized_attachment_is_refused_with_a_clear_message_and_the_session
     watched = browser.context()
     page = watched.page()
     login(page, account["address"], account["password"])
-    page.goto(f"{BASE}?_task=mail&_action=compose")
+    goto(page, f"{BASE}?_task=mail&_action=compose")
     page.wait_for_selector("#compose-subject")
     # Roundcube's attachment limit is the configured size less base64's growth (max_message_size / 1.33).
     attachment_limit = page.evaluate("rcmail.env.max_filesize")
@@ -313,7 +313,7 @@ def test_an_oversized_attachment_is_refused_with_a_clear_message_and_the_session
         return {status: answer.status, text: await answer.text()};
     }""", limit + (1 << 20))
     assert answer["status"] == 413, (answer["status"], answer["text"][:300])
-    page.goto(INBOX)
+    goto(page, INBOX)
     page.wait_for_selector("#messagelist", state="attached")
     assert page.locator(LOGIN_FORM).count() == 0
     watched.close()
@@ -336,7 +336,7 @@ def test_an_account_that_must_change_its_initial_password_cannot_open_the_webmai
     try:
         watched = browser.context()
         page = watched.page()
-        page.goto(BASE)
+        goto(page, BASE)
         page.fill(LOGIN_FORM, row["address"])
         page.fill("#rcmloginpwd", row["initial_password"])
         with page.expect_navigation():
@@ -347,7 +347,7 @@ def test_an_account_that_must_change_its_initial_password_cannot_open_the_webmai
         shown = " ".join(_messages(page))
         print(f"webmail answer to an initial password: {shown!r}")
         # No password form is reachable without a session: the settings page asks for a login.
-        page.goto(f"{BASE}?_task=settings&_action=plugin.password")
+        goto(page, f"{BASE}?_task=settings&_action=plugin.password")
         assert page.locator(LOGIN_FORM).is_visible() and page.locator("#_curpasswd").count() == 0
         watched.close()
     finally:  # the lab as it was: the account disabled (the project's own way)

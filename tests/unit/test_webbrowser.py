@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from qnprov_testing.slapd import write_test_pki
-from qnprov_testing.webbrowser import LabBrowser, resolver_rules
+from qnprov_testing.webbrowser import LabBrowser, goto, resolver_rules
 
 NAME = "mail1.quangninh.test"
 
@@ -80,3 +80,26 @@ def test_the_browser_trusts_the_given_ca_reaches_only_the_mapped_name_and_never_
         with pytest.raises(Exception, match="ERR_CERT_AUTHORITY_INVALID"):
             watched.page().goto(f"https://{NAME}/")
         watched.close()
+
+
+class _FlakyPage:
+    def __init__(self, failures: list[str]) -> None:
+        self.failures, self.calls = failures, 0
+
+    def goto(self, url: str) -> str:
+        self.calls += 1
+        if self.failures:
+            raise RuntimeError(f"Page.goto: net::{self.failures.pop(0)} at {url}")
+        return url
+
+
+def test_goto_retries_only_a_load_aborted_by_a_network_change() -> None:
+    page = _FlakyPage(["ERR_NETWORK_CHANGED", "ERR_NETWORK_CHANGED"])
+    assert goto(page, "https://x/") == "https://x/" and page.calls == 3
+    page = _FlakyPage(["ERR_NETWORK_CHANGED"] * 3)
+    with pytest.raises(RuntimeError, match="ERR_NETWORK_CHANGED"):
+        goto(page, "https://x/")
+    page = _FlakyPage(["ERR_CERT_AUTHORITY_INVALID"])
+    with pytest.raises(RuntimeError, match="ERR_CERT_AUTHORITY_INVALID"):
+        goto(page, "https://x/")
+    assert page.calls == 1
