@@ -6,7 +6,9 @@
 1. **Login-to-inbox time in the browser, p50 of ``--runs`` runs.** Playwright drives Debian's
    Chromium (qnprov_testing/webbrowser.py: the lab CA trusted through a private NSS db, the
    official name mapped to the published loopback port). Each run is a fresh browser context
-   (no cookies, cached assets kept as a returning official's browser keeps them): the login
+   (no cookies and an empty cache: Playwright's contexts share nothing, so every run loads
+   the skin's scripts and styles as a first visit does; the first run of a benchmark also
+   pays Chromium's and PHP's warm-up and is usually the slowest): the login
    page is loaded, the address and password typed, and the clock runs from the click on
    "Đăng nhập" until the inbox's message list has arrived (Roundcube's ``list`` request
    answered and the rows drawn). The session is logged out after each run.
