@@ -27,8 +27,9 @@ SYSTEM_PACKAGES=(
   # swaks only recommends its TLS modules, and --no-install-recommends skips them:
   # without these, `swaks --tls` says "TLS not available: requires Net::SSLeay".
   libnet-ssleay-perl libio-socket-ssl-perl
-  # the HTML report is checked in a real browser
-  chromium
+  # the HTML report and the webmail are checked in a real browser; certutil gives the
+  # browser a private NSS db that trusts the lab CA (qnprov_testing/webbrowser.py)
+  chromium libnss3-tools
   # real third-party mail clients meet the labs (tests/labha: logins proxied to the home store)
   isync msmtp sieve-connect
   # the webmail's Outlook Autodiscover script runs under the real PHP in the unit tests

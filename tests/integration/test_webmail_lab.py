@@ -5,8 +5,9 @@ real Dovecot, sending through the real Postfix submission, changing the password
 in the real slapd. The HTTPS client trusts the lab CA and nothing else, sends the
 official name as SNI and Host, and checks the certificate against that name.
 
-The session is a plain HTTP client with Roundcube's CSRF token (no browser: the
-Playwright/Chromium walk of issue 14 is a later slice).
+The session is a plain HTTP client with Roundcube's CSRF token. It reads Roundcube's
+answers; it does not run them: the real browser (Playwright driving Debian's Chromium)
+is test_webmail_browser_lab.py.
 """
 
 from __future__ import annotations
