@@ -52,7 +52,6 @@ import http.client
 import imaplib
 import json
 import os
-import re
 import socket
 import ssl
 import statistics
@@ -69,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from goals import Goal, print_goals
 
 from qnprov import lab
+from qnprov_testing import roundcube
 from qnprov_testing.webbrowser import LabBrowser, goto
 
 OFFICIAL_NAME = "mail1.quangninh.test"
@@ -179,23 +179,13 @@ class Session:
                 self.conn = None  # the server closed an idle keep-alive connection: open a new one
                 if attempt:
                     raise
-        for raw in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = raw.partition("=")
-            value = rest.split(";", 1)[0]
-            if value in ("", "-del-", "deleted"):
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-        found = re.search(r'"request_token":"([^"]+)"', text) or re.search(r'name="_token" value="([^"]+)"', text)
-        if found:
-            self.token = found.group(1)
+        roundcube.store_cookies(self.cookies, response.headers.get_all("Set-Cookie"))
+        self.token = roundcube.request_token(text) or self.token
         return response.status, dict(response.headers), text
 
     def login(self, address: str, password: str) -> None:
         self.request("GET", "/")
-        status, _, _ = self.request("POST", "/?_task=login", {
-            "_token": self.token, "_task": "login", "_action": "login", "_timezone": "Asia/Ho_Chi_Minh",
-            "_url": "", "_user": address, "_pass": password})
+        status, _, _ = self.request("POST", "/?_task=login", roundcube.login_form(self.token, address, password))
         if status != 302 or "qnwm_sessauth" not in self.cookies:
             raise SystemExit(f"webmail login of {address} failed: HTTP {status}")
         self.page()

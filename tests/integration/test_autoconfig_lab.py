@@ -28,7 +28,6 @@ from __future__ import annotations
 import http.client
 import json
 import plistlib
-import re
 import shlex
 import socket
 import ssl
@@ -47,7 +46,7 @@ import yaml
 from labenv import require_env
 
 from qnprov import paths
-from qnprov_testing import clients
+from qnprov_testing import clients, roundcube
 
 OFFICIAL_NAME = "mail1.quangninh.test"
 DELIVERY_DEADLINE = 90.0
@@ -354,32 +353,24 @@ class _Session:
         self.cookies: dict[str, str] = {}
 
     def get(self, path: str, form: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        headers = {"Cookie": roundcube.cookie_header(self.cookies)} if self.cookies else {}
         body = None
         if form is not None:
             body = urllib.parse.urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         status, answer, text = _https(OFFICIAL_NAME, "POST" if form is not None else "GET", path, body, headers)
-        for raw in answer.get_all("Set-Cookie") or []:
-            name, _, rest = raw.partition("=")
-            value = rest.split(";", 1)[0]
-            if value in ("", "-del-", "deleted"):
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
+        roundcube.store_cookies(self.cookies, answer.get_all("Set-Cookie"))
         return status, answer, text
 
     def token(self, page: bytes) -> str:
-        found = re.search(rb'"request_token":"([^"]+)"', page) or re.search(rb'name="_token" value="([^"]+)"', page)
+        found = roundcube.request_token(page)
         assert found, "no Roundcube request token in the page"
-        return found.group(1).decode()
+        return found
 
     def login(self, address: str, password: str) -> str:
         _, _, page = self.get("/")
         token = self.token(page)
-        status, headers, _ = self.get("/?_task=login", {
-            "_token": token, "_task": "login", "_action": "login", "_timezone": "Asia/Ho_Chi_Minh", "_url": "",
-            "_user": address, "_pass": password})
+        status, headers, _ = self.get("/?_task=login", roundcube.login_form(token, address, password))
         assert status == 302 and "_task=mail" in headers["Location"], (status, headers.get("Location"))
         assert "qnwm_sessauth" in self.cookies
         _, _, inbox = self.get("/?_task=mail")

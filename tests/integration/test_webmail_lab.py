@@ -31,6 +31,7 @@ import pytest
 from labenv import require_env
 
 from qnprov.directory.passwords import stored_password_problem
+from qnprov_testing import roundcube
 
 OFFICIAL_NAME = "mail1.quangninh.test"
 ARGON2ID_PREFIX = b"{ARGON2}$argon2id$v=19$m=19456,t=2,p=1$"
@@ -75,7 +76,7 @@ class Browser:
         body = urllib.parse.urlencode(form) if form is not None else None
         head = {"Host": OFFICIAL_NAME, "User-Agent": "qnprov-webmail-test", "Accept-Language": "vi,en;q=0.5"}
         if self.cookies:
-            head["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            head["Cookie"] = roundcube.cookie_header(self.cookies)
         if body is not None:
             head["Content-Type"] = "application/x-www-form-urlencoded"
         head.update(headers or {})
@@ -83,16 +84,8 @@ class Browser:
         response = conn.getresponse()
         text = response.read().decode("utf-8", "replace")
         conn.close()
-        for raw in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = raw.partition("=")
-            value = rest.split(";", 1)[0]
-            if value in ("", "-del-", "deleted"):
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-        found = re.search(r'"request_token":"([^"]+)"', text) or re.search(r'name="_token" value="([^"]+)"', text)
-        if found:
-            self.token = found.group(1)
+        roundcube.store_cookies(self.cookies, response.headers.get_all("Set-Cookie"))
+        self.token = roundcube.request_token(text) or self.token
         return response.status, response.headers, text
 
     def follow(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -109,9 +102,7 @@ class Browser:
     def login(self, user: str, password: str) -> tuple[int, str, str]:
         self.request("GET", "/")
         assert self.token, "the login page carries no CSRF token"
-        return self.follow("POST", "/?_task=login", {
-            "_token": self.token, "_task": "login", "_action": "login", "_timezone": "Asia/Ho_Chi_Minh",
-            "_url": "", "_user": user, "_pass": password})
+        return self.follow("POST", "/?_task=login", roundcube.login_form(self.token, user, password))
 
 
 def _env(text: str) -> dict:
