@@ -65,9 +65,9 @@ def test_roundcube_talks_tls_with_verified_peers_in_vietnamese():
         "'allow_self_signed' => false", "")
     assert "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
     assert settings["language"] == "'vi_VN'"
-    assert settings["plugins"] == "['password', 'managesieve', 'qnprov_mobileconfig']"
+    assert settings["plugins"] == "['password', 'managesieve', 'qnprov_mobileconfig', 'qnprov_forcechange']"
     without = _php_settings(render("webmail/config.inc.php.j2", _variables(webmail_autoconfig_enabled=False)))
-    assert without["plugins"] == "['password', 'managesieve']"
+    assert without["plugins"] == "['password', 'managesieve', 'qnprov_forcechange']"
 
 
 def test_roundcube_sessions_are_hardened_and_show_no_version():
@@ -184,3 +184,27 @@ def test_fail2ban_filter_finds_roundcubes_failed_login_line_and_its_address():
     assert not regex.search(prefix + "Successful login for annv@quangninh.test (ID: 1) from 10.88.0.1 in session 5b1f")
     jail = render("webmail/fail2ban-jail.local.j2", _variables())
     assert "[qnprov-webmail]" in jail and "filter = qnprov-webmail" in jail and "port = 443" in jail
+
+
+def test_forced_change_plugin_renders_to_valid_php_that_holds_no_secret(tmp_path):
+    """Issue 14: the login task's plugin reads the directory settings from the password plugin's
+    root:www-data 0640 file at run time, so the world-readable plugin carries no password; it
+    asks slapo-ppolicy (bind as the user with the policy control) and refuses a bare ldap://."""
+    import shutil
+    import subprocess
+
+    variables = _variables()
+    text = render("webmail/qnprov_forcechange.php.j2", variables)
+    assert shutil.which("php"), "php is not installed (run scripts/bootstrap.sh)"
+    plugin = tmp_path / "qnprov_forcechange.php"
+    plugin.write_text(text, encoding="utf-8")
+    lint = subprocess.run(["php", "-l", str(plugin)], capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert variables["webmail_ldap_search_password"] not in text and variables["webmail_des_key"] not in text
+    assert "private const LDAP_CONFIG = '/etc/roundcube/plugins/password/config.inc.php';" in text
+    assert "public $task = 'login';" in text
+    # Must-change is the directory's answer to the user's own bind, nothing the page can be told.
+    assert "ldap_bind_ext($ld, $dn, $password, [['oid' => LDAP_CONTROL_PASSWORDPOLICYREQUEST]])" in text
+    assert "return ($policy['error'] ?? null) === 2;  // changeAfterReset" in text
+    assert "$rcmail->check_request(rcube_utils::INPUT_POST)" in text
+    assert "!str_starts_with($uri, 'ldaps://') && !($starttls && str_starts_with($uri, 'ldap://'))" in text
