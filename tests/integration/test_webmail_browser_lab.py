@@ -319,37 +319,152 @@ def test_an_oversized_attachment_is_refused_with_a_clear_message_and_the_session
     watched.close()
 
 
-def test_an_account_that_must_change_its_initial_password_cannot_open_the_webmail_yet(
-        browser: LabBrowser, tmp_path: Path) -> None:
-    """Issue 14's browser step 1 (log in with the initial password and be forced to change it)
-    is NOT possible today, and this test records why instead of faking it: Roundcube logs
-    in by logging in to IMAP, and Dovecot refuses an account marked pwdReset (its
-    ``[ALERT]`` says to change the password at the webmail), so the webmail has no
-    session in which to offer the change. What holds, and is checked here: the initial
-    password opens no webmail session, and the page gives the person no way forward.
-    What would be needed is in docs/testing.md ("Forced change in the browser")."""
+FORCED_FORM = "#qnfc-new"
+
+
+def _must_change_account(tmp_path: Path, name: str) -> tuple[str, dict[str, str]]:
+    """A new account from the lab's own roster import (accounts apply marks it pwdReset TRUE);
+    returns its roster line and its hand-over row (address, initial_password)."""
     employee_id = f"P{uuid.uuid4().hex[:10].upper()}"
-    person = f"{employee_id},QNTEST,Phạm Thị Mật Khẩu Đầu,Chuyên viên,\n"
+    person = f"{employee_id},QNTEST,{name},Chuyên viên,\n"
     created = apply(tmp_path, person, "--credentials-dir", str(tmp_path / "creds"))
     assert created["create"] == 1 and created["applied"] is True
     (row,) = list(csv.DictReader((tmp_path / "creds" / "QNTEST.csv").open(encoding="utf-8")))
+    return person, row
+
+
+def _disable(tmp_path: Path, person: str) -> None:
+    """The lab as it was: the account disabled (the project's own way)."""
+    disabled = apply(tmp_path, person.replace("Chuyên viên,\n", "Chuyên viên,left\n"), "--allow-mass-change")
+    assert disabled["disable"] == 1
+
+
+def _submit_login(page: Any, address: str, password: str) -> None:
+    goto(page, BASE)
+    page.fill(LOGIN_FORM, address)
+    page.fill("#rcmloginpwd", password)
+    with page.expect_navigation():
+        page.click("#rcmloginsubmit")
+
+
+def _submit_change(page: Any, new: str, again: str | None = None) -> None:
+    page.fill(FORCED_FORM, new)
+    page.fill("#qnfc-confirm", new if again is None else again)
+    with page.expect_navigation():
+        page.click("#qnfc-submit")
+
+
+def test_an_initial_password_in_the_webmail_leads_to_the_forced_change_and_only_to_it(
+        browser: LabBrowser, tmp_path: Path) -> None:
+    """Issue 14's browser steps 1 and 2: an account fresh from ``accounts apply`` logs in with
+    its initial password and gets the change form and nothing else; the directory's rules
+    refuse a short password and the initial one (the reason shown); a valid one is taken;
+    then IMAP refuses the initial password and takes the new one, and the webmail opens the
+    inbox with the new one."""
+    person, row = _must_change_account(tmp_path, "Phạm Thị Mật Khẩu Đầu")
+    address, initial = row["address"], row["initial_password"]
     try:
         watched = browser.context()
         page = watched.page()
-        goto(page, BASE)
-        page.fill(LOGIN_FORM, row["address"])
-        page.fill("#rcmloginpwd", row["initial_password"])
-        with page.expect_navigation():
-            page.click("#rcmloginsubmit")
-        page.wait_for_selector(LOGIN_FORM)
-        assert page.locator("#messagelist").count() == 0
+        _submit_login(page, address, initial)
+        page.wait_for_selector(FORCED_FORM)
+        assert "_action=plugin.qnprov_forcechange" in page.url, page.url
+        assert address in page.inner_text("#qnfc-intro")
+        assert page.inner_text("#qnfc-title") == "Đổi mật khẩu ban đầu"
+        # A session with no user: no mail, no settings; the session cookie of a login is absent.
         assert not any(c["name"] == "qnwm_sessauth" for c in watched.context.cookies())
-        shown = " ".join(_messages(page))
-        print(f"webmail answer to an initial password: {shown!r}")
-        # No password form is reachable without a session: the settings page asks for a login.
+        goto(page, INBOX)
+        assert page.locator(LOGIN_FORM).is_visible() and page.locator("#messagelist").count() == 0
         goto(page, f"{BASE}?_task=settings&_action=plugin.password")
         assert page.locator(LOGIN_FORM).is_visible() and page.locator("#_curpasswd").count() == 0
+        # ... and the change form is still there for this session.
+        goto(page, f"{BASE}?_task=login&_action=plugin.qnprov_forcechange")
+        page.wait_for_selector(FORCED_FORM)
+
+        _submit_change(page, "ngan-qua-9")  # 10 characters: the directory's minimum is 12
+        page.wait_for_selector(FORCED_FORM)
+        shown = " ".join(_messages(page))
+        print(f"too short: {shown!r}")
+        assert "Hệ thống từ chối mật khẩu mới: mật khẩu quá ngắn" in shown, shown
+        assert "Password fails quality checking policy" in shown, shown
+
+        _submit_change(page, initial)  # keeping the initial password
+        page.wait_for_selector(FORCED_FORM)
+        shown = " ".join(_messages(page))
+        print(f"the initial one again: {shown!r}")
+        assert "Hệ thống từ chối mật khẩu mới:" in shown, shown
+        assert "Password is not being changed from existing value" in shown, shown
+
+        _submit_change(page, "Hạ Long bay 2026 mới", "Hạ Long bay 2026 khác")
+        page.wait_for_selector(FORCED_FORM)
+        assert "Hai mật khẩu mới không giống nhau." in " ".join(_messages(page))
+        assert _imap_refuses(address, "Hạ Long bay 2026 mới")  # nothing was changed
+
+        new = f"Vịnh Hạ Long {secrets.token_hex(4)} 2026"
+        _submit_change(page, new)
+        page.wait_for_selector(LOGIN_FORM)
+        shown = " ".join(_messages(page))
+        print(f"after the change: {shown!r}")
+        assert "Đã đổi mật khẩu. Hãy đăng nhập bằng mật khẩu mới." in shown, shown
+        assert page.locator(FORCED_FORM).count() == 0
+        # The forced-change session is gone: its page now shows the login form.
+        goto(page, f"{BASE}?_task=login&_action=plugin.qnprov_forcechange")
+        assert page.locator(LOGIN_FORM).is_visible() and page.locator(FORCED_FORM).count() == 0
+
+        # Dovecot: the initial password no longer works, the new one does.
+        assert _imap_refuses(address, initial)
+        client = _imap(address, new)
+        typ, _ = client.select("INBOX")
+        assert typ == "OK"
+        client.logout()
+
+        # Step 2: the webmail with the new password opens the inbox.
+        login(page, address, new)
+        open_inbox(page)
+        assert any(c["name"] == "qnwm_sessauth" for c in watched.context.cookies())
         watched.close()
-    finally:  # the lab as it was: the account disabled (the project's own way)
-        disabled = apply(tmp_path, person.replace("Chuyên viên,\n", "Chuyên viên,left\n"), "--allow-mass-change")
-        assert disabled["disable"] == 1
+    finally:
+        _disable(tmp_path, person)
+
+
+def test_forced_change_gives_no_hint_for_a_wrong_password_and_refuses_a_post_without_the_token(
+        browser: LabBrowser, tmp_path: Path) -> None:
+    """A wrong password for an account that must change its password gets exactly the failure
+    an unknown address gets (nothing tells which accounts exist), and the change form's POST
+    without Roundcube's request token (a forged cross-site or scripted POST) is refused with
+    403 and changes nothing."""
+    person, row = _must_change_account(tmp_path, "Trần Văn Chưa Đổi")
+    address, initial = row["address"], row["initial_password"]
+    try:
+        watched = browser.context()
+        page = watched.page()
+        answers = []
+        for user, password in ((address, initial + "x"), (f"khong-co-{uuid.uuid4().hex[:8]}@quangninh.test", initial)):
+            _submit_login(page, user, password)
+            page.wait_for_selector(LOGIN_FORM)
+            assert page.locator(FORCED_FORM).count() == 0
+            assert "_action=plugin.qnprov_forcechange" not in page.url
+            answers.append(" ".join(_messages(page)))
+        print(f"wrong password / unknown address: {answers!r}")
+        assert answers[0] == answers[1] and answers[0], answers
+
+        _submit_login(page, address, initial)
+        page.wait_for_selector(FORCED_FORM)
+        forged = f"Giả mạo {secrets.token_hex(4)} 2026"
+        for token in (None, "0" * 32):
+            answer = page.evaluate("""async ([password, token]) => {
+                const form = new URLSearchParams({_task: 'login', _action: 'plugin.qnprov_forcechange',
+                                                  _qnfc_new: password, _qnfc_confirm: password});
+                if (token) form.append('_token', token);
+                const answer = await fetch('/?_task=login', {method: 'POST', body: form, credentials: 'same-origin'});
+                return {status: answer.status, text: await answer.text()};
+            }""", [forged, token])
+            print(f"POST without a valid token ({token!r}): {answer['status']}")
+            assert answer["status"] == 403, (answer["status"], answer["text"][:300])
+        # Nothing changed: the forged password opens nothing, the initial one still must change.
+        assert _imap_refuses(address, forged)
+        goto(page, f"{BASE}?_task=login&_action=plugin.qnprov_forcechange")
+        page.wait_for_selector(FORCED_FORM)
+        watched.close()
+    finally:
+        _disable(tmp_path, person)
