@@ -432,7 +432,8 @@ def test_forced_change_gives_no_hint_for_a_wrong_password_and_refuses_a_post_wit
     """A wrong password for an account that must change its password gets exactly the failure
     an unknown address gets (nothing tells which accounts exist), and the change form's POST
     without Roundcube's request token (a forged cross-site or scripted POST) is refused with
-    403 and changes nothing."""
+    403 and changes nothing. Once the account is disabled, its initial password gets the same
+    generic failure."""
     person, row = _must_change_account(tmp_path, "Trần Văn Chưa Đổi")
     address, initial = row["address"], row["initial_password"]
     try:
@@ -468,3 +469,11 @@ def test_forced_change_gives_no_hint_for_a_wrong_password_and_refuses_a_post_wit
         watched.close()
     finally:
         _disable(tmp_path, person)
+    # Disabled (it still carries pwdReset and its initial password binds): the generic failure.
+    watched = browser.context()
+    page = watched.page()
+    _submit_login(page, address, initial)
+    page.wait_for_selector(LOGIN_FORM)
+    assert page.locator(FORCED_FORM).count() == 0
+    assert " ".join(_messages(page)) == answers[0]
+    watched.close()
