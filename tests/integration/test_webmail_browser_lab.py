@@ -371,6 +371,10 @@ def test_an_initial_password_in_the_webmail_leads_to_the_forced_change_and_only_
         assert "_action=plugin.qnprov_forcechange" in page.url, page.url
         assert address in page.inner_text("#qnfc-intro")
         assert page.inner_text("#qnfc-title") == "Đổi mật khẩu ban đầu"
+        # Its POST goes to ?_task=login (nginx's login throttle counts it) with the request token.
+        form = page.locator("form:has(#qnfc-new)")
+        assert (form.get_attribute("method"), form.get_attribute("action")) == ("post", "/?_task=login")
+        assert len(form.locator("input[name=_token]").get_attribute("value") or "") >= 16
         # A session with no user: no mail, no settings; the session cookie of a login is absent.
         assert not any(c["name"] == "qnwm_sessauth" for c in watched.context.cookies())
         goto(page, INBOX)
