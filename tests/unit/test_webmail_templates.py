@@ -195,10 +195,10 @@ def test_forced_change_plugin_renders_to_valid_php_that_holds_no_secret(tmp_path
 
     variables = _variables()
     text = render("webmail/qnprov_forcechange.php.j2", variables)
-    assert shutil.which("php"), "php is not installed (run scripts/bootstrap.sh)"
+    assert shutil.which("php-cgi"), "php-cgi is not installed (run scripts/bootstrap.sh)"
     plugin = tmp_path / "qnprov_forcechange.php"
     plugin.write_text(text, encoding="utf-8")
-    lint = subprocess.run(["php", "-l", str(plugin)], capture_output=True, text=True, check=False)
+    lint = subprocess.run(["php-cgi", "-l", str(plugin)], capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert variables["webmail_ldap_search_password"] not in text and variables["webmail_des_key"] not in text
     assert "private const LDAP_CONFIG = '/etc/roundcube/plugins/password/config.inc.php';" in text
