@@ -65,9 +65,10 @@ def test_roundcube_talks_tls_with_verified_peers_in_vietnamese():
         "'allow_self_signed' => false", "")
     assert "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
     assert settings["language"] == "'vi_VN'"
-    assert settings["plugins"] == "['password', 'managesieve', 'qnprov_mobileconfig', 'qnprov_forcechange']"
+    assert settings["plugins"] == ("['password', 'managesieve', 'qnprov_sievepolicy', 'qnprov_mobileconfig', "
+                                   "'qnprov_forcechange']")
     without = _php_settings(render("webmail/config.inc.php.j2", _variables(webmail_autoconfig_enabled=False)))
-    assert without["plugins"] == "['password', 'managesieve', 'qnprov_forcechange']"
+    assert without["plugins"] == "['password', 'managesieve', 'qnprov_sievepolicy', 'qnprov_forcechange']"
 
 
 def test_roundcube_sessions_are_hardened_and_show_no_version():
