@@ -15,6 +15,7 @@ test_mailflow_reinject.py).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -34,22 +35,24 @@ CLAUSE_EN = "clause 1.3(2)"
 
 
 def _doveadm(*argv: str, stdin: str | None = None) -> str:
-    result = subprocess.run(["podman", "exec", "-i", require_env("QNPROV_TEST_HOST"), "doveadm", *argv],
+    result = subprocess.run(["podman", "exec", "-i", require_env("QNPROV_TEST_HOST"), "doveadm", "-f", "json", *argv],
                             capture_output=True, text=True, input=stdin, check=False, timeout=120)
     assert result.returncode == 0, f"doveadm {' '.join(argv)}: {result.stderr[-800:]}"
     return result.stdout
 
 
+def _listed(user: str) -> list[dict[str, str]]:
+    return json.loads(_doveadm("sieve", "list", "-u", user) or "[]")
+
+
 def sieve_scripts(user: str) -> dict[str, str]:
     """Every Sieve script Dovecot holds for ``user``, by name (``doveadm sieve list`` / ``get``)."""
-    names = [line.rsplit(" ACTIVE", 1)[0].strip() for line in _doveadm("sieve", "list", "-u", user).splitlines()
-             if line.strip()]
-    return {name: _doveadm("sieve", "get", "-u", user, name) for name in names}
+    return {row["script"]: json.loads(_doveadm("sieve", "get", "-u", user, row["script"]))[0]["sieve script"]
+            for row in _listed(user)}
 
 
 def active_script(user: str) -> str | None:
-    found = [line.rsplit(" ACTIVE", 1)[0].strip() for line in _doveadm("sieve", "list", "-u", user).splitlines()
-             if line.rstrip().endswith(" ACTIVE")]
+    found = [row["script"] for row in _listed(user) if row["active"] == "ACTIVE"]
     return found[0] if found else None
 
 
@@ -88,7 +91,7 @@ def _new_filter(page: Any, name: str, action: str, target: str) -> Any:
     page.locator("#layout-content a.create").click()
     frame = page.frame_locator("#filter-box")
     frame.locator("input[name=_name]").fill(name)
-    frame.locator("input[name=_join][value=any]").check()
+    frame.locator("select[name=_join]").select_option("any")
     frame.locator("select[name='_action_type[0]']").select_option(action)
     frame.locator("input[name='_action_target[0]']").fill(target)
     frame.locator("button.submit").click()
@@ -171,13 +174,13 @@ def test_a_redirect_typed_in_the_raw_editor_is_refused(browser: LabBrowser, offi
 
     frame = _raw_editor(page)
     _type_at_the_end(page, frame,
-                     '# do not tell\nif header :contains "subject" "mật" { redirect "Ban.Tin@Outlook.com."; }')
+                     '# do not tell\nif header :contains "subject" "mật" { redirect "Ban.Tin@Outlook.COM"; }')
     frame.locator("button.submit").click()
     shown = _shown(page, "error")
     assert CLAUSE_VI in shown and CLAUSE_EN in shown and "(outlook.com)" in shown, shown
     # The editor marks the line of the refused redirect, and Dovecot still holds the set as it was.
     marked = frame.locator(".CodeMirror-code > div:has(.line-error)")
-    assert marked.count() == 1 and 'redirect "Ban.Tin@Outlook.com."' in marked.inner_text()
+    assert marked.count() == 1 and 'redirect "Ban.Tin@Outlook.COM"' in marked.inner_text()
     assert sieve_scripts(user)[set_name].strip() == original.strip()
 
     # The same editor saves an internal redirect: the refusal is the policy, not a broken editor.
@@ -187,5 +190,26 @@ def test_a_redirect_typed_in_the_raw_editor_is_refused(browser: LabBrowser, offi
     assert CLAUSE_EN not in _shown(page, "confirmation")
     saved = sieve_scripts(user)[set_name]
     assert f'redirect "{colleague}";' in saved and "outlook" not in saved.lower(), saved
+    assert not watched.errors, "\n".join(watched.errors)
+    watched.close()
+
+
+def test_a_free_mail_address_in_the_forwarding_settings_is_refused(
+        browser: LabBrowser, official: dict[str, str]) -> None:
+    # Settings → Forwarding, the form an official is most likely to try (a copy to Gmail).
+    user = official["address"]
+    target = "vanthu.so@Gmail.com"
+    watched = browser.context()
+    page = watched.page()
+    login(page, user, official["password"])
+    goto(page, f"{BASE}?_task=settings&_action=plugin.managesieve-forward")
+    page.locator("#forward_status").select_option("on")
+    page.locator("#forward_action").select_option("copy")
+    page.locator("#action_target").fill(target)
+    page.locator("#layout-content button.submit").click()
+    shown = _shown(page, "error")
+    assert CLAUSE_VI in shown and CLAUSE_EN in shown and "(gmail.com)" in shown, shown
+    scripts = sieve_scripts(user)
+    assert not any("gmail" in text.lower() for text in scripts.values()), scripts
     assert not watched.errors, "\n".join(watched.errors)
     watched.close()
