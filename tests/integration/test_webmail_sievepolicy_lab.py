@@ -99,8 +99,13 @@ def _new_filter(page: Any, name: str, action: str, target: str) -> Any:
 
 
 def _shown(page: Any, kind: str) -> str:
+    """The messages shown once one of ``kind`` is; a refusal is the only error shown (not also
+    managesieve's generic "could not save, server error")."""
     page.locator(f"#messagestack > div.{kind}").first.wait_for(timeout=30_000)
-    return " ".join(_messages(page))
+    shown = " ".join(_messages(page))
+    if kind == "error":
+        assert page.locator("#messagestack > div.error").count() == 1, shown
+    return shown
 
 
 @pytest.mark.parametrize(("action", "target", "domain"), [
