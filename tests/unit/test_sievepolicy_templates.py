@@ -121,6 +121,8 @@ REFUSED = [
      'if true { redirect :copy "a@quangninh.test"; redirect\n  "b@hotmail.com"; }', "hotmail.com", 7),
     ('redirect text:\nboss@gmail.com\n.\n;', "gmail.com", 1),
     ('redirect :notify "never" :ret "hdrs" "boss@gmail.com";', "gmail.com", 1),
+    ('if true{redirect"boss@gmail.com";}', "gmail.com", 1),
+    ('keep;\r\nif true\r\n{\r\n\tRedirect\r\n "boss@qq.com";\r\n}\r\n', "qq.com", 5),
     ('notify "mailto:a@quangninh.test?cc=b%40gmail.com";', "gmail.com", 1),
     ('notify :message "${subject}" "mailto:boss@outlook.com";', "outlook.com", 1),
 ]
