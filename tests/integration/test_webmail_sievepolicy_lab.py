@@ -218,3 +218,36 @@ def test_a_free_mail_address_in_the_forwarding_settings_is_refused(
     assert not any("gmail" in text.lower() for text in scripts.values()), scripts
     assert not watched.errors, "\n".join(watched.errors)
     watched.close()
+
+
+def test_out_of_office_may_reply_but_not_pass_mail_on_to_free_mail(
+        browser: LabBrowser, official: dict[str, str]) -> None:
+    # An auto-reply is not forwarding (citizens writing from Gmail get it); the "and
+    # redirect/copy the message to" part of the same form is.
+    user = official["address"]
+    subject = f"Nghỉ phép {uuid.uuid4().hex[:8]}"
+    watched = browser.context()
+    page = watched.page()
+    login(page, user, official["password"])
+    goto(page, f"{BASE}?_task=settings&_action=plugin.managesieve-vacation")
+    page.locator("#vacation_subject").fill(subject)
+    page.locator("#vacation_reason").fill("Tôi nghỉ phép đến thứ Hai. Việc gấp xin liên hệ văn thư.")
+    page.locator("#vacation_status").select_option("on")
+    page.locator("#vacation_action").select_option("copy")
+    page.locator("#action_target").fill("thu.ky@mail.ru")
+    page.locator("#layout-content button.submit").click()
+    shown = _shown(page, "error")
+    assert CLAUSE_VI in shown and CLAUSE_EN in shown and "(mail.ru)" in shown, shown
+    assert not any(subject in text or "mail.ru" in text for text in sieve_scripts(user).values())
+
+    goto(page, f"{BASE}?_task=settings&_action=plugin.managesieve-vacation")
+    page.locator("#vacation_subject").fill(subject)
+    page.locator("#vacation_reason").fill("Tôi nghỉ phép đến thứ Hai. Việc gấp xin liên hệ văn thư.")
+    page.locator("#vacation_status").select_option("on")
+    page.locator("#vacation_action").select_option("keep")
+    page.locator("#layout-content button.submit").click()
+    assert CLAUSE_EN not in _shown(page, "confirmation")
+    saved = [text for text in sieve_scripts(user).values() if subject in text]
+    assert len(saved) == 1 and "vacation" in saved[0] and "redirect" not in saved[0], saved
+    assert not watched.errors, "\n".join(watched.errors)
+    watched.close()
