@@ -16,6 +16,7 @@ test_mailflow_reinject.py).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.lab
 FILTERS = f"{BASE}?_task=settings&_action=plugin.managesieve"
 CLAUSE_VI = "khoản 1.3(2)"
 CLAUSE_EN = "clause 1.3(2)"
+PLUGIN_DIR = "/var/lib/roundcube/plugins/qnprov_sievepolicy"
+REINJECT_TABLE = "/etc/postfix/freemail_recipient.regexp"
 
 
 def _doveadm(*argv: str, stdin: str | None = None) -> str:
@@ -76,6 +79,22 @@ def official() -> Iterator[dict[str, str]]:
             _doveadm("sieve", "delete", "-u", user, name)
     for name, text in before.items():
         _doveadm("sieve", "put", "-u", user, *(["-a"] if name == active else []), name, stdin=text)
+
+
+def _host_file(path: str) -> str:
+    result = subprocess.run(["podman", "exec", require_env("QNPROV_TEST_HOST"), "cat", path],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_webmail_refuses_the_domains_the_reinjection_listener_refuses() -> None:
+    # One list on the host: the plugin's config and Postfix's re-injection table (roles/postfix).
+    webmail = re.findall(r"^    '([^']+)',$", _host_file(f"{PLUGIN_DIR}/config.inc.php"), re.M)
+    postfix = [re.sub(r"\\(.)", r"\1", found) for found in
+               re.findall(r"^/@\(\.\+\\\.\)\?(\S+)\\\.\?\$/ 550 ", _host_file(REINJECT_TABLE), re.M)]
+    assert len(webmail) >= 20 and "gmail.com" in webmail
+    assert sorted(webmail) == sorted(postfix)
 
 
 def _open_filters(page: Any) -> Any:
