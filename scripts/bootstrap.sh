@@ -35,6 +35,9 @@ SYSTEM_PACKAGES=(
   # the webmail's Outlook Autodiscover script runs under the real PHP in the unit tests
   # (tests/unit/test_autoconfig_templates.py: hostile requests through php-cgi)
   php-cgi php-xml
+  # the webmail's qnprov_sievepolicy checker runs under the PHP CLI in the unit tests
+  # (tests/unit/test_sievepolicy_templates.py); php-cgi pulls it in, named here all the same
+  php-cli
 )
 
 missing=()
