@@ -27,11 +27,16 @@ from qnprov_testing.containers import exec_in, systemd_container
 REPOSITORY = "/srv/qnprov-backup-repo"
 PASSWORD = "restore-test-password-7c2a"  # a throw-away repository's key
 AN, BINH = "an@quangninh.test", "binh@quangninh.test"
+CUONG = "cuong@quangninh.test"  # a mailbox at its quota (3 messages): an import into it fails
 
 DOVECOT_CONF = """protocols =
 ssl = no
 mail_home = /var/vmail/%d/%n
 mail_location = maildir:~/Maildir
+mail_plugins = $mail_plugins quota
+plugin {
+  quota = maildir:User quota
+}
 namespace inbox {
   inbox = yes
   separator = /
@@ -58,12 +63,16 @@ mkdir -p /var/vmail && chown vmail:vmail /var/vmail
 for u in {AN} {BINH}; do
   echo "$u:{{PLAIN}}unused:5000:5000::/var/vmail/quangninh.test/${{u%@*}}" >> /etc/dovecot/users
 done
+echo "{CUONG}:{{PLAIN}}unused:5000:5000::/var/vmail/quangninh.test/cuong::userdb_quota_rule=*:messages=3" \
+  >> /etc/dovecot/users
 systemctl restart dovecot
 doveadm mailbox create -u {AN} Projects Projects/Sub
 doveadm mailbox create -u {BINH} Archive
+doveadm mailbox create -u {CUONG} Work
 """ + "".join([_save(AN, "INBOX", f"an-in{i}") for i in (1, 2, 3)] + [_save(AN, "Projects", "an-p1"),
               _save(AN, "Projects", "an-p2"), _save(AN, "Projects/Sub", "an-s1"),
-              _save(BINH, "INBOX", "binh-in1"), _save(BINH, "INBOX", "binh-in2"), _save(BINH, "Archive", "binh-a1")])
+              _save(BINH, "INBOX", "binh-in1"), _save(BINH, "INBOX", "binh-in2"), _save(BINH, "Archive", "binh-a1"),
+              _save(CUONG, "INBOX", "cuong-in1"), _save(CUONG, "INBOX", "cuong-in2"), _save(CUONG, "Work", "cuong-w1")])
 NEWER = _save(AN, "Projects", "an-p3-newer") + _save(AN, "INBOX", "an-in4-newer")
 
 
@@ -158,8 +167,8 @@ def _error(lab: dict[str, Any], *args: str) -> tuple[str, str]:
 def test_one_folder_of_one_user_is_restored_and_nothing_else_is_written(container: str,
                                                                          lab: dict[str, Any]) -> None:
     vmail = "/var/vmail/quangninh.test"
+    binh_messages = _messages(container, BINH, "all")  # first: a fetch updates Dovecot's cache files
     binh_before = _tree_hashes(container, f"{vmail}/binh")
-    binh_messages = _messages(container, BINH, "all")
     an_before = _messages(container, AN, "all")
     folders_before = _folders(container, AN)
     into = f"Restored/{lab['date']}"
@@ -238,3 +247,21 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(container: str, lab: di
         "'../../etc/x@q' is not a mail address qnprov restores (letters, digits and ._%+- before the @, "
         "starting with a letter or digit)")}
     assert _folders(container, AN) == folders
+
+
+def test_a_failed_import_removes_its_own_folder_and_says_so(container: str, lab: dict[str, Any]) -> None:
+    """cuong's mailbox is at its quota: Dovecot refuses the import, and only the new folder was touched."""
+    messages, folders = _messages(container, CUONG, "all"), _folders(container, CUONG)
+    binh_before = _tree_hashes(container, "/var/vmail/quangninh.test/binh")
+    assert len(messages) == 3
+    kind, message = _error(lab, CUONG, "--folder", "Work")
+    into = f"Restored/{lab['date']}"
+    assert kind == "import-failed"
+    assert message.startswith(f"doveadm import into {into} failed: ")
+    assert "quota" in message.lower()
+    assert message.endswith(f"; the rest of {CUONG}'s mailbox was not written, and the partly filled {into} "
+                            "was removed")
+    assert _folders(container, CUONG) == folders
+    assert _messages(container, CUONG, "all") == messages
+    assert _tree_hashes(container, "/var/vmail/quangninh.test/binh") == binh_before
+    assert _sh(container, "ls -A /var/backups/qnprov/restore") == ""
