@@ -141,9 +141,10 @@ def lab(container: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
         "--json /var/tmp/other > /var/tmp/other.json")
     other = next(json.loads(line) for line in _sh(container, "cat /var/tmp/other.json").splitlines()
                  if '"summary"' in line)["snapshot_id"]
+    listed = json.loads(_qnprov("backup", "list", "-i", str(inventory), "--json", state=state).stdout)
+    time = listed["hosts"]["mail1"]["snapshots"][0]["time"]
     return {"inventory": inventory, "state": state, "snapshot": snapshot, "other": other, "at_backup": at_backup,
-            "date": json.loads(_qnprov("backup", "list", "-i", str(inventory), "--json", state=state).stdout)
-            ["hosts"]["mail1"]["snapshots"][0]["time"][:10]}
+            "date": time[:10], "time": time[:19].replace("T", " ")}
 
 
 def _qnprov(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
@@ -225,6 +226,11 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(container: str, lab: di
     folders = _folders(container, AN)
     assert _error(lab, "nobody@quangninh.test") == (
         "unknown-address", "there is no mailbox nobody@quangninh.test on host mail1 (Dovecot does not know the user)")
+    # A user created after the backup: Dovecot knows them, the snapshot does not.
+    _sh(container, "echo 'dung@quangninh.test:{PLAIN}unused:5000:5000::/var/vmail/quangninh.test/dung' "
+        ">> /etc/dovecot/users")
+    assert _error(lab, "dung@quangninh.test") == (
+        "not-in-snapshot", f"snapshot {lab['snapshot'][:8]} ({lab['time']}) holds no mailbox dung@quangninh.test")
     assert _error(lab, AN, "--snapshot", "deadbeef") == ("no-snapshot", f"no snapshot deadbeef in {REPOSITORY}")
     assert _error(lab, AN, "--snapshot", lab["other"][:8]) == (
         "other-host", f"snapshot {lab['other'][:8]} was taken on host mail2, not on mail1")
@@ -258,7 +264,7 @@ def test_a_failed_import_removes_its_own_folder_and_says_so(container: str, lab:
     into = f"Restored/{lab['date']}"
     assert kind == "import-failed"
     assert message.startswith(f"doveadm import into {into} failed: ")
-    assert "quota" in message.lower()
+    assert "quota" in message.lower(), message
     assert message.endswith(f"; the rest of {CUONG}'s mailbox was not written, and the partly filled {into} "
                             "was removed")
     assert _folders(container, CUONG) == folders
