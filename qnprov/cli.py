@@ -9,6 +9,7 @@ import typer
 
 from qnprov import __version__, cliout, paths, testbed
 from qnprov.backup.cli import backup_app
+from qnprov.backup.restore_cli import restore_app
 from qnprov.cliout import JsonOpt, err, out, print_json
 from qnprov.controls.cli import dns_app, report_app, verify_command
 from qnprov.directory.cli import accounts_app, agency_app
@@ -33,6 +34,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(dns_app, name="dns")
 app.add_typer(store_app, name="store")
 app.add_typer(backup_app, name="backup")
+app.add_typer(restore_app, name="restore")
 app.add_typer(push_app, name="push")
 app.command("milter")(milter_command)
 app.command("verify")(verify_command)

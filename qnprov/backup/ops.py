@@ -16,8 +16,12 @@ OPS_PLAYBOOK = paths.PLAYBOOKS_DIR / "backup_ops.yml"
 
 
 def run_action(inventory: Path, action: str, *, limit: str | None = None, snapshot: str | None = None,
-               vault_password_file: Path | None = None) -> tuple[dict[str, HostReport], runner.PlaybookResult]:
-    """``action`` (run, list or verify) on every host ``limit`` selects; one report per host."""
+               vault_password_file: Path | None = None,
+               args: list[str] | None = None) -> tuple[dict[str, HostReport], runner.PlaybookResult]:
+    """``action`` (run, list, verify or restore-mailbox) on every host ``limit`` selects; one report per host.
+
+    ``args`` are more of the host script's arguments, each one ``--option=value`` token.
+    """
     if action not in ACTIONS:
         raise InputError(f"unknown backup action {action!r}; choose one of {', '.join(ACTIONS)}")
     if snapshot is not None and (not snapshot or not all(c in "0123456789abcdef" for c in snapshot)):
@@ -29,7 +33,8 @@ def run_action(inventory: Path, action: str, *, limit: str | None = None, snapsh
         fetch_dir.mkdir(mode=0o700)
         extravars = workdir / "vars.json"
         variables = {"qnprov_backup_action": action, "qnprov_backup_fetch_dir": str(fetch_dir),
-                     "qnprov_backup_snapshot": snapshot or ""}
+                     "qnprov_backup_snapshot": snapshot or "",
+                     "qnprov_backup_args": list(args or [])}
         fd = os.open(extravars, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(variables, handle)

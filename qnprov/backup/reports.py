@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("run", "list", "verify")
+ACTIONS = ("run", "list", "verify", "restore-mailbox")
 
 #: Error kinds the host script reports, and what a person should do about each.
 HINTS = {
@@ -20,6 +20,12 @@ HINTS = {
     "same-disk": "mount the backup disk at the repository path, or use an sftp: or s3: repository",
     "mismatch": "the repository returned other bytes than were backed up: run `restic check --read-data`",
     "no-report": "the host sent no report: is the backup role deployed there?",
+    "unknown-address": "check the address (`qnprov accounts show`), or --limit the host that holds the mailbox",
+    "not-in-snapshot": "the mailbox is not in that snapshot: `qnprov backup list` shows each one's mailboxes",
+    "no-folder": "folder names are as the IMAP client shows them, with / between levels",
+    "folder-exists": "pass --into with a folder name that does not exist yet",
+    "import-failed": "see the message: the folder it names is the only one written",
+    "no-mailboxes": "this host stages no mailboxes; --limit the host that holds the mailbox",
 }
 
 
