@@ -12,7 +12,8 @@ Two real client addresses, both through the real nginx, Roundcube and Dovecot:
     line, which is REMOTE_ADDR);
   * A, inside the container, to the container's own eth0 address: nginx sees that address.
 A spends the wrong password (and A's login allowance at nginx, not B's: the allowance is
-per client address and the other lab tests log in as B).
+per client address and the other lab tests log in as B). fail2ban never bans A (it is the
+host's own address: ignoreself), so the filters' verdicts are read with fail2ban-regex.
 """
 
 from __future__ import annotations
@@ -98,6 +99,46 @@ def _outside_login(user: str, password: str) -> tuple[float, bool]:
     return elapsed, logged_in
 
 
+def _fail2ban_verdicts(filter_name: str) -> dict[str, str]:
+    """Each journal line fail2ban-regex reads with FILTER (its journalmatch), as "matched" or
+    "ignored" (ignoreregex). fail2ban-regex, not the live jail: the live jails never count A,
+    the container's own address (fail2ban's ignoreself), and ignoreip/ignoreself are not the
+    filters' business anyway."""
+    out = _exec("fail2ban-regex", "--print-all-matched", "--print-all-ignored", "systemd-journal", filter_name)
+    verdicts: dict[str, str] = {}
+    section = None
+    for line in out.splitlines():
+        if line.startswith("|- Matched line(s):"):
+            section = "matched"
+        elif line.startswith("|- Ignored line(s):"):
+            section = "ignored"
+        elif line.startswith("`-"):
+            section = None
+        elif section and line.startswith("|  "):
+            verdicts[line[3:]] = section
+    return verdicts
+
+
+def _verdict(verdicts: dict[str, str], *parts: str) -> str:
+    found = [verdict for line, verdict in verdicts.items() if all(part in line for part in parts)]
+    assert len(found) == 1, (parts, found)
+    return found[0]
+
+
+_INSIDE_IMAP = r"""
+import imaplib, ssl, sys
+address, ca, name, user, password = sys.argv[1:6]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # connected by address; the chain is still verified against the lab CA
+client = imaplib.IMAP4_SSL(address, 993, ssl_context=context)
+try:
+    client.login(user, password)
+    print("accepted")
+except imaplib.IMAP4.error:
+    print("refused")
+"""
+
+
 def _journal(since: str, *match: str) -> str:
     return _exec("journalctl", "--no-pager", "-o", "cat", "--since", since, *match)
 
@@ -110,7 +151,10 @@ def eth0() -> str:
 
 
 def test_dovecot_logs_the_browsers_address_and_penalises_only_that_address(eth0: str) -> None:
-    account, other = _accounts()[0], _accounts()[1]
+    # A's account takes one wrong webmail password per run; Roundcube locks an account for a
+    # minute after 3 failed logins (login_rate_limit), so A is not the account test_webmail_lab.py's
+    # wrong-password test uses.
+    account, other = _accounts()[2], _accounts()[1]
     since = _exec("date", "+%Y-%m-%d %H:%M:%S").strip()
     time.sleep(1.1)  # journalctl --since has one-second resolution
 
@@ -152,3 +196,44 @@ def test_dovecot_logs_the_browsers_address_and_penalises_only_that_address(eth0:
     # A waits the penalty out. Before the fix B waited too (4.9 s against 0.8 s p50).
     assert after_b < 2.0 and after_b < baseline + 1.0, figures
     assert after_a["seconds"] > after_b + 1.5 and after_a["seconds"] >= 2.0, figures
+
+    # fail2ban counts that wrong webmail password once: the qnprov-webmail filter matches
+    # Roundcube's line, the dovecot filter ignores Dovecot's line of the same failure (lip=
+    # loopback: filter.d/dovecot.local of roles/webmail).
+    (webmail_failure,) = re.findall(rf"Failed login for {re.escape(account['address'])} from {re.escape(eth0)} "
+                                    r"in session (\S+) ", roundcube)
+    (dovecot_failure,) = [session for user, rip, session in re.findall(
+        r"\(auth failed, \d+ attempts[^)]*\): user=<([^>]+)>, method=\S+, rip=([^,]+), lip=127\.0\.0\.1, "
+        r".*session=<([^>]+)>", dovecot) if (user, rip) == (account["address"], eth0)]
+    # A wrong password straight over IMAPS from A (not through the webmail) is still the dovecot jail's.
+    verdict = _exec("python3", "-", eth0, "/etc/qnprov/tls/ca.pem", OFFICIAL_NAME, account["address"],
+                    "sai-mat-khau-" + uuid.uuid4().hex[:8], stdin=_INSIDE_IMAP).strip()
+    assert verdict == "refused"
+    time.sleep(1)
+    (direct_failure,) = re.findall(
+        rf"\(auth failed, \d+ attempts[^)]*\): user=<{re.escape(account['address'])}>, method=\S+, "
+        rf"rip={re.escape(eth0)}, lip={re.escape(eth0)}, .*session=<([^>]+)>",
+        _journal(since, "_SYSTEMD_UNIT=dovecot.service"))
+    assert _verdict(_fail2ban_verdicts("qnprov-webmail"), f"in session {webmail_failure} ") == "matched"
+    dovecot_verdicts = _fail2ban_verdicts("dovecot")
+    assert _verdict(dovecot_verdicts, f"session=<{dovecot_failure}>") == "ignored"
+    assert _verdict(dovecot_verdicts, f"session=<{direct_failure}>") == "matched"
+
+
+def test_trusting_loopback_lets_no_other_address_log_in_without_tls() -> None:
+    """login_trusted_networks also marks a connection secured (plaintext LOGIN without TLS). It is
+    loopback only, where Dovecot already counted the connection secured (remote address equals the
+    local one; checked on the lab with login_trusted_networks empty: plaintext LOGIN worked from
+    127.0.0.1 then too). From this machine, through podman's port forwarding (another address),
+    the plain IMAP port still disables LOGIN before STARTTLS."""
+    import imaplib
+
+    host, port = json.loads(require_env("QNPROV_TEST_ENDPOINTS"))["imap"].rpartition(":")[::2]
+    client = imaplib.IMAP4(host, int(port))
+    try:
+        assert "LOGINDISABLED" in client.capabilities and "STARTTLS" in client.capabilities, client.capabilities
+        assert not [c for c in client.capabilities if c.startswith("AUTH=")], client.capabilities
+    finally:
+        client.logout()
+    trusted = _exec("doveconf", "-h", "login_trusted_networks").split()
+    assert trusted == ["127.0.0.1/32", "::1/128"]

@@ -224,7 +224,7 @@ $_SERVER = json_decode(getenv('QN_SERVER'), true);
 $plugin = new qnprov_clientip();
 $plugin->init();
 $args = ['host' => '127.0.0.1', 'user' => 'annv@quangninh.test', 'attempt' => 1,
-         'ident' => ['name' => 'Roundcube', 'version' => '1.6.5']];
+         'ident' => ['name' => 'Roundcube', 'version' => '1.6.5'], 'preauth_ident' => ['x-session-ext-id' => 'k']];
 $args = call_user_func($plugin->hooks['storage_connect'], $args);
 echo json_encode(['hooks' => array_keys($plugin->hooks), 'args' => $args]);
 """
@@ -273,10 +273,12 @@ def test_clientip_plugin_puts_nginxs_remote_addr_into_the_imap_id(tmp_path, serv
     result = _clientip(tmp_path, server)
     assert result["hooks"] == ["storage_connect"]
     args = result["args"]
-    # Roundcube's own ID fields stay; the connection's other arguments are untouched.
-    assert args["ident"] == {"name": "Roundcube", "version": "1.6.5", **ident}
-    assert {k: v for k, v in args.items() if k != "ident"} == {"host": "127.0.0.1", "user": "annv@quangninh.test",
-                                                               "attempt": 1}
+    # Before authentication (Roundcube 1.6's preauth_ident; its 'ident' goes after the login, when
+    # Dovecot no longer takes the fields). Other fields stay, the connection's other arguments too.
+    assert args["preauth_ident"] == {"x-session-ext-id": "k", **ident}
+    assert {k: v for k, v in args.items() if k != "preauth_ident"} == {
+        "host": "127.0.0.1", "user": "annv@quangninh.test", "attempt": 1,
+        "ident": {"name": "Roundcube", "version": "1.6.5"}}
 
 
 def test_clientip_plugin_is_installed_checked_against_rcube_plugin_before_the_config_loads_it() -> None:
