@@ -326,3 +326,24 @@ def test_dovecot_refuses_accounts_that_must_change_their_password_first() -> Non
     assert ("pass_attrs = mail=user, =nologin=y, =reason=Your initial password must be changed before you can "
             "use mail. Change it at https://mail1.quangninh.test/") in lines
     assert "tls_require_cert = hard" in lines
+
+
+@pytest.mark.parametrize(("groups", "webmail_enabled", "operator", "expected"), [
+    # No webmail on the host: nobody is trusted (QN-DOV-08), as before.
+    (["mail_all", "mta"], True, [], ""),
+    (["mail_all", "store"], True, [], ""),
+    # A webmail host: loopback only, for Roundcube's x-originating-ip (roles/webmail qnprov_clientip).
+    (["mail_all", "mta", "webmail"], True, [], "127.0.0.1/32 ::1/128"),
+    # The webmail switched off there: nothing.
+    (["mail_all", "mta", "webmail"], False, [], ""),
+    # The operator's own networks are kept, loopback added once.
+    (["mail_all", "mta", "webmail"], True, ["10.0.0.0/24", "127.0.0.1/32"], "10.0.0.0/24 127.0.0.1/32 ::1/128"),
+    (["mail_all", "mta"], True, ["10.0.0.0/24"], "10.0.0.0/24"),
+])
+def test_dovecot_trusts_loopback_only_on_a_webmail_host(groups: list[str], webmail_enabled: bool,
+                                                        operator: list[str], expected: str) -> None:
+    variables = _role_variables("dovecot", {"group_names": groups, "webmail_enabled": webmail_enabled},
+                                dovecot_mail_stores=[], dovecot_sieve_reinject="smtp", dovecot_postfix_sockets=True,
+                                dovecot_login_trusted_networks=operator)
+    conf = _environment(TEMPLATES / "dovecot").get_template("dovecot.conf.j2").render(variables)
+    assert f"\nlogin_trusted_networks = {expected}\n" in conf

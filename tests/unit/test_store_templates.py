@@ -281,7 +281,8 @@ def _lab_shared() -> dict[str, Any]:
     lab = yaml.safe_load((paths.PROJECT_ROOT / "inventories" / "lab" / "group_vars" / "all" / "main.yml").read_text())
     assert "qnprov_stores" not in lab, "the all-in-one lab has no stores"
     literal = {k: v for k, v in lab.items() if not (isinstance(v, str) and "{{" in v)}
-    return {**SHARED, **literal, "group_names": ["mail_all", "directory", "mta"]}
+    # The lab host is in the webmail group too (dovecot_login_trusted_loopback).
+    return {**SHARED, **literal, "group_names": ["mail_all", "directory", "mta", "webmail"]}
 
 
 @pytest.mark.parametrize("template", [*(f"{name}.j2" for name in DOVECOT_FILES)])

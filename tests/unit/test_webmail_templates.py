@@ -65,10 +65,11 @@ def test_roundcube_talks_tls_with_verified_peers_in_vietnamese():
         "'allow_self_signed' => false", "")
     assert "'cafile' => '/etc/qnprov/tls/ca.pem'" in text
     assert settings["language"] == "'vi_VN'"
-    assert settings["plugins"] == ("['password', 'managesieve', 'qnprov_sievepolicy', 'qnprov_mobileconfig', "
-                                   "'qnprov_forcechange']")
+    assert settings["plugins"] == ("['qnprov_clientip', 'password', 'managesieve', 'qnprov_sievepolicy', "
+                                   "'qnprov_mobileconfig', 'qnprov_forcechange']")
     without = _php_settings(render("webmail/config.inc.php.j2", _variables(webmail_autoconfig_enabled=False)))
-    assert without["plugins"] == "['password', 'managesieve', 'qnprov_sievepolicy', 'qnprov_forcechange']"
+    assert without["plugins"] == ("['qnprov_clientip', 'password', 'managesieve', 'qnprov_sievepolicy', "
+                                  "'qnprov_forcechange']")
 
 
 def test_roundcube_sessions_are_hardened_and_show_no_version():
@@ -209,3 +210,118 @@ def test_forced_change_plugin_renders_to_valid_php_that_holds_no_secret(tmp_path
     assert "return ($policy['error'] ?? null) === 2;  // changeAfterReset" in text
     assert "$rcmail->check_request(rcube_utils::INPUT_POST)" in text
     assert "!str_starts_with($uri, 'ldaps://') && !($starttls && str_starts_with($uri, 'ldap://'))" in text
+
+
+# --- qnprov_clientip: the browser's address in the IMAP ID, under the real PHP ------------------
+# Roundcube is not on this machine: a stand-in rcube_plugin records the hook, and the plugin's
+# own handler runs on the args Roundcube's storage_connect hook passes (ident included).
+# tests/integration/test_webmail_clientip_lab.py drives it in the real Roundcube and Dovecot.
+
+_CLIENTIP_HARNESS = """<?php
+class rcube_plugin { public $hooks = []; public function add_hook($h, $c) { $this->hooks[$h] = $c; } }
+require getenv('QN_PLUGIN');
+$_SERVER = json_decode(getenv('QN_SERVER'), true);
+$plugin = new qnprov_clientip();
+$plugin->init();
+$args = ['host' => '127.0.0.1', 'user' => 'annv@quangninh.test', 'attempt' => 1,
+         'ident' => ['name' => 'Roundcube', 'version' => '1.6.5'], 'preauth_ident' => ['x-session-ext-id' => 'k']];
+$args = call_user_func($plugin->hooks['storage_connect'], $args);
+echo json_encode(['hooks' => array_keys($plugin->hooks), 'args' => $args]);
+"""
+
+
+def _clientip(tmp_path, server: dict[str, str]) -> dict[str, Any]:
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    assert shutil.which("php"), "php is not installed (run scripts/bootstrap.sh)"
+    plugin = tmp_path / "qnprov_clientip.php"
+    plugin.write_text(render("webmail/qnprov_clientip.php.j2", _variables()), encoding="utf-8")
+    lint = subprocess.run(["php", "-l", str(plugin)], capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    harness = tmp_path / "harness.php"
+    harness.write_text(_CLIENTIP_HARNESS)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QN_PLUGIN": str(plugin), "QN_SERVER": json.dumps(server)}
+    proc = subprocess.run(["php", "-d", "display_errors=stderr", str(harness)], env=env, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert proc.returncode == 0 and not proc.stderr, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize(("server", "ident"), [
+    # nginx's $remote_addr and $remote_port (fastcgi_params), IPv4 and IPv6.
+    ({"REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "51234"},
+     {"x-originating-ip": "203.0.113.7", "x-originating-port": "51234"}),
+    ({"REMOTE_ADDR": "2001:db8::5", "REMOTE_PORT": "443"}, {"x-originating-ip": "2001:db8::5",
+                                                             "x-originating-port": "443"}),
+    # A client's own headers are never read: the TCP peer is what goes to Dovecot.
+    ({"REMOTE_ADDR": "198.51.100.9", "REMOTE_PORT": "40000", "HTTP_X_FORWARDED_FOR": "6.6.6.6",
+      "HTTP_X_REAL_IP": "6.6.6.6", "HTTP_CLIENT_IP": "6.6.6.6"},
+     {"x-originating-ip": "198.51.100.9", "x-originating-port": "40000"}),
+    # A port that is not one is left out; the address still goes.
+    ({"REMOTE_ADDR": "198.51.100.9", "REMOTE_PORT": "99999"}, {"x-originating-ip": "198.51.100.9"}),
+    ({"REMOTE_ADDR": "198.51.100.9", "REMOTE_PORT": "12a"}, {"x-originating-ip": "198.51.100.9"}),
+    # No address, or something else in REMOTE_ADDR: nothing is forwarded (Dovecot sees 127.0.0.1).
+    ({}, {}),
+    ({"REMOTE_ADDR": "6.6.6.6\r\nx-originating-ip 1.2.3.4", "REMOTE_PORT": "1"}, {}),
+    ({"REMOTE_ADDR": "unix:", "REMOTE_PORT": "1"}, {}),
+])
+def test_clientip_plugin_puts_nginxs_remote_addr_into_the_imap_id(tmp_path, server: dict[str, str],
+                                                                   ident: dict[str, str]) -> None:
+    result = _clientip(tmp_path, server)
+    assert result["hooks"] == ["storage_connect"]
+    args = result["args"]
+    # Before authentication (Roundcube 1.6's preauth_ident; its 'ident' goes after the login, when
+    # Dovecot no longer takes the fields). Other fields stay, the connection's other arguments too.
+    assert args["preauth_ident"] == {"x-session-ext-id": "k", **ident}
+    assert {k: v for k, v in args.items() if k != "preauth_ident"} == {
+        "host": "127.0.0.1", "user": "annv@quangninh.test", "attempt": 1,
+        "ident": {"name": "Roundcube", "version": "1.6.5"}}
+
+
+def test_clientip_plugin_is_installed_checked_against_rcube_plugin_before_the_config_loads_it() -> None:
+    tasks = yaml.safe_load((ROLE / "tasks" / "config.yml").read_text())
+    names = [task["name"] for task in tasks]
+    write = next(task for task in tasks if task["name"].startswith("Write the client address plugin"))
+    template = write["ansible.builtin.template"]
+    assert template["dest"] == "{{ __webmail_clientip_plugin_dir }}/qnprov_clientip.php"
+    assert template["mode"] == "0644" and template["owner"] == "root"
+    assert 'require "{{ __webmail_rcube_plugin_class }}"' in template["validate"]
+    assert 'class_exists("qnprov_clientip", false)' in template["validate"]
+    assert names.index(write["name"]) < names.index("Write Roundcube's configuration (checked with php -l first)")
+
+
+def _ignoreregex(text: str) -> re.Pattern[str]:
+    return re.compile(re.search(r"^ignoreregex = (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_dovecot_jail_ignores_the_webmails_loopback_logins_counted_by_the_webmail_jail() -> None:
+    """A wrong webmail password is counted once, by qnprov-webmail (its Roundcube line); Dovecot's
+    line of the same failure now names the browser in rip= but came in on loopback (lip=)."""
+    text = render("webmail/fail2ban-dovecot-filter.local.j2", _variables())
+    assert text.count("[Definition]") == 1 and "failregex" not in text
+    regex = _ignoreregex(text)
+    prefix = "mail1.quangninh.test dovecot[812]: imap-login: Disconnected: Connection closed (auth failed, 1 attempts "
+    for lip, ignored in (("127.0.0.1", True), ("::1", True), ("127.0.0.53", True),
+                         ("203.0.113.1", False), ("10.88.0.5", False), ("1127.0.0.1", False), ("::10", False)):
+        line = prefix + (f"in 2 secs): user=<annv@quangninh.test>, method=PLAIN, rip=10.88.0.1, lip={lip}, TLS, "
+                         "session=<x>")
+        assert bool(regex.search(line)) == ignored, line
+    # The successful login's line has mpid= and more; a failure's may end "TLS: Connection closed".
+    assert regex.search("dovecot[812]: imap-login: Login: user=<a@quangninh.test>, method=PLAIN, rip=10.88.0.1, "
+                        "lip=127.0.0.1, mpid=56531, TLS, session=<uPM91gxivrYKWAAB>")
+    assert regex.search(prefix + "in 2 secs): user=<a@quangninh.test>, method=PLAIN, rip=10.88.0.1, lip=127.0.0.1, "
+                                 "TLS: Connection closed, session=<XORHEQ1iUIoKWAAB>")
+    # A direct client naming loopback in its user name cannot hide its failure (Dovecot logs the
+    # typed name as is; this one is a real line of the lab, AUTHENTICATE PLAIN with that name).
+    for user in ("lip=127.0.0.1", "x>, method=PLAIN, rip=10.1.1.1, lip=127.0.0.1, TLS <y@quangninh.test",
+                 "x, lip=127.0.0.1, session=<a>", "x>, method=PLAIN, rip=1.1.1.1, lip=::1, session=<a"):
+        line = (prefix + f"in 2 secs): user=<{user}>, method=PLAIN, rip=10.88.0.1, lip=10.88.0.196, "
+                "TLS: Connection closed, session=<XORHEQ1iUIoKWAAB>")
+        assert not regex.search(line), line
+    tasks = yaml.safe_load((ROLE / "tasks" / "config.yml").read_text())
+    fail2ban = next(task for task in tasks if task["name"].startswith("Write the fail2ban filter and jail"))
+    assert {"src": "fail2ban-dovecot-filter.local.j2", "dest": "filter.d/dovecot.local"} in fail2ban["loop"]
+    assert fail2ban["ansible.builtin.template"]["validate"].startswith("/usr/local/sbin/qnprov-fail2ban-configtest ")
