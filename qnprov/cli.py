@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from qnprov import __version__, cliout, paths, testbed
-from qnprov.backup.cli import backup_app
-from qnprov.backup.restore_cli import restore_app
+from qnprov.backup.cli import backup_app, restore_app
 from qnprov.cliout import JsonOpt, err, out, print_json
 from qnprov.controls.cli import dns_app, report_app, verify_command
 from qnprov.directory.cli import accounts_app, agency_app
