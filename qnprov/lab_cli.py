@@ -149,8 +149,8 @@ def lab_drill(
     inventory: LabInventoryOpt = None, as_json: JsonOpt = False,
     drill: Annotated[list[str] | None, typer.Option(
         "--drill", help=f"Run only this drill (repeatable): {', '.join(labdrill.DRILLS)}.")] = None,
-    rate: Annotated[float, typer.Option("--rate", min=0.5, max=20, help="Messages per second of the streams.")] = 3.0,
-    duration: Annotated[float, typer.Option("--duration", min=10, max=120, help="Seconds each stream lasts.")] = 30.0,
+    rate: Annotated[float, typer.Option("--rate", min=0.5, max=20, help="Messages per second of the streams.")] = 20.0,
+    duration: Annotated[float, typer.Option("--duration", min=10, max=120, help="Seconds each stream lasts.")] = 60.0,
 ) -> None:
     """Failure drills on a multi-host lab (lab-ha); exits non-zero when any drill fails."""
     results = labdrill.run(_lab_config(inventory), drill or list(labdrill.DRILLS), rate=rate, duration=duration)

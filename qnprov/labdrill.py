@@ -304,7 +304,7 @@ def drill_split_brain(lab: Lab) -> DrillResult:
     return result
 
 
-def run(config: LabConfig, names: list[str], *, rate: float = 3.0, duration: float = 30.0) -> list[DrillResult]:
+def run(config: LabConfig, names: list[str], *, rate: float = 20.0, duration: float = 60.0) -> list[DrillResult]:
     """Run the named drills in order; a drill that raises is reported as failed with its error."""
     lab = Lab(config)
     results = []

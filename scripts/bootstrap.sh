@@ -38,6 +38,8 @@ SYSTEM_PACKAGES=(
   # the webmail's qnprov_sievepolicy checker runs under the PHP CLI in the unit tests
   # (tests/unit/test_sievepolicy_templates.py); php-cgi pulls it in, named here all the same
   php-cli
+  # the lab-ha drills give their 16 clients addresses on the lab bridge (qnprov/labclient.py)
+  iproute2
 )
 
 missing=()

@@ -66,9 +66,10 @@ def test_stream_alternates_mtas_and_retries_on_the_other_when_one_refuses() -> N
     log: list[tuple[str, str, str]] = []
     down = {"ha1": False, "ha2": False}
     lab = SimpleNamespace(config=_config(), password=lambda user: "pw",
-                          smtp=lambda host, user, pw: FakeSmtp(log, host.name, down))
+                          smtp=lambda host, user, pw, source=None: FakeSmtp(log, host.name, down))
+    # two clients: client 0 sends the even messages (which prefer ha1), client 1 the odd ones
     stream = labclient.Stream(lab, "duclm@quangninh.test", ["annv@quangninh.test", "binhtt@quangninh.test"],
-                             rate=20, duration=1, run="r1")
+                             rate=20, duration=1, workers=2, run="r1")
     fired: list[float] = []
 
     def outage() -> None:
@@ -79,20 +80,82 @@ def test_stream_alternates_mtas_and_retries_on_the_other_when_one_refuses() -> N
         thread.join()
     assert stream.sent == 20 and len(stream.accepted) == 20 and fired
     assert {mid for _, mid, _ in log} == {f"<drill-r1-{i:05d}@quangninh.test>" for i in range(20)}
-    # before the outage the odd messages preferred ha2; after it they went to ha1 instead
-    assert stream.by_host["ha2"] >= 4 and stream.by_host["ha1"] + stream.by_host["ha2"] == 20
-    assert stream.rerouted == sum(1 for i, (host, _, _) in enumerate(log) if i % 2 == 1 and host == "ha1") >= 4
-    assert all("ha2" in e for e in stream.errors) and stream.errors
+    index = {mid: int(mid.split("-")[-1].split("@")[0]) for _, mid, _ in log}
+    # before the outage the odd messages went to ha2; after it, every message went to ha1
+    assert 4 <= stream.by_host["ha2"] <= 6 and stream.by_host["ha1"] + stream.by_host["ha2"] == 20
+    assert all(index[mid] % 2 == 1 and index[mid] < 13 for host, mid, _ in log if host == "ha2")
+    # the odd client met the dead MTA once, sent that message to ha1, then avoided ha2
+    assert stream.rerouted == 1 and len(stream.errors) == 1 and "ha2" in stream.errors[0]
     # before the outage, every recipient got mail through each MTA
-    assert {(host, to) for host, _, to in log[:6]} == {(h, r) for h in ("ha1", "ha2") for r in stream.recipients}
+    assert {(host, to) for host, mid, to in log if index[mid] < 8} == \
+        {(h, r) for h in ("ha1", "ha2") for r in stream.recipients}
+    assert stream.by_client == {"127.0.0.1": 20} and len(stream.lags) == 20 and stream.elapsed > 0.9
+
+
+def test_stream_sends_from_each_client_address_in_parallel(monkeypatch) -> None:
+    sources: list[str | None] = []
+    lab = SimpleNamespace(config=_config(), password=lambda user: "pw",
+                          smtp=lambda host, user, pw, source=None: sources.append(source) or FakeSmtp(
+                              [], host.name, {"ha1": False, "ha2": False}))
+
+    class FakeClients:
+        def __init__(self, config, count) -> None:
+            self.addresses = [f"10.89.7.{254 - n}" for n in range(count)]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            pass
+
+    monkeypatch.setattr(labclient, "Clients", FakeClients)
+    stream = labclient.Stream(lab, "s@x", ["r@x"], rate=40, duration=1, workers=4, run="r3")
+    stream.go([])
+    assert stream.sent == 40 and len(stream.accepted) == 40
+    assert stream.by_client == {f"10.89.7.{254 - n}": 10 for n in range(4)}
+    # each client opened one session to the MTA its messages prefer, and kept it
+    assert sorted(sources) == [f"10.89.7.{251 + n}" for n in range(4)]
 
 
 def test_stream_counts_a_message_both_mtas_refuse_as_sent_not_accepted() -> None:
     lab = SimpleNamespace(config=_config(), password=lambda user: "pw",
-                          smtp=lambda host, user, pw: FakeSmtp([], host.name, {"ha1": True, "ha2": True}))
+                          smtp=lambda host, user, pw, source=None: FakeSmtp([], host.name, {"ha1": True, "ha2": True}))
     stream = labclient.Stream(lab, "s@x", ["r@x"], rate=10, duration=0.3, run="r2")
     assert stream.go([]) == []
     assert stream.sent == 3 and stream.accepted == set() and len(stream.errors) == 6
+
+
+def test_client_addresses_come_from_the_top_of_the_subnet_past_the_hosts() -> None:
+    assert labclient.client_addresses("10.89.7.0/24", {"10.89.7.11", "10.89.7.253"}, 3) == \
+        ["10.89.7.254", "10.89.7.252", "10.89.7.251"]
+    # the gateway (first address), network and broadcast addresses are never handed out
+    assert labclient.client_addresses("10.89.7.0/29", set(), 5) == [f"10.89.7.{n}" for n in (6, 5, 4, 3, 2)]
+    with pytest.raises(ConfigError, match="no room for 6"):
+        labclient.client_addresses("10.89.7.0/29", set(), 6)
+
+
+@pytest.mark.parametrize("inspect", [
+    '[{"name": "qnprov-ha", "network_interface": "podman1", "subnets": [{"subnet": "10.89.7.0/24"}]}]',
+    '[{"cniVersion": "0.4.0", "name": "qnprov-ha", "plugins": [{"type": "bridge", "bridge": "cni-podman1"}]}]',
+])
+def test_bridge_interface_reads_netavark_and_cni_inspect_output(monkeypatch, inspect: str) -> None:
+    monkeypatch.setattr(labclient, "podman", lambda *args, **kw: SimpleNamespace(stdout=inspect))
+    assert labclient.bridge_interface("qnprov-ha") in ("podman1", "cni-podman1")
+    monkeypatch.setattr(labclient, "podman", lambda *args, **kw: SimpleNamespace(stdout="[{}]"))
+    with pytest.raises(ConfigError, match="no bridge interface"):
+        labclient.bridge_interface("qnprov-ha")
+
+
+def test_a_lab_without_its_own_network_has_one_client_the_host() -> None:
+    with labclient.Clients(_config(), 16) as clients:
+        assert clients.addresses == [None] and clients.added == []
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert labclient.percentile([], 50) is None
+    values = [float(n) for n in range(1, 101)]
+    assert (labclient.percentile(values, 50), labclient.percentile(values, 99)) == (50.0, 99.0)
+    assert labclient.percentile([0.25], 99) == 0.25
 
 
 def test_probe_until_reports_the_first_success_and_none_on_timeout() -> None:
