@@ -3,8 +3,9 @@ Redis, configured by the rspamd role's own templates, exercised through submissi
 
 The test renders local.d/ratelimit.conf from the role's template (qnprov_testing.
 rspamd_ratelimit, Ansible's templating) with low limits for a test agency that the first
-lab account is moved into, validates it with the role's staged configtest, installs it
-and reloads rspamd; afterwards it puts the deployed file back. Nothing is mocked: the
+lab account is moved into, and the role's local.d/qnprov_ratelimit.lua (the buckets' keys
+and the per-message recipient limits), validates each with the role's staged configtest,
+installs them and reloads rspamd; afterwards it puts the deployed files back. Nothing is mocked: the
 451 comes from rspamd's milter through Postfix, the buckets live in Redis, and the events
 are read back from the host's journal, where the role's metadata exporter writes them.
 
@@ -40,6 +41,23 @@ AGENCY_MESSAGES = 6
 # A domain outside the lab (not internal) whose name the lab's resolver refuses.
 OUTSIDE = "rl-outside.invalid"
 LIVE = "/etc/rspamd/local.d/ratelimit.conf"
+LIVE_LUA = "/etc/rspamd/local.d/qnprov_ratelimit.lua"
+# Recipients of one message for the test agency (external ones stricter), and the
+# per-account override of the colleague.
+PER_MESSAGE = 4
+EXTERNAL_PER_MESSAGE = 2
+COLLEAGUE_PER_MESSAGE = 6
+
+
+def _per_message_text(limit: int) -> str:
+    return (f"Thu co qua {limit} nguoi nhan, vui long chia thanh nhieu thu roi gui lai (Dieu 2) / "
+            f"Message over the limit of {limit} recipients per message, split it and send again (Article 2)")
+
+
+EXTERNAL_PER_MESSAGE_TEXT = (
+    f"Thu co qua {EXTERNAL_PER_MESSAGE} nguoi nhan ngoai he thong, vui long chia thanh nhieu thu roi gui lai "
+    f"(Dieu 2) / Message over the limit of {EXTERNAL_PER_MESSAGE} external recipients per message, split it "
+    "and send again (Article 2)")
 EXPECTED_TEXT = (
     f"Tai khoan da gui toi qua {EXTERNAL_LIMIT} nguoi nhan ngoai he thong trong mot gio, vui long thu lai sau "
     f"(Dieu 2) / Account over its limit of {EXTERNAL_LIMIT} external recipients per hour, try again later "
@@ -96,14 +114,24 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             "user_external_recipients_per_hour": EXTERNAL_LIMIT,
             "burst_external_recipients": BURST_LIMIT,
             "agency_messages_per_hour": AGENCY_MESSAGES,
+            "user_recipients_per_message": PER_MESSAGE,
+            "user_external_recipients_per_message": EXTERNAL_PER_MESSAGE,
         }},
+        rspamd_ratelimit_user_limits={colleague: {"user_recipients_per_message": COLLEAGUE_PER_MESSAGE}},
     ))
-    candidate = tmp_path_factory.mktemp("rl") / "ratelimit.conf"
-    candidate.write_text(conf)
+    lua = render("lua/qnprov_ratelimit.lua", lab_variables())
+    work = tmp_path_factory.mktemp("rl")
+    (work / "ratelimit.conf").write_text(conf)
+    (work / "qnprov_ratelimit.lua").write_text(lua)
     lab_exec(container, "cp", "-p", LIVE, "/root/ratelimit.conf.deployed")
-    subprocess.run(["podman", "cp", str(candidate), f"{container}:/root/ratelimit.conf.test"], check=True,
-                   timeout=60)
-    # The role's validator, as a deploy runs it: the candidate against the whole tree.
+    lab_exec(container, "cp", "-p", LIVE_LUA, "/root/qnprov_ratelimit.lua.deployed")
+    for name in ("ratelimit.conf", "qnprov_ratelimit.lua"):
+        subprocess.run(["podman", "cp", str(work / name), f"{container}:/root/{name}.test"], check=True, timeout=60)
+    # The role's validator, as a deploy runs it: each candidate against the whole tree,
+    # the Lua first (the configtest of ratelimit.conf loads it).
+    lab_exec(container, "/usr/local/sbin/qnprov-rspamd-configtest", "local.d/qnprov_ratelimit.lua",
+             "/root/qnprov_ratelimit.lua.test", "-s")
+    _sh(container, f"install -o root -g _rspamd -m 0640 /root/qnprov_ratelimit.lua.test {LIVE_LUA}")
     lab_exec(container, "/usr/local/sbin/qnprov-rspamd-configtest", "local.d/ratelimit.conf",
              "/root/ratelimit.conf.test", "-s")
     _sh(container, f"install -o root -g _rspamd -m 0640 /root/ratelimit.conf.test {LIVE}")
@@ -113,7 +141,9 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         yield {"container": container, "limited": accounts[0], "other": accounts[1], "colleague": accounts[2]}
     finally:
         _sh(container, f"install -o root -g _rspamd -m 0640 /root/ratelimit.conf.deployed {LIVE}; "
-                       "rm -f /root/ratelimit.conf.deployed /root/ratelimit.conf.test")
+                       f"install -o root -g _rspamd -m 0640 /root/qnprov_ratelimit.lua.deployed {LIVE_LUA}; "
+                       "rm -f /root/ratelimit.conf.deployed /root/ratelimit.conf.test "
+                       "/root/qnprov_ratelimit.lua.deployed /root/qnprov_ratelimit.lua.test")
         _clear_buckets(container)
         _reload(container)
         _delete_outside_mail(container)
@@ -250,3 +280,75 @@ def test_agency_limit_counts_all_its_accounts_and_spares_other_agencies(fresh_bu
     agency_docs = [d for d in docs if d["limits"] == ["qnprov_agency_messages"]]
     assert [(d["user"], d["agency"]) for d in agency_docs] == [
         (colleague["address"].lower(), TEST_AGENCY), (first["address"].lower(), TEST_AGENCY)]
+
+
+def _plus(account: dict[str, str], tag: str) -> str:
+    """A distinct internal recipient: the account's address with a +extension (Postfix's
+    recipient_delimiter), delivered into that account's mailbox."""
+    local, _, domain = account["address"].partition("@")
+    return f"{local}+{tag}@{domain}"
+
+
+@pytest.mark.mail_queued(r"Host or domain name not found|Name service error|try again")
+def test_recipients_per_message_refuse_the_whole_message_external_ones_sooner(
+        fresh_buckets: dict[str, Any]) -> None:
+    container = fresh_buckets["container"]
+    account, other, colleague = fresh_buckets["limited"], fresh_buckets["other"], fresh_buckets["colleague"]
+    internal = [_plus(other, f"rpm{n}") for n in range(COLLEAGUE_PER_MESSAGE + 1)]
+    outside = [f"rpm{n}@{OUTSIDE}" for n in range(EXTERNAL_PER_MESSAGE + 1)]
+    over_id = f"<rl-rpm-over-{uuid.uuid4().hex}@quangninh.test>"
+    external_id = f"<rl-rpm-ext-{uuid.uuid4().hex}@quangninh.test>"
+    mixed_id = f"<rl-rpm-mixed-{uuid.uuid4().hex}@quangninh.test>"
+
+    # All recipients: the limit's count passes, one more refuses the whole message with 451.
+    assert _send(account, internal[:PER_MESSAGE]) == (250, "")
+    assert _send(account, internal[:PER_MESSAGE + 1], over_id) == (451, "4.7.1 " + _per_message_text(PER_MESSAGE))
+    # At the external limit the message goes (2 of the hourly external bucket's 3).
+    assert _send(account, outside[:EXTERNAL_PER_MESSAGE]) == (250, "")
+    # External recipients are limited sooner: 3 recipients are under the total limit of 4,
+    # but 3 external ones are over the external limit of 2; so is 1 internal + 3 external.
+    # The per-message text, not the hourly bucket's: the per-message check comes first.
+    assert _send(account, outside, external_id) == (451, "4.7.1 " + EXTERNAL_PER_MESSAGE_TEXT)
+    assert _send(account, [internal[0], *outside], mixed_id) == (451, "4.7.1 " + EXTERNAL_PER_MESSAGE_TEXT)
+    # A per-account override wins over the agency's limit (6 for the colleague, same agency);
+    # the other agency's account has the inventory's limits.
+    assert _send(colleague, internal[:COLLEAGUE_PER_MESSAGE]) == (250, "")
+    assert _send(colleague, internal[:COLLEAGUE_PER_MESSAGE + 1]) == (
+        451, "4.7.1 " + _per_message_text(COLLEAGUE_PER_MESSAGE))
+    assert _send(other, [_plus(account, f"rpm{n}") for n in range(COLLEAGUE_PER_MESSAGE + 1)]) == (250, "")
+
+    # The journal: one warning per refused message, naming the per-message limit.
+    time.sleep(2)
+    refusals = {json.loads(e["MESSAGE"].split(" ", 1)[1])["message_id"]: e for e in _journal(container)
+                if e["MESSAGE"].startswith("QNPROV-RATELIMIT ")}
+    expected = {
+        over_id: (["qnprov_user_recipients_per_message"], PER_MESSAGE + 1, 0),
+        external_id: (["qnprov_user_external_recipients_per_message"], EXTERNAL_PER_MESSAGE + 1,
+                      EXTERNAL_PER_MESSAGE + 1),
+        mixed_id: (["qnprov_user_external_recipients_per_message"], EXTERNAL_PER_MESSAGE + 2,
+                   EXTERNAL_PER_MESSAGE + 1),
+    }
+    for message_id, (limits, recipients, external) in expected.items():
+        entry = refusals.get(message_id.strip("<>"))
+        assert entry is not None, (message_id, sorted(refusals))
+        doc = json.loads(entry["MESSAGE"].split(" ", 1)[1])
+        assert entry["PRIORITY"] == "4"
+        assert (doc["user"], doc["agency"], doc["refused"], doc["action"]) == (
+            account["address"].lower(), TEST_AGENCY, True, "soft reject")
+        assert (doc["limits"], doc["recipients"], doc["external_recipients"]) == (limits, recipients, external)
+
+    # The audit trail: the import turns them into clause 2 defer records, the chain verifies.
+    lab_exec(container, "systemctl", "start", "qnprov-ratelimit-audit.service")
+    records = [json.loads(line) for line in
+               _sh(container, "cat /var/log/qnprov/audit/audit-*.jsonl").splitlines() if line.strip()]
+    ours = {r["message_id"]: (r["clause"], r["rule"], r["action"], r["verdict"]) for r in records
+            if r.get("source") == "rspamd-ratelimit" and r.get("rule") != "rate-burst"
+            and r.get("message_id") in {m.strip("<>") for m in expected}}
+    assert ours == {
+        over_id.strip("<>"): ("2", "rate-user-recipients-per-message", "defer", "defer"),
+        external_id.strip("<>"): ("2", "rate-user-external-recipients-per-message", "defer", "defer"),
+        mixed_id.strip("<>"): ("2", "rate-user-external-recipients-per-message", "defer", "defer"),
+    }
+    verify = lab_exec(container, "/opt/qnprov/venv/bin/python", "-m", "qnprov.policy.milter_cli", "audit",
+                      "verify", "/var/log/qnprov/audit")
+    assert verify.startswith("ok: "), verify

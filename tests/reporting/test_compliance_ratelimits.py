@@ -73,7 +73,9 @@ def test_refusals_and_burst_alerts_are_counted_per_agency_and_listed(tmp_path: P
     assert '<table class="alert" id="burst-alerts">' in html
     assert html.count('class="burst-row"') == 2
     assert html.count('class="rate-row"') == 2
-    assert "rate-user-external: 1" in html and "rate-user-messages: 1" in html
+    assert ('<span class="rate-rule" data-rule="rate-user-external">External recipients per hour per account'
+            '</span>: 1') in html
+    assert '<span class="rate-rule" data-rule="rate-user-messages">Messages per hour per account</span>: 1' in html
     rows = list(csv.DictReader(io.StringIO(render.render_csv(document))))
     assert [(r["agency"], r["metric"], r["value"]) for r in rows if r["section"] == "rate_limits"] == [
         ("STTTT", "rate-user-external", "1"), ("STTTT", "burst_alerts", "2"),
@@ -94,3 +96,40 @@ def test_burst_alerts_render_in_a_browser_as_text(tmp_path: Path) -> None:
     assert run.console_errors == []
     assert run.values["bursts"] == [hostile]
     assert run.values["visible"] > 0 and run.values["images"] == 0
+
+
+def test_recipients_per_message_refusals_are_their_own_kind_in_every_format(tmp_path: Path) -> None:
+    """The per-message limits (the rspamd role's prefilter in qnprov_ratelimit.lua) name
+    themselves in the info symbol like a bucket; each refused message is one refusal."""
+    (tmp_path / "audit").mkdir()
+    clerk, press = "vanthu@syt.quangninh.test", "baochi@syt.quangninh.test"
+    document = _document(tmp_path, [
+        _line(1, EVENT_ID, user=clerk, agency="SYT", limits=["qnprov_user_recipients_per_message"],
+              recipients=101, external_recipients=0),
+        _line(2, EVENT_ID, user=press, agency="SYT", limits=["qnprov_user_external_recipients_per_message"],
+              recipients=60, external_recipients=51),
+        _line(3, EVENT_ID, user=press, agency="SYT", limits=["qnprov_user_external_recipients_per_message"],
+              recipients=51, external_recipients=51),
+        _line(4, EVENT_ID, user=clerk, agency="SYT", limits=["qnprov_user_external"]),
+    ])
+    assert document["rate_limits"] == [{"agency": "SYT", "refused": 4, "burst_alerts": 0, "refusals": {
+        "rate-user-external": 1, "rate-user-external-recipients-per-message": 2,
+        "rate-user-recipients-per-message": 1}}]
+    records = [json.loads(line) for f in sorted((tmp_path / "audit").iterdir()) for line in f.open()]
+    assert [(r["clause"], r["rule"], r["action"], r["evidence"]) for r in records[:2]] == [
+        ("2", "rate-user-recipients-per-message", "defer",
+         f"{clerk}: over qnprov_user_recipients_per_message; 101 recipients (0 external)"),
+        ("2", "rate-user-external-recipients-per-message", "defer",
+         f"{press}: over qnprov_user_external_recipients_per_message; 60 recipients (51 external)")]
+
+    for lang, total, external in (("en", "Recipients per message", "External recipients per message"),
+                                  ("vi", "Người nhận trong một thư", "Người nhận ngoài hệ thống trong một thư")):
+        html = render.render_html(document, lang)
+        assert f'<span class="rate-rule" data-rule="rate-user-recipients-per-message">{total}</span>: 1' in html
+        assert (f'<span class="rate-rule" data-rule="rate-user-external-recipients-per-message">{external}'
+                '</span>: 2') in html
+    rows = list(csv.DictReader(io.StringIO(render.render_csv(document))))
+    assert [(r["metric"], r["value"]) for r in rows if r["section"] == "rate_limits"] == [
+        ("rate-user-external", "1"), ("rate-user-external-recipients-per-message", "2"),
+        ("rate-user-recipients-per-message", "1"), ("burst_alerts", "0")]
+    assert json.loads(render.render_json(document))["rate_limits"] == document["rate_limits"]

@@ -68,13 +68,53 @@ def test_reply_texts_are_ascii_and_bilingual() -> None:
     conf = render_all()["local.d/ratelimit.conf"]
     texts = dict(re.findall(r'^    (\w+) = "(.*)";$', _block(conf, "messages"), re.M))
     assert sorted(texts) == ["agency_external_recipients_per_hour", "agency_messages_per_hour",
-                             "user_external_recipients_per_hour", "user_messages_per_hour",
-                             "user_recipients_per_hour"]
+                             "user_external_recipients_per_hour", "user_external_recipients_per_message",
+                             "user_messages_per_hour", "user_recipients_per_hour", "user_recipients_per_message"]
     for name, text in texts.items():
         assert text.isascii(), name
         vi, en = text.split(" / ")
-        assert "vui long thu lai sau" in vi and "try again later" in en, name
+        if name.endswith("_per_hour"):
+            assert "vui long thu lai sau" in vi and "try again later" in en, name
+        else:  # the same message would be refused again: it has to be split
+            assert "chia thanh nhieu thu" in vi and "split it and send again" in en, name
+            assert "per message" in en, name
         assert "%N" in vi and "%N" in en, name
+    assert "%N external recipients per message" in texts["user_external_recipients_per_message"]
+
+
+def test_recipients_per_message_defaults_external_stricter_and_overrides() -> None:
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["rspamd_ratelimit_limits"]
+    assert (defaults["user_recipients_per_message"], defaults["user_external_recipients_per_message"]) == (100, 50)
+    conf = render("local.d/ratelimit.conf.j2", lab_variables(
+        rspamd_ratelimit_limits=defaults,
+        rspamd_ratelimit_agency_limits={"SYT": {"user_recipients_per_message": 30,
+                                                "user_external_recipients_per_message": 10}},
+        rspamd_ratelimit_user_limits={"Press@Quangninh.test": {"user_external_recipients_per_message": 400}},
+    ))
+    limits = _block(conf, "limits")
+    assert "user_recipients_per_message = 100;" in limits
+    assert "user_external_recipients_per_message = 50;" in limits
+    assert _block(conf, "agency_limits").split() == [
+        '"SYT"', "{", "user_external_recipients_per_message", "=", "10;", "user_recipients_per_message", "=", "30;",
+        "}"]
+    assert _block(conf, "user_limits").split() == [
+        '"press@quangninh.test"', "{", "user_external_recipients_per_message", "=", "400;", "}"]
+
+
+def test_recipients_per_message_is_a_prefilter_that_soft_rejects_and_names_the_limit() -> None:
+    lua = render_all()["local.d/qnprov_ratelimit.lua"]
+    # rspamd's own soft reject (the milter's 451 4.7.1 at the end of DATA), with the limit's text.
+    assert "task:set_pre_result('soft reject', text(name, n), 'ratelimit')" in lua
+    # The info symbol the exporter selects on, with the limit's bucket-style name.
+    assert "task:insert_result(info_symbol, 1.0, string.format('qnprov_%s(%d>%d)', name, count, n))" in lua
+    registration = re.search(r"rspamd_config:register_symbol\(\{(.*?)\}\)", lua, re.S)
+    assert registration and "type = 'prefilter'" in registration.group(1)
+    assert "callback = recipients_per_message" in registration.group(1)
+    # Both counts come from the SMTP envelope; the external one uses the internal domains.
+    assert "{'user_recipients_per_message', #(task:get_recipients('smtp') or {})}" in lua
+    assert "{'user_external_recipients_per_message', external_count(task)}" in lua
+    # Only a count strictly over the limit refuses: a message at the limit passes.
+    assert "count > n" in lua
 
 
 def test_disabled_limits_render_no_buckets() -> None:
@@ -119,8 +159,10 @@ def _check(tmp_path: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_role_accepts_its_defaults_and_valid_overrides(tmp_path: Path) -> None:
-    run = _check(tmp_path, rspamd_ratelimit_agency_limits={"SYT": {"agency_messages_per_hour": 5000}},
-                 rspamd_ratelimit_user_limits={"press@quangninh.test": {"user_external_recipients_per_hour": "800"}})
+    run = _check(tmp_path, rspamd_ratelimit_agency_limits={"SYT": {"agency_messages_per_hour": 5000,
+                                                                  "user_recipients_per_message": 30}},
+                 rspamd_ratelimit_user_limits={"press@quangninh.test": {"user_external_recipients_per_hour": "800",
+                                                                        "user_external_recipients_per_message": 400}})
     assert run.returncode == 0, run.stdout[-2000:]
     assert "Check the outbound limits" in run.stdout
 
@@ -130,9 +172,14 @@ def test_the_role_accepts_its_defaults_and_valid_overrides(tmp_path: Path) -> No
     {"rspamd_ratelimit_user_limits": {"a@quangninh.test": {"user_messages_per_hour": 0}}},
     {"rspamd_ratelimit_user_limits": {"a@quangninh.test": {"user_messages_per_hour": "ten"}}},
     {"rspamd_ratelimit_limits": {"user_messages_per_hour": 100}},  # incomplete defaults
+    {"rspamd_ratelimit_agency_limits": {"SYT": {"user_recipients_per_mesage": 5}}},  # misspelt per-message key
+    {"rspamd_ratelimit_user_limits": {"a@quangninh.test": {"user_external_recipients_per_message": 0}}},
+    {"rspamd_ratelimit_messages": {k: v for k, v in lab_variables()["rspamd_ratelimit_messages"].items()
+                                   if k != "user_external_recipients_per_message"}},  # text missing
     {"rspamd_ratelimit_messages": {**lab_variables()["rspamd_ratelimit_messages"],
                                    "user_messages_per_hour": "Tài khoản đã gửi quá %N thư"}},  # not ASCII
-], ids=["misspelt", "zero", "word", "incomplete", "non-ascii"])
+], ids=["misspelt", "zero", "word", "incomplete", "misspelt-per-message", "zero-per-message",
+        "per-message-text-missing", "non-ascii"])
 def test_the_role_refuses_a_bad_limit(tmp_path: Path, extra: dict[str, Any]) -> None:
     run = _check(tmp_path, **extra)
     assert run.returncode != 0

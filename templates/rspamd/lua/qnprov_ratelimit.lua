@@ -4,12 +4,19 @@ ratelimit module (its `custom_keywords` option). Installed by the qnprov rspamd
 role; the data (limits, user -> agency, internal domains, reply texts) comes from
 the `qnprov` block the role renders into local.d/ratelimit.conf.
 
-This file does NOT count or limit anything: each function only names the Redis
+This file keeps no state and limits no rate: each function only names the Redis
 bucket of a message (per account, per agency) and its size; rspamd's ratelimit
 module checks and updates the leaky buckets in Redis and answers "soft reject"
 (451 4.7.1 through the milter) when one is full. A function that returns nil
 leaves the message out of that bucket (no authenticated user, no external
 recipient, no agency).
+
+The one thing it decides itself is the limit on the recipients of ONE message
+(rspamd's ratelimit has buckets over time only): the prefilter at the end counts
+the message's SMTP recipients (all, and external ones) against the account's
+user_recipients_per_message / user_external_recipients_per_message, and over
+either it sets rspamd's own soft reject with the limit's text and adds the
+module's info symbol, so the refusal is logged and audited like a full bucket.
 ]]--
 
 local opts = rspamd_config:get_all_opt('ratelimit') or {}
@@ -22,6 +29,7 @@ local domains = data.domain_agency or {}
 local internal = {}
 for _, d in ipairs(data.internal_domains or {}) do internal[string.lower(d)] = true end
 local texts = data.messages or {}
+local info_symbol = opts.info_symbol
 
 local function user_of(task)
   local u = task:get_user()
@@ -98,6 +106,42 @@ local function agency_bucket(key, name, only_external, count_messages)
     return 'qnprov:' .. key .. ':' .. agency, b
   end
 end
+
+-- Recipients per message: over a limit, the whole message gets rspamd's soft reject
+-- (the milter's 451 4.7.1 at the end of DATA) with that limit's text, and the info
+-- symbol names the limit (the metadata exporter's journal event). A message over both
+-- limits is named once, by the first (all recipients, then external ones): one refused
+-- message is one refusal in the audit trail and the report.
+local function recipients_per_message(task)
+  local user = user_of(task)
+  if not user then return end
+  local agency = agency_of(user)
+  local counts = {
+    {'user_recipients_per_message', #(task:get_recipients('smtp') or {})},
+    {'user_external_recipients_per_message', external_count(task)},
+  }
+  for _, c in ipairs(counts) do
+    local name, count = c[1], c[2]
+    local n = limit(user, agency, name)
+    if n and n > 0 and count > n then
+      if info_symbol then
+        task:insert_result(info_symbol, 1.0, string.format('qnprov_%s(%d>%d)', name, count, n))
+      end
+      task:set_pre_result('soft reject', text(name, n), 'ratelimit')
+      return
+    end
+  end
+end
+
+rspamd_config:register_symbol({
+  name = 'QNPROV_RECIPIENTS_PER_MESSAGE',
+  type = 'prefilter',
+  callback = recipients_per_message,
+  -- high (9): before rspamd's ratelimit prefilter (medium, 5), which does nothing once a
+  -- pre-result is set, so a refused message fills no hourly bucket
+  priority = require('lua_util').symbols_priorities.high,
+  flags = 'empty,nostat',
+})
 
 return {
   -- messages per hour (a message counts once, whatever its recipients)
