@@ -452,17 +452,27 @@ class Stream:
             timing.join()  # events past the end still happen
         return fired
 
-    def settle(self, result: DrillResult, via: LabHost, timeout: float = 300) -> None:
-        """Wait for every accepted message (flushing the queues), then count into ``result``."""
+    def settle(self, result: DrillResult, via: LabHost, timeout: float = 300,
+               then: Callable[[], None] | None = None) -> None:
+        """Wait for every accepted message (flushing the queues), run ``then`` (the runbook's
+        step once the queues are empty), then count into ``result``."""
         began = time.monotonic()
         found: list[str] = []
+
+        def read() -> list[str]:
+            return [m for r in self.recipients for m in self.lab.message_ids(via, r, f"drill-{self.run}-")]
+
         while True:
-            found = [m for r in self.recipients for m in self.lab.message_ids(via, r, f"drill-{self.run}-")]
+            found = read()
             if tally(self.accepted, found).lost == 0 or time.monotonic() - began > timeout:
                 break
             self.lab.flush_queues()
             time.sleep(5)
         result.timings["delivery_wait_seconds"] = time.monotonic() - began
+        if then is not None:
+            result.details["duplicates_before_runbook"] = tally(self.accepted, found).duplicates
+            then()
+            found = read()
         counted = tally(self.accepted, found)
         result.sent, result.accepted = self.sent, len(self.accepted)
         result.delivered, result.duplicates, result.lost = counted.delivered, counted.duplicates, counted.lost

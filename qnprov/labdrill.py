@@ -12,7 +12,8 @@ carry the run's token (DSNs quote the original headers).
   stopped for its middle third; every accepted message delivered exactly once.
 - ``store-down``: host 1 (its store) stopped mid-stream, ``qnprov store failover``, an
   IMAP login through host 2 within 60 s; host 1 started, ``qnprov store failback``
-  once resynced, both stores holding the same message GUIDs per mailbox.
+  once resynced, ``qnprov store dedupe`` once the queues are empty (the runbook's last
+  step), both stores holding the same message GUIDs per mailbox.
 - ``split-brain``: provider 1 cut off provider 2 (nft in host 1), conflicting writes
   on each, reconnected: both converge, and the drill reports which write won.
 
@@ -215,7 +216,11 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
     # failback must put every account back where it was, no more (an account of another store stays)
     misplaced = put_back(lab, store, marks["homes"], mail_hosts(lab, store))
     lab.flush_queues()
-    stream.settle(result, replica)
+
+    def dedupe() -> None:  # the runbook's last step, once the queues are empty
+        marks["dedupe_rc"], marks["dedupe"] = _store_command(lab, "dedupe", store, replica)
+
+    stream.settle(result, replica, then=dedupe)
     began, same = time.monotonic(), False
     users = [a.address for a in lab.config.accounts]
     while time.monotonic() - began < 180 and not same:
@@ -233,10 +238,12 @@ def drill_store_down(lab: Lab, rate: float, duration: float) -> DrillResult:
     result.details.update({"stopped_store": store.hostname, "replica": replica.hostname, "accounts_moved": homed,
                            "failover_rc": marks["failover_rc"], "failover": marks["failover"],
                            "failback_rc": rc, "failback": answer, "stores_identical": same,
+                           "dedupe_rc": marks["dedupe_rc"], "dedupe": marks["dedupe"],
                            "misplaced_after_failback": misplaced,
                            "login_goal_seconds": LOGIN_GOAL_SECONDS})
     login = marks["login"]
     result.passed = (result.passed and same and marks["failover_rc"] == 0 and rc == 0 and not misplaced
+                     and marks["dedupe_rc"] == 0
                      and login is not None and login <= LOGIN_GOAL_SECONDS)
     return result
 

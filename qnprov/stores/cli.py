@@ -12,11 +12,12 @@ from qnprov.cliout import out, print_json, user_errors
 from qnprov.directory import ldapio
 from qnprov.directory.settings import ConnectionOptions, resolve_settings
 from qnprov.errors import InputError, QnprovError
-from qnprov.stores import failover
+from qnprov.stores import dedupe, failover
 from qnprov.stores.config import load_store_config
 from qnprov.stores.probe import AnsibleProbe, StoreProbe
 
-store_app = typer.Typer(help="Mail stores: move accounts to a replica and back (issue 10).", no_args_is_help=True,
+store_app = typer.Typer(help="Mail stores: move accounts to a replica and back, collapse failover copies (issue 10).",
+                        no_args_is_help=True,
                         pretty_exceptions_enable=False, add_completion=False)
 
 StoreArg = Annotated[str, typer.Argument(help="The store's host name, as in qnprov_stores.")]
@@ -115,3 +116,59 @@ def store_failback(
     """Move STORE's accounts (its agencies') back to STORE once it has resynced. Idempotent."""
     _run("failback", store, None, inventory, check, as_json,
          _connection(inventory, ldap_url, bind_dn, bind_password_file, ca_cert, base_dn), max_sync_age)
+
+
+@store_app.command("dedupe")
+def store_dedupe(
+    store: StoreArg, inventory: InventoryOpt,
+    window: Annotated[int, typer.Option("--window", min=60, max=dedupe.MAX_WINDOW, help=(
+        "Seconds: compare the messages saved this recently."))] = dedupe.DEFAULT_WINDOW,
+    check: CheckOpt = False, as_json: JsonOpt = False,
+    ldap_url: LdapUrlOpt = None, bind_dn: BindDnOpt = None, bind_password_file: PasswordFileOpt = None,
+    ca_cert: CaCertOpt = None, base_dn: BaseDnOpt = None,
+) -> None:
+    """Expunge the second copies a failover left on STORE (run after failback, queues empty).
+
+    The copies are those the delivery script would have discarded: same mailbox,
+    Message-ID, envelope sender and Date; the first copy stays. --check lists them.
+    """
+    holder: dict[str, Any] = {}
+
+    def document(exc: QnprovError) -> dict[str, Any]:
+        found = holder.get("plan")
+        base = found.summary(applied=False, removed=holder.get("removed", 0)) if found else {"applied": False}
+        return {**base, "refused": True, "message": str(exc)}
+
+    with user_errors(document if as_json else None):
+        if not load_store_config(inventory).enabled:
+            raise failover.Refused(f"inventory {inventory} has no mail stores (qnprov_stores is empty)")
+        settings = resolve_settings(_connection(inventory, ldap_url, bind_dn, bind_password_file, ca_cert, base_dn))
+        ldap = ldapio.connect(settings)
+        try:
+            users = [mail for _, mail, _ in failover.accounts_on(ldap, settings.base_dn, [store.lower()]) if mail]
+        finally:
+            ldap.unbind()
+        probe = make_probe(inventory)
+        fetched = probe.command(store, dedupe.fetch_argv(users, window)) if users else ""
+        found = holder["plan"] = dedupe.plan(store, window, users, fetched)
+        holder["removed"] = 0
+        if not check:
+            for copy in found.extra:
+                probe.command(store, dedupe.expunge_argv(copy))
+                holder["removed"] += 1
+            if found.extra:
+                probe.command(store, dedupe.replicate_argv(sorted({c.user for c in found.extra})))
+    if as_json:
+        print_json(found.summary(applied=not check, removed=holder["removed"]), indent=None)
+        return
+    if found.extra:
+        table = Table(title=f"copies on {store}", show_edge=False)
+        for column in ("account", "mailbox", "uid", "Message-ID"):
+            table.add_column(column)
+        for copy in found.extra:
+            table.add_row(copy.user, copy.mailbox, str(copy.uid), copy.message_id)
+        out.print(table)
+    verb = "would expunge" if check else "expunged"
+    out.print(f"dedupe {store}: {found.read} message(s) of {found.accounts} account(s) saved in the last "
+              f"{window} s; {verb} {len(found.extra) if check else holder['removed']} second copy(ies)."
+              + (" Nothing written (--check)." if check else ""))

@@ -75,7 +75,7 @@ def _first(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _accounts_on(connection: Connection, base_dn: str, hosts: list[str]) -> list[tuple[str, str, str]]:
+def accounts_on(connection: Connection, base_dn: str, hosts: list[str]) -> list[tuple[str, str, str]]:
     """(dn, mail, qnMailHost) of every account on one of ``hosts`` (filter values escaped)."""
     terms = "".join(f"(qnMailHost={escape_filter_chars(host)})" for host in hosts)
     search_filter = f"(&(objectClass=qnMailAccount)(|{terms}))"
@@ -101,7 +101,7 @@ def plan_failover(connection: Connection, base_dn: str, config: StoreConfig, sto
     if target.name == source.name:
         raise Refused(f"failover target {target.name} is the store being failed over")
     plan = MovePlan("failover", source.name, target.name)
-    for dn, mail, host in _accounts_on(connection, base_dn, [source.name, target.name]):
+    for dn, mail, host in accounts_on(connection, base_dn, [source.name, target.name]):
         if host == source.name:
             plan.moves.append(Move(dn, mail, source.name, target.name))
         else:
@@ -113,7 +113,7 @@ def plan_failback(connection: Connection, base_dn: str, config: StoreConfig, sto
     home = config.get(store)
     plan = MovePlan("failback", home.name, home.name)
     others = [s.name for s in config.stores if s.name != home.name]
-    for dn, mail, host in _accounts_on(connection, base_dn, [home.name, *others]):
+    for dn, mail, host in accounts_on(connection, base_dn, [home.name, *others]):
         if config.store_for(_agency_of(dn)) != home.name:
             continue  # an account that belongs on another store stays where it is
         if host == home.name:

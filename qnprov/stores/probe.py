@@ -71,6 +71,9 @@ class StoreProbe(Protocol):
     def replicator_status(self, store: str) -> dict[str, SyncState]:
         """The store's replicator view; raises :class:`StoreDown` when it cannot be had."""
 
+    def command(self, store: str, argv: tuple[str, ...]) -> str:
+        """Run ``argv`` on the store's host; its stdout. :class:`StoreDown` when it fails."""
+
 
 def inventory_host_for(store: str, host_vars: Mapping[str, Mapping[str, Any]]) -> str:
     """The inventory host that is ``store``: same name, or a host whose hostname variable is it."""
@@ -101,6 +104,9 @@ class AnsibleProbe:
 
     def replicator_status(self, store: str) -> dict[str, SyncState]:
         return parse_replicator_status(self.run(self._host(store), STATUS_ARGV))
+
+    def command(self, store: str, argv: tuple[str, ...]) -> str:
+        return self.run(self._host(store), argv)
 
     def run(self, host: str, argv: tuple[str, ...]) -> str:
         import shutil

@@ -89,6 +89,12 @@ def test_a_store_down_fails_over_within_60_s_and_the_stores_converge(drills):
     assert sorted(a["mail"] for a in failback["accounts"]) == sorted(a["mail"] for a in failover["accounts"])
     assert 0 < drill["timings"]["login_restored_seconds"] <= 60
     assert drill["details"]["stores_identical"] is True
+    # the runbook's last step ran on the recovered store: whatever second copies the
+    # failover left (at-least-once LMTP across the stop) are counted, then expunged
+    dedupe = json.loads(drill["details"]["dedupe"])
+    assert drill["details"]["dedupe_rc"] == 0 and dedupe["applied"] is True
+    assert dedupe["removed"] == dedupe["copies"] == drill["details"]["duplicates_before_runbook"]
+    assert dedupe["accounts"] == len(drill["details"]["accounts_moved"]) and dedupe["messages_read"] >= 1
     assert drill["timings"]["stores_converged_seconds"] is not None
 
 
