@@ -36,7 +36,8 @@ from ldap3.core.exceptions import LDAPException
 
 from qnprov.errors import ConfigError, QnprovError
 from qnprov.lab import LabConfig, LabHost, container_state, podman
-from qnprov.labclient import MAIL_ERRORS, DrillResult, Lab, Stream, parse_guids, probe_until
+from qnprov.labclient import MAIL_ERRORS, DrillResult, Lab, parse_guids, probe_until
+from qnprov.labstream import Stream
 
 DRILLS = ("password-replication", "mta-down", "store-down", "split-brain")
 PASSWORD_GOAL_SECONDS = 2.0

@@ -30,10 +30,21 @@ FIELDS = ("mailbox-guid", "uid", "hdr.message-id", "hdr.return-path", "hdr.date"
 DEFAULT_WINDOW = 86400  # seconds: a failover's copies are this recent at most, at failback
 MAX_WINDOW = 432000     # the delivery script's own memory (dovecot_duplicate_period_seconds)
 # One doveadm run for every account: the user list goes through a private temporary file
-# (doveadm -F), the accounts as positional arguments (never parsed by the shell).
-FETCH_SCRIPT = ('w=$1; shift; f=$(mktemp) || exit 1; trap \'rm -f "$f"\' EXIT; '
-                'printf "%s\\n" "$@" > "$f"; '
-                'doveadm -f tab fetch -F "$f" "' + " ".join(FIELDS) + '" savedsince "${w}secs"')
+# (doveadm -F), the accounts as positional arguments (never parsed by the shell). Only the
+# rows whose key occurs more than once come back (two passes of awk over doveadm's output,
+# on the store), then one "#read" line: the rows read whole, and the others.
+_AWK = r"""
+FNR == NR { if (FNR > 1 && NF == 7 && $3 ~ /^[0-9]+$/ && $4 != "") n[$1 FS $2 FS $4 FS $5 FS $6]++; next }
+FNR == 1 { print; next }
+NF == 7 && $3 ~ /^[0-9]+$/ { total++; if ($4 != "" && n[$1 FS $2 FS $4 FS $5 FS $6] > 1) print; next }
+{ bad++ }
+END { printf "#read\t%d\t%d\n", total, bad }
+"""
+FETCH_SCRIPT = ('w=$1; shift; d=$(mktemp -d) || exit 1; trap \'rm -rf "$d"\' EXIT; '
+                'printf "%s\\n" "$@" > "$d/users"; '
+                'doveadm -f tab fetch -F "$d/users" "' + " ".join(FIELDS) + '" savedsince "${w}secs" '
+                '> "$d/out" || exit $?; '
+                "awk -F '\\t' '" + _AWK + "' \"$d/out\" \"$d/out\"")
 
 
 @dataclass(frozen=True)
@@ -80,9 +91,16 @@ def replicate_argv(users: list[str]) -> tuple[str, ...]:
 def plan(store: str, window: int, users: list[str], fetched: str) -> DedupePlan:
     """The copies to expunge from ``doveadm -f tab fetch -F`` output (``Username`` first)."""
     result = DedupePlan(store, window, len(users))
-    lines = [line for line in fetched.splitlines() if line.strip()]
+    lines = []
+    for line in fetched.splitlines():
+        if line.startswith("#read\t"):  # the store's own count of what it compared
+            counts = line.split("\t")[1:]
+            result.read, result.unparsed = (int(c) for c in counts) if len(counts) == 2 else (0, 0)
+        elif line.strip():
+            lines.append(line)
     if not lines:
         return result
+    counted = (result.read, result.unparsed)
     header = lines[0].split("\t")
     if [h.lower() for h in header] != ["username", *FIELDS]:
         raise ExternalError(f"unexpected doveadm fetch header: {lines[0][:160]!r}")
@@ -98,6 +116,8 @@ def plan(store: str, window: int, users: list[str], fetched: str) -> DedupePlan:
             continue
         groups[(user.lower(), guid, mid.strip(), sender.strip(), date.strip())].append(
             Copy(user, guid, int(uid), mid.strip(), mailbox))
+    if counted != (0, 0):  # the store filtered: its count covers every row, not only these
+        result.read, result.unparsed = counted
     for copies in groups.values():
         copies.sort(key=lambda c: c.uid)
         result.extra.extend(copies[1:])

@@ -25,6 +25,8 @@ from qnprov import inventory as inventory_mod
 from qnprov import paths
 from qnprov.errors import ConfigError, ExternalError
 
+#: The largest command result the probe takes back (characters of the runner's event).
+MAX_RESULT_CHARS = 64 * 1024 * 1024
 STATUS_ARGV = ("doveadm", "-f", "tab", "replicator", "status", "*")
 _HMS = re.compile(r"^(\d+):(\d{2}):(\d{2})$")
 
@@ -126,16 +128,24 @@ class AnsibleProbe:
                 outcome["res"] = data.get("res") or {}
             return False  # keep nothing on disk
 
+        # ansible-runner's callback replaces a result bigger than MAX_EVENT_RES characters
+        # (700,000 by default) with {}: the replicator status of a store of 20,000 accounts
+        # is bigger than that (its stdout comes twice, as text and as lines).
+        env = {**ansible_env(), "MAX_EVENT_RES": str(MAX_RESULT_CHARS)}
         private = Path(tempfile.mkdtemp(prefix="qnprov-store-probe-"))
         private.chmod(0o700)
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(private), host_pattern=host, inventory=str(self.inventory_path),
-                module="ansible.builtin.command", module_args=shlex.join(argv), envvars=ansible_env(),
+                module="ansible.builtin.command", module_args=shlex.join(argv), envvars=env,
                 event_handler=handle, quiet=True, suppress_env_files=True, timeout=self.timeout)
         finally:
             shutil.rmtree(private, ignore_errors=True)
         res = outcome.get("res") or {}
+        if outcome.get("kind") == "runner_on_ok" and "rc" not in res:
+            # a result with no rc is one the runner dropped: never read that as empty output
+            raise ExternalError(f"{host}: {argv[0]} answered, but its output did not come back whole "
+                                f"(over {MAX_RESULT_CHARS} characters?)")
         if outcome.get("kind") == "runner_on_ok" and res.get("rc", 0) == 0:
             return str(res.get("stdout", ""))
         why = (res.get("stderr") or res.get("msg") or "").strip().splitlines()

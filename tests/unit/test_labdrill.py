@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qnprov import labclient, labdrill
+from qnprov import labclient, labdrill, labstream
 from qnprov.errors import ConfigError
 from qnprov.lab import LabConfig, LabHost
 
@@ -68,7 +68,7 @@ def test_stream_alternates_mtas_and_retries_on_the_other_when_one_refuses() -> N
     lab = SimpleNamespace(config=_config(), password=lambda user: "pw",
                           smtp=lambda host, user, pw, source=None: FakeSmtp(log, host.name, down))
     # two clients: client 0 sends the even messages (which prefer ha1), client 1 the odd ones
-    stream = labclient.Stream(lab, "duclm@quangninh.test", ["annv@quangninh.test", "binhtt@quangninh.test"],
+    stream = labstream.Stream(lab, "duclm@quangninh.test", ["annv@quangninh.test", "binhtt@quangninh.test"],
                              rate=20, duration=1, workers=2, run="r1")
     fired: list[float] = []
 
@@ -108,8 +108,8 @@ def test_stream_sends_from_each_client_address_in_parallel(monkeypatch) -> None:
         def __exit__(self, *_):
             pass
 
-    monkeypatch.setattr(labclient, "Clients", FakeClients)
-    stream = labclient.Stream(lab, "s@x", ["r@x"], rate=40, duration=1, workers=4, run="r3")
+    monkeypatch.setattr(labstream, "Clients", FakeClients)
+    stream = labstream.Stream(lab, "s@x", ["r@x"], rate=40, duration=1, workers=4, run="r3")
     stream.go([])
     assert stream.sent == 40 and len(stream.accepted) == 40
     assert stream.by_client == {f"10.89.7.{254 - n}": 10 for n in range(4)}
@@ -120,18 +120,18 @@ def test_stream_sends_from_each_client_address_in_parallel(monkeypatch) -> None:
 def test_stream_counts_a_message_both_mtas_refuse_as_sent_not_accepted() -> None:
     lab = SimpleNamespace(config=_config(), password=lambda user: "pw",
                           smtp=lambda host, user, pw, source=None: FakeSmtp([], host.name, {"ha1": True, "ha2": True}))
-    stream = labclient.Stream(lab, "s@x", ["r@x"], rate=10, duration=0.3, run="r2")
+    stream = labstream.Stream(lab, "s@x", ["r@x"], rate=10, duration=0.3, run="r2")
     assert stream.go([]) == []
     assert stream.sent == 3 and stream.accepted == set() and len(stream.errors) == 6
 
 
 def test_client_addresses_come_from_the_top_of_the_subnet_past_the_hosts() -> None:
-    assert labclient.client_addresses("10.89.7.0/24", {"10.89.7.11", "10.89.7.253"}, 3) == \
+    assert labstream.client_addresses("10.89.7.0/24", {"10.89.7.11", "10.89.7.253"}, 3) == \
         ["10.89.7.254", "10.89.7.252", "10.89.7.251"]
     # the gateway (first address), network and broadcast addresses are never handed out
-    assert labclient.client_addresses("10.89.7.0/29", set(), 5) == [f"10.89.7.{n}" for n in (6, 5, 4, 3, 2)]
+    assert labstream.client_addresses("10.89.7.0/29", set(), 5) == [f"10.89.7.{n}" for n in (6, 5, 4, 3, 2)]
     with pytest.raises(ConfigError, match="no room for 6"):
-        labclient.client_addresses("10.89.7.0/29", set(), 6)
+        labstream.client_addresses("10.89.7.0/29", set(), 6)
 
 
 @pytest.mark.parametrize("inspect", [
@@ -139,23 +139,23 @@ def test_client_addresses_come_from_the_top_of_the_subnet_past_the_hosts() -> No
     '[{"cniVersion": "0.4.0", "name": "qnprov-ha", "plugins": [{"type": "bridge", "bridge": "cni-podman1"}]}]',
 ])
 def test_bridge_interface_reads_netavark_and_cni_inspect_output(monkeypatch, inspect: str) -> None:
-    monkeypatch.setattr(labclient, "podman", lambda *args, **kw: SimpleNamespace(stdout=inspect))
-    assert labclient.bridge_interface("qnprov-ha") in ("podman1", "cni-podman1")
-    monkeypatch.setattr(labclient, "podman", lambda *args, **kw: SimpleNamespace(stdout="[{}]"))
+    monkeypatch.setattr(labstream, "podman", lambda *args, **kw: SimpleNamespace(stdout=inspect))
+    assert labstream.bridge_interface("qnprov-ha") in ("podman1", "cni-podman1")
+    monkeypatch.setattr(labstream, "podman", lambda *args, **kw: SimpleNamespace(stdout="[{}]"))
     with pytest.raises(ConfigError, match="no bridge interface"):
-        labclient.bridge_interface("qnprov-ha")
+        labstream.bridge_interface("qnprov-ha")
 
 
 def test_a_lab_without_its_own_network_has_one_client_the_host() -> None:
-    with labclient.Clients(_config(), 16) as clients:
+    with labstream.Clients(_config(), 16) as clients:
         assert clients.addresses == [None] and clients.added == []
 
 
 def test_percentile_is_nearest_rank() -> None:
-    assert labclient.percentile([], 50) is None
+    assert labstream.percentile([], 50) is None
     values = [float(n) for n in range(1, 101)]
-    assert (labclient.percentile(values, 50), labclient.percentile(values, 99)) == (50.0, 99.0)
-    assert labclient.percentile([0.25], 99) == 0.25
+    assert (labstream.percentile(values, 50), labstream.percentile(values, 99)) == (50.0, 99.0)
+    assert labstream.percentile([0.25], 99) == 0.25
 
 
 def test_probe_until_reports_the_first_success_and_none_on_timeout() -> None:

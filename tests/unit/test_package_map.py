@@ -29,6 +29,7 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("qnprov.labcheck", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     # The drills use `qnprov store` as an operator does: a subprocess, not an import.
     ("qnprov.labclient", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.stores."), ()),
+    ("qnprov.labstream", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.stores."), ()),
     ("qnprov.labdrill", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls.", "qnprov.stores."), ()),
     ("qnprov.argspec", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),
     ("qnprov.topology", ("qnprov.directory.", "qnprov.policy.", "qnprov.controls."), ()),

@@ -104,3 +104,33 @@ def test_the_expunge_names_one_message_by_mailbox_uid_and_message_id_and_replica
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().split("--\n")[:2] == ["replicator\nreplicate\na@x\n", "replicator\nreplicate\nb c@x\n"]
+
+
+def test_the_store_sends_back_only_the_rows_whose_key_repeats_and_its_count(tmp_path: Path) -> None:
+    """The fetch script's awk (run here by the real awk) filters doveadm's table on the store."""
+    table = "\n".join([HEADER,
+                       row("annv@quangninh.test", G1, 1336, "<m93@x>"),
+                       row("annv@quangninh.test", G1, 1247, "<m92@x>"),
+                       row("annv@quangninh.test", G1, 1801, "<m93@x>"),
+                       row("annv@quangninh.test", G1, 1900, ""),
+                       row("annv@quangninh.test", G1, 1901, ""),
+                       "annv@quangninh.test\tcut short"]) + "\n"
+    tool = tmp_path / "bin" / "doveadm"
+    tool.parent.mkdir()
+    (tmp_path / "table").write_text(table)
+    tool.write_text(f"#!/bin/sh\ncat {tmp_path / 'table'}\n")
+    tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tool.parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(dedupe.fetch_argv(["annv@quangninh.test"], 600), env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [HEADER, row("annv@quangninh.test", G1, 1336, "<m93@x>"),
+                                        row("annv@quangninh.test", G1, 1801, "<m93@x>"), "#read\t5\t1"]
+    found = dedupe.plan("ha1", 600, ["annv@quangninh.test"], proc.stdout)
+    assert (found.read, found.unparsed) == (5, 1)
+    assert [c.uid for c in found.extra] == [1801]
+    # a doveadm that fails fails the command: its output is never taken for "no copies"
+    tool.write_text("#!/bin/sh\necho 'Error: userdb lookup failed' >&2\nexit 75\n")
+    failed = subprocess.run(dedupe.fetch_argv(["annv@quangninh.test"], 600), env=env, capture_output=True,
+                            text=True, check=False)
+    assert failed.returncode == 75 and failed.stdout == ""
