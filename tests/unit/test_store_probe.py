@@ -65,47 +65,47 @@ def test_a_store_whose_ssh_refuses_is_down(tmp_path: Path, monkeypatch: pytest.M
         AnsibleProbe(str(tmp_path / "inv"), timeout=60).replicator_status("store1.quangninh.test")
 
 
-def test_a_store_that_answers_over_the_deploy_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, doveadm_script: str) -> tuple[Path, Path]:
+    """An inventory whose store2 is this machine (local connection), with ``doveadm`` on PATH
+    a stand-in running ``doveadm_script``; (inventory, the stand-in)."""
     monkeypatch.setenv("QNPROV_STATE_DIR", str(tmp_path / "state"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     doveadm = bin_dir / "doveadm"
-    # Prints a status table only for exactly the arguments the probe must send.
-    doveadm.write_text("#!/bin/sh\n"
-                       '[ "$*" = "-f tab replicator status *" ] || { echo "bad args: $*" >&2; exit 64; }\n'
-                       f"printf '{HEADER}\\n'\n"
-                       "printf 'annv@quangninh.test\\tnone\\t00:00:03\\t01:00:00\\t00:00:07\\t-\\t00:00:00\\n'\n")
+    doveadm.write_text(doveadm_script)
     doveadm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     (tmp_path / "inv").mkdir()
     (tmp_path / "inv" / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"store2": {
         "ansible_connection": "local", "ansible_python_interpreter": __import__("sys").executable}}}}))
-    states = AnsibleProbe(str(tmp_path / "inv"), timeout=120).replicator_status("store2.quangninh.test")
+    return tmp_path / "inv", doveadm
+
+
+def test_a_store_that_answers_over_the_deploy_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prints a status table only for exactly the arguments the probe must send.
+    inventory, doveadm = local_store(tmp_path, monkeypatch, (
+        "#!/bin/sh\n"
+        '[ "$*" = "-f tab replicator status *" ] || { echo "bad args: $*" >&2; exit 64; }\n'
+        f"printf '{HEADER}\\n'\n"
+        "printf 'annv@quangninh.test\\tnone\\t00:00:03\\t01:00:00\\t00:00:07\\t-\\t00:00:00\\n'\n"))
+    states = AnsibleProbe(str(inventory), timeout=120).replicator_status("store2.quangninh.test")
     assert list(states) == ["annv@quangninh.test"]
     assert states["annv@quangninh.test"].last_success_seconds == 7
 
     doveadm.write_text("#!/bin/sh\necho 'Fatal: net_connect_unix(/run/dovecot/replicator-doveadm) failed: "
                        "No such file or directory' >&2\nexit 75\n")
     with pytest.raises(StoreDown, match="replicator-doveadm"):
-        AnsibleProbe(str(tmp_path / "inv"), timeout=120).replicator_status("store2.quangninh.test")
+        AnsibleProbe(str(inventory), timeout=120).replicator_status("store2.quangninh.test")
 
 
 def test_the_status_of_a_20000_account_store_comes_back_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ansible-runner drops a result over MAX_EVENT_RES (700,000 characters by default) and
     reports the task ok with no output: 20,000 accounts' status is about 1.5 MB of it."""
-    monkeypatch.setenv("QNPROV_STATE_DIR", str(tmp_path / "state"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    doveadm = bin_dir / "doveadm"
-    doveadm.write_text("#!/bin/sh\n"
-                       f"printf '{HEADER}\\n'\n"
-                       "i=0; while [ $i -lt 20000 ]; do "
-                       "printf 'user%05d@quangninh.test\\tnone\\t00:00:03\\t01:00:00\\t00:00:07\\t-\\t00:00:00\\n' $i; "
-                       "i=$((i+1)); done\n")
-    doveadm.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
-    (tmp_path / "inv").mkdir()
-    (tmp_path / "inv" / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"store2": {
-        "ansible_connection": "local", "ansible_python_interpreter": __import__("sys").executable}}}}))
-    states = AnsibleProbe(str(tmp_path / "inv"), timeout=300).replicator_status("store2.quangninh.test")
+    inventory, _ = local_store(tmp_path, monkeypatch, (
+        "#!/bin/sh\n"
+        f"printf '{HEADER}\\n'\n"
+        "i=0; while [ $i -lt 20000 ]; do "
+        "printf 'user%05d@quangninh.test\\tnone\\t00:00:03\\t01:00:00\\t00:00:07\\t-\\t00:00:00\\n' $i; "
+        "i=$((i+1)); done\n"))
+    states = AnsibleProbe(str(inventory), timeout=300).replicator_status("store2.quangninh.test")
     assert len(states) == 20000 and states["user19999@quangninh.test"].last_success_seconds == 7
