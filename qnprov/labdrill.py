@@ -9,7 +9,9 @@ carry the run's token (DSNs quote the original headers).
 - ``password-replication``: a password modify as the user on provider 1; SMTP AUTH and
   an IMAP login with it on host 2 (which prefers provider 2) within 2 s.
 - ``mta-down``: a bounded stream of submissions across both MTAs while host 2 is
-  stopped for its middle third; every accepted message delivered exactly once.
+  stopped for its middle third; once the queues are empty, ``qnprov store dedupe`` on
+  host 2 (a store too, stopped mid-delivery); every accepted message delivered exactly
+  once.
 - ``store-down``: host 1 (its store) stopped mid-stream, ``qnprov store failover``, an
   IMAP login through host 2 within 60 s; host 1 started, ``qnprov store failback``
   once resynced, ``qnprov store dedupe`` once the queues are empty (the runbook's last
@@ -112,7 +114,15 @@ def drill_mta_down(lab: Lab, rate: float, duration: float) -> DrillResult:
                       "restart_healthy_seconds": marks["healthy_after"]}
     result.details["stopped_host"] = victim.name
     lab.flush_queues()
-    stream.settle(result, survivor)
+    runbook: dict[str, Any] = {}
+
+    def dedupe() -> None:  # the stopped host is a store too: the runbook's step after it is back
+        runbook["rc"], runbook["answer"] = _store_command(lab, "dedupe", victim, survivor)
+
+    stream.settle(result, survivor, then=dedupe if lab.homed_on(victim) else None)
+    if runbook:
+        result.details.update({"dedupe_rc": runbook["rc"], "dedupe": runbook["answer"]})
+        result.passed = result.passed and runbook["rc"] == 0
     return result
 
 
