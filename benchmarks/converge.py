@@ -160,6 +160,15 @@ def reconverge_goals(second: runner.PlaybookResult) -> tuple[dict[str, Any], lis
     return figures, goals
 
 
+def write_task_times(path: Path | None, result: runner.PlaybookResult) -> None:
+    """Every task time of a run, slowest first (the profile the summary's top ten come from)."""
+    if path is None:
+        return
+    rows = sorted(result.task_seconds, key=lambda row: row[2], reverse=True)
+    path.write_text(json.dumps([{"host": h, "task": t, "seconds": round(sec, 3)} for h, t, sec in rows],
+                               indent=1) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--floor-only", action="store_true", help="Measure only the apt floor.")
@@ -168,12 +177,16 @@ def main() -> int:
     parser.add_argument("--prefix", default="qnprov-bench", help="Name prefix of the benchmark's containers.")
     parser.add_argument("--port-base", type=int, default=40000,
                         help="The benchmark host publishes container port P on loopback port BASE+P.")
+    parser.add_argument("--tasks-json", type=Path, metavar="PATH",
+                        help="Also write every task time of the re-converge (slowest first) to PATH.")
     args = parser.parse_args()
     testbed.prepare_host()
     testbed.build_image()
     load = Path("/proc/loadavg").read_text().split()[:3]
     if args.reconverge_only:
-        figures, goals = reconverge_goals(reconverge_running_lab())
+        second = reconverge_running_lab()
+        write_task_times(args.tasks_json, second)
+        figures, goals = reconverge_goals(second)
         print(json.dumps({**figures, "loadavg_before": load, "goals": [g.as_dict() for g in goals]}, indent=2))
         print_goals(goals)
         return 0
@@ -184,6 +197,7 @@ def main() -> int:
         return 0
     runs = converge_twice(container=f"{args.prefix}-mail1", port_base=args.port_base)
     first: runner.PlaybookResult = runs["first"]
+    write_task_times(args.tasks_json, runs["second"])
     figures, reconverge = reconverge_goals(runs["second"])
     result = {
         "packages": len(packages),

@@ -282,15 +282,19 @@ def test_clientip_plugin_puts_nginxs_remote_addr_into_the_imap_id(tmp_path, serv
 
 
 def test_clientip_plugin_is_installed_checked_against_rcube_plugin_before_the_config_loads_it() -> None:
+    # One qnprov_files list (issue 15): installed in order, each validated before it goes live.
     tasks = yaml.safe_load((ROLE / "tasks" / "config.yml").read_text())
-    names = [task["name"] for task in tasks]
-    write = next(task for task in tasks if task["name"].startswith("Write the client address plugin"))
-    template = write["ansible.builtin.template"]
-    assert template["dest"] == "{{ __webmail_clientip_plugin_dir }}/qnprov_clientip.php"
-    assert template["mode"] == "0644" and template["owner"] == "root"
-    assert 'require "{{ __webmail_rcube_plugin_class }}"' in template["validate"]
-    assert 'class_exists("qnprov_clientip", false)' in template["validate"]
-    assert names.index(write["name"]) < names.index("Write Roundcube's configuration (checked with php -l first)")
+    files = [(task["qnprov_files"], entry) for task in tasks if "qnprov_files" in task
+             for entry in task["qnprov_files"]["files"]]
+    dests = [entry["dest"] for _, entry in files]
+    defaults, plugin = next((d, e) for d, e in files
+                            if e["dest"] == "{{ __webmail_clientip_plugin_dir }}/qnprov_clientip.php")
+    assert plugin.get("mode", defaults["mode"]) == "0644" and plugin.get("owner", defaults["owner"]) == "root"
+    assert 'require "{{ __webmail_rcube_plugin_class }}"' in plugin["validate"]
+    assert 'class_exists("qnprov_clientip", false)' in plugin["validate"]
+    config = next(e for _, e in files if e["dest"] == "/etc/roundcube/config.inc.php")
+    assert config["validate"] == "/usr/bin/php -l %s"
+    assert dests.index(plugin["dest"]) < dests.index("/etc/roundcube/config.inc.php")
 
 
 def _ignoreregex(text: str) -> re.Pattern[str]:
@@ -323,5 +327,7 @@ def test_dovecot_jail_ignores_the_webmails_loopback_logins_counted_by_the_webmai
         assert not regex.search(line), line
     tasks = yaml.safe_load((ROLE / "tasks" / "config.yml").read_text())
     fail2ban = next(task for task in tasks if task["name"].startswith("Write the fail2ban filter and jail"))
-    assert {"src": "fail2ban-dovecot-filter.local.j2", "dest": "filter.d/dovecot.local"} in fail2ban["loop"]
-    assert fail2ban["ansible.builtin.template"]["validate"].startswith("/usr/local/sbin/qnprov-fail2ban-configtest ")
+    dovecot = next(entry for entry in fail2ban["qnprov_files"]["files"]
+                   if entry["src"] == "{{ webmail_templates_dir }}/fail2ban-dovecot-filter.local.j2")
+    assert dovecot["dest"] == "/etc/fail2ban/filter.d/dovecot.local"
+    assert dovecot["validate"] == "/usr/local/sbin/qnprov-fail2ban-configtest filter.d/dovecot.local %s"
