@@ -437,9 +437,10 @@ def test_the_role_checks_the_plugin_against_roundcubes_rcube_plugin():
     role = paths.PROJECT_ROOT / "roles" / "webmail"
     plugin_class = yaml.safe_load((role / "vars" / "main.yml").read_text())["__webmail_rcube_plugin_class"]
     plugin_dir = yaml.safe_load((role / "vars" / "main.yml").read_text())["__webmail_mobileconfig_plugin_dir"]
-    [task] = [t for t in yaml.safe_load((role / "tasks" / "config.yml").read_text())
-              if t.get("ansible.builtin.template", {}).get("dest", "").endswith("/qnprov_mobileconfig.php")]
-    validate = task["ansible.builtin.template"]["validate"].replace("{{ __webmail_rcube_plugin_class }}", plugin_class)
+    # the plugin's entry in the role's qnprov_files lists (staged, validated, then published)
+    [entry] = [e for t in yaml.safe_load((role / "tasks" / "config.yml").read_text()) if "qnprov_files" in t
+               for e in t["qnprov_files"]["files"] if e["dest"].endswith("/qnprov_mobileconfig.php")]
+    validate = entry["validate"].replace("{{ __webmail_rcube_plugin_class }}", plugin_class)
     container = require_env("QNPROV_TEST_HOST")
 
     def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
