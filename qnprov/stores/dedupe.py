@@ -92,15 +92,17 @@ def plan(store: str, window: int, users: list[str], fetched: str) -> DedupePlan:
     """The copies to expunge from ``doveadm -f tab fetch -F`` output (``Username`` first)."""
     result = DedupePlan(store, window, len(users))
     lines = []
+    store_count: tuple[int, int] | None = None  # the store's own count of what it compared
     for line in fetched.splitlines():
-        if line.startswith("#read\t"):  # the store's own count of what it compared
+        if line.startswith("#read\t"):
             counts = line.split("\t")[1:]
-            result.read, result.unparsed = (int(c) for c in counts) if len(counts) == 2 else (0, 0)
+            store_count = (int(counts[0]), int(counts[1])) if len(counts) == 2 else (0, 0)
         elif line.strip():
             lines.append(line)
+    if store_count is not None:  # the store filtered: its count covers every row, not only these
+        result.read, result.unparsed = store_count
     if not lines:
         return result
-    counted = (result.read, result.unparsed)
     header = lines[0].split("\t")
     if [h.lower() for h in header] != ["username", *FIELDS]:
         raise ExternalError(f"unexpected doveadm fetch header: {lines[0][:160]!r}")
@@ -108,16 +110,14 @@ def plan(store: str, window: int, users: list[str], fetched: str) -> DedupePlan:
     for line in lines[1:]:
         parts = line.split("\t")
         if len(parts) != len(header) or not parts[2].isdigit():
-            result.unparsed += 1  # never a copy: only what is read whole is compared
+            result.unparsed += store_count is None  # never a copy: only what is read whole is compared
             continue
         user, guid, uid, mid, sender, date, mailbox = parts
-        result.read += 1
+        result.read += store_count is None
         if not mid.strip():
             continue
         groups[(user.lower(), guid, mid.strip(), sender.strip(), date.strip())].append(
             Copy(user, guid, int(uid), mid.strip(), mailbox))
-    if counted != (0, 0):  # the store filtered: its count covers every row, not only these
-        result.read, result.unparsed = counted
     for copies in groups.values():
         copies.sort(key=lambda c: c.uid)
         result.extra.extend(copies[1:])
