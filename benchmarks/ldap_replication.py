@@ -86,13 +86,23 @@ def run(writes: int) -> dict[str, object]:
                 if time.monotonic() > deadline:
                     raise SystemExit("the benchmark entry never reached provider 2")
 
-            # Reference: write + read back on one provider (no replication involved).
+            # Reference: write + read back on one provider (no replication involved). Each
+            # provider writes its own entry: two providers writing one entry within the
+            # replication window is a conflict (plain syncrepl resolves it per entry, so a
+            # peer's older change can land after a local one), not a round trip.
+            references = {}
+            for name, connection in (("one", one), ("two", two)):
+                references[name] = f"ou=replication-bench-{name},ou=groups,{pair.first.base_dn}"
+                connection.add(references[name], ["organizationalUnit"],
+                               {"ou": f"replication-bench-{name}", "description": "start"})
             round_trips = []
             for index in range(writes):
-                connection = one if index % 2 == 0 else two
+                name, connection = ("one", one) if index % 2 == 0 else ("two", two)
                 started = time.perf_counter()
-                _write(connection, dn, f"local-{index}")
-                assert _value(connection, dn) == f"local-{index}"
+                _write(connection, references[name], f"local-{index}")
+                seen = _value(connection, references[name])
+                if seen != f"local-{index}":
+                    raise SystemExit(f"provider {name} returned {seen!r} right after writing local-{index}")
                 round_trips.append(time.perf_counter() - started)
             # Let the reference writes settle on both sides before timing replication.
             deadline = time.monotonic() + POLL_TIMEOUT
