@@ -43,10 +43,12 @@ class HostResult:
     diff: str = ""
     action: str | None = None  # "reload" or "restart" when the milter was told
     seconds: float = 0.0
+    began: float = 0.0  # seconds from the push's start to this host's transaction (qnprov.push.run)
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"status": self.status, "changed_files": self.files, "message": self.message,
-                               "action": self.action, "seconds": round(self.seconds, 3)}
+                               "action": self.action, "seconds": round(self.seconds, 3),
+                               "began_after_seconds": round(self.began, 3)}
         if self.diff:
             doc["diff"] = self.diff  # --check / --diff only, redacted
         return doc

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qnprov.inventory import Inventory, SshTarget
+
+#: Hosts connected to and pushed to at once (one SSH connection and one thread each).
+MAX_PARALLEL = 16
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,6 @@ class Connected:
 
 def connect(inventory: Inventory, hosts: Sequence[str]) -> Connected:
     """Open one SSH connection per host; a host that cannot be reached is a failure of its own."""
-    import gevent
     from pyinfra.api import Config, State
     from pyinfra.api import Inventory as PyinfraInventory
     from pyinfra.api.exceptions import ConnectError
@@ -131,7 +133,7 @@ def connect(inventory: Inventory, hosts: Sequence[str]) -> Connected:
         except Exception as exc:  # paramiko's host key and auth errors are not ConnectError
             failures[host] = f"unreachable: {type(exc).__name__}: {exc}"
 
-    gevent.joinall([gevent.spawn(open_one, host) for host in hosts])
+    in_parallel(open_one, hosts)
     remotes = {host: PyinfraRemote(host, pyinfra_inventory.get_host(host), targets[host].become)
                for host in hosts if host not in failures and pyinfra_inventory.get_host(host).connected}
     for host in hosts:
@@ -139,3 +141,19 @@ def connect(inventory: Inventory, hosts: Sequence[str]) -> Connected:
             failures[host] = "unreachable: no connection"
     del state
     return Connected(remotes, failures)
+
+
+def in_parallel(work: Callable[[str], None], hosts: Sequence[str]) -> None:
+    """``work(host)`` for every host, each in a thread, at most MAX_PARALLEL at once.
+
+    ``work`` handles its own failures; an exception that escapes it is raised here once
+    every host has finished (none is abandoned half-way).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not hosts:
+        return
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts)), thread_name_prefix="qnprov-push") as pool:
+        futures = [pool.submit(work, host) for host in hosts]
+    for future in futures:
+        future.result()

@@ -4,12 +4,15 @@ The MTA hosts (group ``mta``, where ``playbooks/site.yml`` applies ``qnprov_milt
 narrowed by ``--limit`` (an Ansible host pattern, read by the same inventory reader).
 Everything that can be refused is refused before the first host is touched: the
 inventory's variables and templates are rendered for every host first. Each host is then
-one transaction (:func:`qnprov.push.apply.push_host`) in its own greenlet; a host that
-cannot be reached is a failure of its own and the others go on. The greenlets take turns
-on blocking SSH I/O: qnprov does not apply gevent's ``monkey.patch_all()`` as the
-``pyinfra`` command does, because in this process it would also patch Ansible's threads
-and subprocesses. Hosts are therefore handled one after another (about a second each on
-the lab); true concurrency across many MTAs is left for when a site has more than a few.
+one transaction (:func:`qnprov.push.apply.push_host`) in a thread of its own, at most
+:data:`qnprov.push.remote.MAX_PARALLEL` at once; a host that cannot be reached is a failure of its own and
+the others go on. Threads, not greenlets: pyinfra's SSH connector blocks in paramiko, and
+greenlets only take turns on that I/O once gevent's ``monkey.patch_all()`` has patched the
+socket module, as the ``pyinfra`` command does. qnprov does not patch (in this process it
+would also patch Ansible's threads and subprocesses), so greenlets ran the hosts one after
+another. Each thread has its own gevent hub for pyinfra's output readers, and paramiko
+releases the GIL while it waits on the network, so N hosts take about as long as the
+slowest one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from qnprov.errors import ConfigError
 from qnprov.inventory import Inventory
 from qnprov.push.apply import HostResult, push_host
 from qnprov.push.files import PolicyFiles, policy_files
-from qnprov.push.remote import Remote, connect
+from qnprov.push.remote import Remote, connect, in_parallel
 
 #: The inventory group whose hosts run the milter (playbooks/site.yml).
 MTA_GROUP = "mta"
@@ -79,8 +82,6 @@ def render_all(inventory: Inventory, hosts: Sequence[str]) -> dict[str, PolicyFi
 def push(inventory: Inventory, command: str, *, limit: str | None = None, check: bool = False,
          diff: bool = False, plan: Plan | None = None, on_host: OnHost | None = None) -> PushResult:
     """Push to every selected MTA; ``plan`` adapts each host's files (block lists)."""
-    import gevent
-
     started = time.monotonic()
     result = PushResult(command=command, check=check)
     wanted = render_all(inventory, target_hosts(inventory, limit))
@@ -92,18 +93,21 @@ def push(inventory: Inventory, command: str, *, limit: str | None = None, check:
 
     def one(host: str) -> None:
         remote = connected.remotes[host]
+        began = time.monotonic() - started
         try:
             files = plan(remote, wanted[host]) if plan else wanted[host]
             outcome = push_host(remote, files, check=check, diff=diff)
         except Exception as exc:  # one host's surprise must not stop the others
             outcome = HostResult(host, "failed", message=f"{type(exc).__name__}: {exc}")
+        outcome.began = began
         result.hosts[host] = outcome
         if on_host:
             on_host(outcome)
 
     try:
-        gevent.joinall([gevent.spawn(one, host) for host in sorted(connected.remotes)], raise_error=True)
+        in_parallel(one, sorted(connected.remotes))
     finally:
         connected.close()
     result.seconds = time.monotonic() - started
     return result
+

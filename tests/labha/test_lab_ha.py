@@ -11,9 +11,12 @@ down -i lab-ha --purge` removes it.
 from __future__ import annotations
 
 import imaplib
+import json
 import re
 import smtplib
 import ssl
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -108,3 +111,22 @@ def test_the_hosts_reach_each_other_by_name_on_the_lab_network(lab_ha):
             # SMTP between the containers, over the lab network (not the published ports).
             banner = lab.podman("exec", host.container, "python3", "-c", SMTP_GREETING, peer, timeout=60).stdout
             assert re.match(rf"^220[ -]{re.escape(peer)} ", banner), banner
+
+
+def test_push_policy_reaches_both_mtas_at_the_same_time(lab_ha):
+    """`qnprov push policy` over the two-host lab's own SSH: both MTAs answer, in overlapping transactions.
+
+    The lab was just converged by Ansible, so the push finds nothing to change on either host
+    (the two engines agree). Each host's transaction starts before the other one ends: the
+    hosts are pushed to at once, not one after another.
+    """
+    proc = subprocess.run([sys.executable, "-m", "qnprov", "push", "policy", "-i", str(LAB_HA), "--json"],
+                          capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is True and doc["summary"] == {"changed": [], "unchanged": ["ha1", "ha2"], "failed": []}, doc
+    spans = {host: (r["began_after_seconds"], r["began_after_seconds"] + r["seconds"])
+             for host, r in doc["hosts"].items()}
+    (start1, end1), (start2, end2) = spans["ha1"], spans["ha2"]
+    assert end1 > 0 and end2 > 0, spans
+    assert start1 < end2 and start2 < end1, f"the hosts' transactions did not overlap: {spans}"

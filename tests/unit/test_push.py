@@ -15,6 +15,7 @@ import pwd
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from qnprov.policy.milter.blocklist import Block, BlockList
 from qnprov.push.apply import push_host
 from qnprov.push.blocks import block_plan, unblock_plan
 from qnprov.push.files import DesiredFile, PolicyFiles, policy_files, redact, unified_diff
-from qnprov.push.remote import LocalRemote, connector_data
+from qnprov.push.remote import MAX_PARALLEL, LocalRemote, connector_data, in_parallel
 from qnprov.push.run import target_hosts
 
 LAB = paths.INVENTORIES_DIR / "lab"
@@ -198,3 +199,34 @@ def test_bad_input_is_refused_before_any_host_is_contacted(args: tuple[str, ...]
     last = proc.stderr.strip().splitlines()[-1]  # Ansible may warn about an unmatched pattern first
     assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+def test_hosts_are_pushed_to_at_the_same_time() -> None:
+    """Every host's work runs at once: each waits at a barrier that opens only when all have arrived."""
+    hosts = [f"mta{n}" for n in range(5)]
+    barrier = threading.Barrier(len(hosts), timeout=10)
+    arrived: list[tuple[str, str]] = []
+
+    def work(host: str) -> None:
+        arrived.append((host, threading.current_thread().name))
+        barrier.wait()  # BrokenBarrierError after 10 s if the hosts were run one after another
+
+    in_parallel(work, hosts)
+    assert sorted(h for h, _ in arrived) == hosts
+    assert len({thread for _, thread in arrived}) == len(hosts)
+    assert all(thread.startswith("qnprov-push") for _, thread in arrived)
+
+
+def test_a_host_that_raises_does_not_stop_the_others_and_is_raised_at_the_end() -> None:
+    done: list[str] = []
+
+    def work(host: str) -> None:
+        if host == "bad":
+            raise RuntimeError("boom on bad")
+        done.append(host)
+
+    with pytest.raises(RuntimeError, match="boom on bad"):
+        in_parallel(work, ["a", "bad", "c"])
+    assert sorted(done) == ["a", "c"]
+    in_parallel(work, [])  # no host, no thread, no error
+    assert MAX_PARALLEL == 16
