@@ -17,21 +17,30 @@ lab: bootstrap
 # runs once. Every pytest run goes through scripts/pytest-guard.py: a run that collected
 # nothing (exit 5) or skipped every test fails; the fresh stage judges its runs the same way.
 #
-# The two-host lab (tests/labha, inventories/lab-ha) keeps its own state directory, so
-# its secrets, CA and status file never mix with the single lab's. Its first converge
-# (the longest step of the suite) runs while molecule runs, since both mostly wait on
-# package installs; the lab-ha tests then find it up (their `lab up` re-converges it,
-# which is quick when nothing changed). A failed background bring-up is not hidden: the
-# tests' own `lab up` reports it.
+# Two long steps run in the background, each beside a stage it does not share anything
+# with, since on CI's two cores each mostly waits on package installs or on services:
+# - molecule (its own container, ports 20000-20999) beside the fresh-machine stage (a
+#   container of its own, off the network after its bootstrap);
+# - the first converge of the two-host lab (tests/labha, inventories/lab-ha: its own
+#   network, ports 11xxx/12xxx and state directory, so its secrets, CA and status file
+#   never mix with the single lab's) beside the container tests, which use the single
+#   lab (ports 10xxx) and testbed containers of their own.
+# Their logs go to build/ and their ends are printed; a failure of either fails the run
+# (the lab-ha tests' own `lab up` re-converges a lab that is up, and reports a failed
+# background bring-up itself). pytest runs with --durations so the slowest tests show.
 CONTAINER_TEST_DIRS := tests/integration tests/testbed
 LAB_HA_STATE ?= $(HOME)/.local/state/qnprov/lab-ha
-test: bootstrap lint fresh-stage
-	$(BIN)/python scripts/pytest-guard.py $(CONTAINER_TEST_DIRS)
+test: bootstrap lint
 	mkdir -p build
+	( $(BIN)/molecule test -s default > build/molecule.log 2>&1 ) & mol=$$!; \
+	$(BIN)/python scripts/fresh-stage.py; rc=$$?; \
+	wait $$mol; mrc=$$?; tail -n 40 build/molecule.log; echo "molecule exit $$mrc"; \
+	[ $$rc -eq 0 ] && [ $$mrc -eq 0 ]
 	( QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/qnprov lab up -i lab-ha > build/lab-ha-up.log 2>&1; \
 	  echo "lab-ha bring-up exit $$?" >> build/lab-ha-up.log ) & ha=$$!; \
-	$(MAKE) molecule; rc=$$?; wait $$ha; tail -n 3 build/lab-ha-up.log; \
-	QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/python scripts/pytest-guard.py tests/labha || rc=1; \
+	$(BIN)/python scripts/pytest-guard.py --durations=30 $(CONTAINER_TEST_DIRS); rc=$$?; \
+	wait $$ha; tail -n 3 build/lab-ha-up.log; \
+	QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/python scripts/pytest-guard.py --durations=10 tests/labha || rc=1; \
 	exit $$rc
 
 bootstrap:

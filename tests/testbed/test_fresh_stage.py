@@ -213,21 +213,27 @@ def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
     makefile = (paths.PROJECT_ROOT / "Makefile").read_text()
     test_rule = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     prerequisites = test_rule.splitlines()[0].split()
-    assert prerequisites == ["bootstrap", "lint", "fresh-stage"]
+    assert prerequisites == ["bootstrap", "lint"]
     recipe = [line.strip() for line in test_rule.splitlines()[1:]]
     pytest_lines = [line for line in recipe if "pytest" in line]
     # Every pytest run goes through the guard: the single lab's directories, then lab-ha's
-    # (with its own state directory, after its bring-up that overlaps molecule).
+    # (with its own state directory, after its bring-up that overlaps the container tests).
     assert [line.split("pytest-guard.py", 1)[0] for line in pytest_lines] == [
         "$(BIN)/python scripts/", "QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/python scripts/"]
-    guarded = [line.split("pytest-guard.py", 1)[1].split("||")[0].split() for line in pytest_lines]
-    assert guarded == [["$(CONTAINER_TEST_DIRS)"], ["tests/labha"]]
-    assert recipe.index(next(line for line in recipe if "$(MAKE) molecule" in line)) < recipe.index(pytest_lines[1])
+    guarded = [line.split("pytest-guard.py", 1)[1].split(";")[0].split("||")[0].split() for line in pytest_lines]
+    assert guarded == [["--durations=30", "$(CONTAINER_TEST_DIRS)"], ["--durations=10", "tests/labha"]]
+    # The fresh stage (beside molecule) comes first, and both must pass before the host's tests.
+    fresh = recipe.index(next(line for line in recipe if "scripts/fresh-stage.py" in line))
+    molecule = recipe.index(next(line for line in recipe if "molecule test -s default" in line))
+    gate = recipe.index("[ $$rc -eq 0 ] && [ $$mrc -eq 0 ]")
+    assert molecule < fresh < gate < recipe.index(pytest_lines[0])
+    lab_ha_up = recipe.index(next(line for line in recipe if "lab up -i lab-ha" in line))
+    assert gate < lab_ha_up < recipe.index(pytest_lines[0])
     # The host runs exactly the directories the fresh stage leaves out: every test runs once.
     host_dirs = makefile.split("\nCONTAINER_TEST_DIRS :=", 1)[1].split("\n", 1)[0].split()
     assert {d.removeprefix("tests/") for d in [*host_dirs, "tests/labha"]} == freshstage.CONTAINER_TEST_DIRS
-    fresh = freshstage.fresh_test_dirs(freshstage.tracked_files(paths.PROJECT_ROOT))
-    assert not set(host_dirs) & set(fresh)
+    fresh_dirs = freshstage.fresh_test_dirs(freshstage.tracked_files(paths.PROJECT_ROOT))
+    assert not set(host_dirs) & set(fresh_dirs)
     assert "scripts/fresh-stage.py" in makefile.split("\nfresh-stage:", 1)[1].split("\n\n", 1)[0]
 
 
