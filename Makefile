@@ -25,13 +25,15 @@ lab: bootstrap
 #   network, ports 11xxx/12xxx and state directory, so its secrets, CA and status file
 #   never mix with the single lab's) beside the container tests, which use the single
 #   lab (ports 10xxx) and testbed containers of their own.
-# Their logs go to build/ and their ends are printed; a failure of either fails the run
+# `qnprov image` first builds the base image both containers start from (on a fresh
+# machine; a no-op when it exists). Their logs go to build/ and their ends are printed; a failure of either fails the run
 # (the lab-ha tests' own `lab up` re-converges a lab that is up, and reports a failed
 # background bring-up itself). pytest runs with --durations so the slowest tests show.
 CONTAINER_TEST_DIRS := tests/integration tests/testbed
 LAB_HA_STATE ?= $(HOME)/.local/state/qnprov/lab-ha
 test: bootstrap lint
 	mkdir -p build
+	$(BIN)/qnprov image
 	( $(BIN)/molecule test -s default > build/molecule.log 2>&1 ) & mol=$$!; \
 	$(BIN)/python scripts/fresh-stage.py; rc=$$?; \
 	wait $$mol; mrc=$$?; tail -n 40 build/molecule.log; echo "molecule exit $$mrc"; \
