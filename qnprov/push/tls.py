@@ -246,7 +246,10 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
         raise OSError(f"{why}; previous files restored and services reloaded")
     result.probed = [f"{a}:{p}" for a, p, _ in host.probes]
     remote.run(" ; ".join(f"rm -f -- {_q(_stage_name(f.path, 'prev'))}" for f in changed))
-    result.action = "reload " + ", ".join(host.services) if host.services else None
+    reloaded = [s for s in host.services if s != "slapd"]
+    action = (["reload " + ", ".join(reloaded)] if reloaded else []) + (["restart slapd"] if "slapd" in host.services
+                                                                         else [])
+    result.action = "; ".join(action) or None
     result.message = "; ".join([f"{len(changed)} file(s) written, {len(host.probes)} endpoint(s) serve "
                                 f"sha256 {material.fingerprint[:16]}", *notes])
 

@@ -291,6 +291,7 @@ def test_a_push_publishes_reloads_and_leaves_no_stage(tmp_path: Path, ca: tuple)
     remote = LocalRemote("mail1", env=_systemctl(tmp_path))
     result = tls.push_host_tls(remote, new, host, probe_fn=lambda h, fp: [])
     assert result.status == "changed", result.message
+    assert result.action == "reload postfix, dovecot"
     wanted = {f.path: f for f in tls.host_files(new, host)}
     on_disk = _shas(host, new)
     assert {p: sha for p, sha in on_disk.items() if not p.endswith(".csr")} == {
