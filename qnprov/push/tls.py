@@ -212,7 +212,11 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
     for f in changed:
         staged = _stage_name(f.path, "new")
         remote.run(f"mkdir -p -- {_q(str(PurePosixPath(f.path).parent))}")
-        remote.put(f.content, staged)
+        if f.secret:  # created 0600 before a byte of the key is in it
+            remote.run(f"rm -f -- {_q(staged)} && install -m 0600 /dev/null {_q(staged)}")
+            remote.put_secret(f.content, staged)
+        else:
+            remote.put(f.content, staged)
         ran = remote.run(f"chown {f.owner}:{f.group} -- {_q(staged)} && chmod 0{f.mode} -- {_q(staged)}")
         if not ran.ok:
             _drop(remote, changed)

@@ -300,6 +300,8 @@ def test_a_push_publishes_reloads_and_leaves_no_stage(tmp_path: Path, ca: tuple)
     assert stat.S_IMODE(os.stat(host.key_file).st_mode) == 0o600
     assert (tmp_path / "systemctl.log").read_text().split("\n")[:2] == ["reload postfix", "is-active --quiet postfix"]
     assert not [p for p in Path(host.cert_file).parent.iterdir() if ".qnprov-" in p.name]
+    staged_key = f"{Path(host.key_file).parent}/.privkey.pem.qnprov-new"
+    assert f"rm -f -- {staged_key} && install -m 0600 /dev/null {staged_key}" in remote.commands  # 0600 first
     again = tls.push_host_tls(remote, new, host, probe_fn=lambda h, fp: [])
     assert (again.status, again.files) == ("unchanged", [])
 
