@@ -54,7 +54,7 @@ def _run(inventory_name: str, command: str, *, check: bool, diff: bool, limit: s
     return result
 
 
-def _print_human(result: PushResult, *, show_diff: bool) -> None:
+def _print_human(result: PushResult, *, show_diff: bool, action_column: str = "milter") -> None:
     if show_diff:
         for host in sorted(result.hosts.values(), key=lambda h: h.host):
             if host.diff:
@@ -62,7 +62,7 @@ def _print_human(result: PushResult, *, show_diff: bool) -> None:
                 out.print(host.diff, markup=False, highlight=False, end="")
     table = Table(title=f"push {result.command}{' (check)' if result.check else ''}: {result.seconds:.1f}s",
                   title_justify="left")
-    for column in ("host", "status", "files", "milter", "message"):
+    for column in ("host", "status", "files", action_column, "message"):
         table.add_column(column)
     for name, host in sorted(result.hosts.items()):
         status = "would change" if result.check and host.status == "changed" else host.status
@@ -116,3 +116,45 @@ def unblock(
         plan = unblock_plan(target, expired=expired)
     _run(inventory_name, f"unblock {target or '--expired'}", check=check, diff=diff, limit=limit,
          vault_password_file=vault_password_file, as_json=as_json, plan=plan)
+
+
+@push_app.command("tls")
+def tls(
+    inventory_name: InventoryOpt,
+    cert: Annotated[Path, typer.Option("--cert", help="The host certificate (PEM; intermediates may follow it).")],
+    key: Annotated[Path, typer.Option("--key", help="Its private key (PEM, no passphrase). Never printed.")],
+    chain: Annotated[Path | None, typer.Option("--chain", help="Intermediate certificates (PEM).")] = None,
+    check: CheckOpt = False, diff: DiffOpt = False, limit: LimitOpt = None, vault_password_file: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A new certificate and key on every host, checked first; services reloaded and probed."""
+    from qnprov.push import tls as tls_push
+
+    def refused(exc: Exception) -> dict[str, object] | None:
+        return {"command": "tls", "check": check, "ok": False, "refused": str(exc)} if as_json else None
+
+    with cliout.user_errors(refused):
+        inv = inventory.load(paths.resolve_inventory(inventory_name), vault_password_file=vault_password_file)
+        material = tls_push.load_material(cert, key, chain)
+        prepared = tls_push.prepare(inv, material, limit)
+        hosts = sorted(prepared)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True, disable=as_json) as progress:
+            task = progress.add_task(f"push tls{' --check' if check else ''}: {', '.join(hosts)}", total=len(hosts))
+
+            def done(host: HostResult) -> None:
+                progress.advance(task)
+                if not as_json:
+                    err.print(f"  {escape(host.host)}: [{_STYLE.get(host.status, '')}]{host.status}[/] "
+                              f"{escape(host.message)}")
+
+            result = tls_push.push_tls(inv, material, limit=limit, check=check, diff=diff, on_host=done,
+                                         prepared=prepared)
+    if as_json:
+        doc = result.as_json()
+        doc["certificate"] = {"subject": material.leaf.subject.rfc4514_string(), "sha256": material.fingerprint,
+                              "not_after": material.leaf.not_valid_after_utc.isoformat()}
+        print_json(doc)
+    else:
+        _print_human(result, show_diff=check or diff, action_column="services")
+    cliout.finish(not result.failed)

@@ -14,6 +14,8 @@ real one, :class:`LocalRemote` runs the same shell on this machine (tests).
 from __future__ import annotations
 
 import io
+import os
+import shlex
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ class Remote(Protocol):
 
     def put(self, content: bytes, path: str) -> None: ...
 
+    def put_secret(self, content: bytes, path: str) -> None: ...
+
 
 class LocalRemote:
     """Runs commands on this machine with ``sh -c`` (tests of the push steps)."""
@@ -55,6 +59,11 @@ class LocalRemote:
 
     def put(self, content: bytes, path: str) -> None:
         with open(path, "wb") as handle:
+            handle.write(content)
+
+    def put_secret(self, content: bytes, path: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(content)
 
 
@@ -74,6 +83,23 @@ class PyinfraRemote:
     def put(self, content: bytes, path: str) -> None:
         if not self._host.put_file(io.BytesIO(content), path, _sudo=self._sudo):
             raise OSError(f"{self.name}: upload of {path} failed")
+
+    def put_secret(self, content: bytes, path: str) -> None:
+        """A key: through a 0700 directory of the SSH user (``mktemp -d``), never a shared temp file,
+        into ``path``, which the caller created 0600 (``cp`` keeps an existing file's mode)."""
+        if not self._sudo:
+            self.put(content, path)
+            return
+        ok, output = self._host.run_shell_command("mktemp -d", _sudo=False)
+        private = "\n".join(output.stdout_lines).strip()
+        if not ok or not private.startswith("/"):
+            raise OSError(f"{self.name}: cannot make a private upload directory")
+        try:
+            if not self._host.put_file(io.BytesIO(content), path, remote_temp_filename=f"{private}/upload",
+                                       _sudo=True):
+                raise OSError(f"{self.name}: upload of {path} failed")
+        finally:
+            self._host.run_shell_command(f"rm -rf -- {shlex.quote(private)}", _sudo=False)
 
     def close(self) -> None:
         self._host.disconnect()

@@ -83,31 +83,45 @@ def push(inventory: Inventory, command: str, *, limit: str | None = None, check:
          diff: bool = False, plan: Plan | None = None, on_host: OnHost | None = None) -> PushResult:
     """Push to every selected MTA; ``plan`` adapts each host's files (block lists)."""
     started = time.monotonic()
-    result = PushResult(command=command, check=check)
     wanted = render_all(inventory, target_hosts(inventory, limit))
-    connected = connect(inventory, sorted(wanted))
+
+    def one(remote: Remote) -> HostResult:
+        files = plan(remote, wanted[remote.name]) if plan else wanted[remote.name]
+        return push_host(remote, files, check=check, diff=diff)
+
+    result = each_host(inventory, command, sorted(wanted), one, check=check, on_host=on_host)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def each_host(inventory: Inventory, command: str, hosts: Sequence[str], one: Callable[[Remote], HostResult], *,
+              check: bool, on_host: OnHost | None = None,
+              failed: Callable[[str, str], HostResult] = lambda host, why: HostResult(host, "failed",
+                                                                                    message=why)) -> PushResult:
+    """Connect to ``hosts`` and run ``one`` on each (all at once, a thread each); a host that cannot be
+    reached, or whose transaction raises, is a failure of its own and the others go on."""
+    started = time.monotonic()
+    result = PushResult(command=command, check=check)
+    connected = connect(inventory, hosts)
     for host, why in connected.failures.items():
-        result.hosts[host] = HostResult(host, "failed", message=why)
+        result.hosts[host] = failed(host, why)
         if on_host:
             on_host(result.hosts[host])
 
-    def one(host: str) -> None:
-        remote = connected.remotes[host]
+    def run_one(host: str) -> None:
         began = time.monotonic() - started
         try:
-            files = plan(remote, wanted[host]) if plan else wanted[host]
-            outcome = push_host(remote, files, check=check, diff=diff)
+            outcome = one(connected.remotes[host])
         except Exception as exc:  # one host's surprise must not stop the others
-            outcome = HostResult(host, "failed", message=f"{type(exc).__name__}: {exc}")
+            outcome = failed(host, f"{type(exc).__name__}: {exc}")
         outcome.began = began
         result.hosts[host] = outcome
         if on_host:
             on_host(outcome)
 
     try:
-        in_parallel(one, sorted(connected.remotes))
+        in_parallel(run_one, sorted(connected.remotes))
     finally:
         connected.close()
-    result.seconds = time.monotonic() - started
     return result
 

@@ -1,0 +1,172 @@
+"""qnprov push tls on the lab (issue 12): a new certificate from the lab CA, served by every service.
+
+The test issues a fresh certificate for mail1 from the lab's own CA (the key is made here,
+P-256 as roles/common makes it; subject and extensions as the role's request, so the role's
+signing step keeps it), pushes it with ``qnprov push tls --json``, and then reads the served
+certificate itself on every published TLS endpoint (SMTP STARTTLS on 25 and 587, 465, 993,
+ldaps 636, https 443): each must serve the new certificate's sha256. ``qnprov deploy
+--check`` must then find nothing to change (the two engines agree), and a refused
+certificate must leave every TLS file on the host as it was (sha256 on the host).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from labenv import require_env as _env
+
+from qnprov import inventory, lab, paths
+from qnprov.push import tls
+
+pytestmark = [pytest.mark.lab]
+
+DEPLOY_TIMEOUT = 1800
+TLS_FILES = ["/etc/qnprov/tls/fullchain.pem", "/etc/qnprov/tls/privkey.pem", "/etc/qnprov/tls/cert.pem",
+             "/etc/qnprov/tls/host.csr", "/etc/qnprov/tls/ca.pem", "/etc/ldap/tls/privkey.pem",
+             "/etc/ldap/tls/cert.sha1"]
+
+
+def _qnprov(*argv: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], dict]:
+    proc = subprocess.run([sys.executable, "-m", "qnprov", *argv, "--json"], capture_output=True, text=True,
+                          cwd=paths.PROJECT_ROOT, timeout=timeout, check=False)
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"qnprov {' '.join(argv)} printed no JSON (rc {proc.returncode}): {proc.stderr[-2000:]}",
+                    pytrace=False)
+    return proc, doc
+
+
+def _host_sha(container: str) -> dict[str, str]:
+    done = subprocess.run(["podman", "exec", container, "sha256sum", *TLS_FILES], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return {line.split()[1]: line.split()[0] for line in done.stdout.splitlines()}
+
+
+def _issue(config: lab.LabConfig, host: tls.HostTls, tmp_path: Path, *, valid_days: int = 90,
+           names: tuple[str, ...] | None = None) -> tuple[Path, Path, str]:
+    """A certificate from the lab CA as roles/common's ownca step issues one; (cert, key, sha256)."""
+    ca_cert = x509.load_pem_x509_certificate(config.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key((config.state / "ca" / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for entry in names or host.sans:
+        kind, _, value = entry.partition(":")
+        if kind == "IP":
+            import ipaddress
+
+            sans.append(x509.IPAddress(ipaddress.ip_address(value)))
+        else:
+            sans.append(x509.DNSName(value))
+    try:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host.fqdn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=valid_days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(aki, critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path, cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _served(port: int, kind: str, server_name: str) -> str:
+    """The served certificate's sha256, read here with the standard library (not with qnprov's probe)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if kind == "starttls":
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="push-tls.test", timeout=20) as smtp:
+            smtp.starttls(context=context)
+            der = smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+    else:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+                context.wrap_socket(raw, server_hostname=server_name) as conn:
+            der = conn.getpeercert(binary_form=True)
+    assert der
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_push_tls_serves_the_new_certificate_everywhere_and_deploy_agrees(tmp_path: Path) -> None:
+    container = _env("QNPROV_TEST_HOST")
+    config = lab.load_lab_config()
+    inv = inventory.load(config.inventory)
+    host = tls.host_tls(inv, "mail1")
+    publish = config.hosts[0].publish
+
+    # A certificate for another name is refused on the controller; no file on the host changes.
+    before = _host_sha(container)
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad_cert, bad_key, _ = _issue(config, host, bad_dir, names=("DNS:mail9.quangninh.test",))
+    proc, doc = _qnprov("push", "tls", "-i", str(config.inventory), "--cert", str(bad_cert), "--key", str(bad_key))
+    assert proc.returncode != 0
+    assert doc["ok"] is False and doc["refused"].startswith("the certificate does not name host mail1"), doc
+    assert _host_sha(container) == before
+
+    # --check shows what would change, with the key as its size only, and changes nothing.
+    good_dir = tmp_path / "good"
+    good_dir.mkdir()
+    cert, key, fingerprint = _issue(config, host, good_dir)
+    proc, doc = _qnprov("push", "tls", "-i", str(config.inventory), "--cert", str(cert), "--key", str(key), "--check")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert doc["hosts"]["mail1"]["status"] == "changed"
+    assert "/etc/qnprov/tls/privkey.pem: (secret, " in doc["hosts"]["mail1"]["diff"]
+    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+    assert _host_sha(container) == before
+
+    # The push: every endpoint serves the new certificate.
+    proc, doc = _qnprov("push", "tls", "-i", str(config.inventory), "--cert", str(cert), "--key", str(key))
+    assert proc.returncode == 0, (proc.stderr[-2000:], doc)
+    result = doc["hosts"]["mail1"]
+    assert result["status"] == "changed", result
+    assert doc["certificate"]["sha256"] == fingerprint
+    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+    endpoints = {"smtp": "starttls", "submission": "starttls", "submissions": "tls", "imaps": "tls",
+                 "ldap": "tls", "https": "tls"}
+    served = {name: _served(publish[name][0], kind, host.fqdn) for name, kind in endpoints.items()}
+    assert served == dict.fromkeys(endpoints, fingerprint)
+    after = _host_sha(container)
+    assert after["/etc/qnprov/tls/ca.pem"] == before["/etc/qnprov/tls/ca.pem"]
+    assert after["/etc/qnprov/tls/fullchain.pem"] != before["/etc/qnprov/tls/fullchain.pem"]
+    print(f"push tls on the lab: {doc['seconds']:.1f} s (host {result['seconds']:.1f} s)")
+
+    # Pushed again: nothing to do.
+    proc, doc = _qnprov("push", "tls", "-i", str(config.inventory), "--cert", str(cert), "--key", str(key))
+    assert proc.returncode == 0 and doc["hosts"]["mail1"]["status"] == "unchanged", doc
+
+    # The other engine finds the host converged: not one task would change.
+    proc, deploy = _qnprov("deploy", "-i", str(config.inventory), "--check", timeout=DEPLOY_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    changed = {entry["task"] for entry in deploy["changed_tasks"]}
+    assert changed == set(), changed
+    assert deploy["hosts"]["mail1"]["changed"] == 0
