@@ -14,6 +14,7 @@ real one, :class:`LocalRemote` runs the same shell on this machine (tests).
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class Remote(Protocol):
 
     def put(self, content: bytes, path: str) -> None: ...
 
+    def put_secret(self, content: bytes, path: str) -> None: ...
+
 
 class LocalRemote:
     """Runs commands on this machine with ``sh -c`` (tests of the push steps)."""
@@ -52,6 +55,10 @@ class LocalRemote:
 
     def put(self, content: bytes, path: str) -> None:
         with open(path, "wb") as handle:
+            handle.write(content)
+
+    def put_secret(self, content: bytes, path: str) -> None:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(content)
 
 
@@ -71,6 +78,24 @@ class PyinfraRemote:
     def put(self, content: bytes, path: str) -> None:
         if not self._host.put_file(io.BytesIO(content), path, _sudo=self._sudo):
             raise OSError(f"{self.name}: upload of {path} failed")
+
+    def put_secret(self, content: bytes, path: str) -> None:
+        """Like :meth:`put`, but never readable by others on the way: with become, pyinfra uploads
+        to a temporary file first (``/tmp/pyinfra-…``, mode 0644 by scp) and copies it with sudo;
+        here that file is in a fresh ``mktemp -d`` directory (0700) of the SSH user, removed after."""
+        if not self._sudo:
+            self.put(content, path)  # straight to ``path``, which the caller created 0600
+            return
+        ok, output = self._host.run_shell_command("umask 077 && mktemp -d", _sudo=False)
+        if not ok or not output.stdout_lines:
+            raise OSError(f"{self.name}: cannot make a private upload directory")
+        private = output.stdout_lines[0].strip()
+        try:
+            if not self._host.put_file(io.BytesIO(content), path, _sudo=True,
+                                       remote_temp_filename=f"{private}/upload"):
+                raise OSError(f"{self.name}: upload of {path} failed")
+        finally:
+            self._host.run_shell_command(f"rm -rf -- '{private}'", _sudo=False)
 
     def close(self) -> None:
         self._host.disconnect()
