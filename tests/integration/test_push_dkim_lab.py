@@ -128,6 +128,9 @@ def restore_original_selector(lab_inventory: Path, containers: dict[str, str]) -
             .splitlines():
         if "._domainkey." in name:
             _unpublish(first, name.split()[0])
+    active = json.loads(_exec(first, "sh", "-c", f"cat {STATE} 2>/dev/null || echo '{{}}'") or b"{}")
+    if (active.get("domains", {}).get(DOMAIN) or {}).get("active") in (None, ORIGINAL):
+        return  # never switched (a refused test): a pending selector does not sign
     proc, doc = _qnprov("push", "dkim", "rotate", "-i", str(lab_inventory), "--domain", DOMAIN,
                         "--selector", ORIGINAL)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -226,7 +229,7 @@ def test_rotation_publish_activate_sign_and_deploy_agrees(
         assert all(h["action"] == "reload" and sorted(h["changed_files"]) == sorted([*SIGNING, STATE])
                    for h in doc["hosts"].values()), doc["hosts"]
         assert (doc["dkim"]["selector"], doc["dkim"]["previous"]) == (selector, ORIGINAL)
-        [retiring] = doc["dkim"]["retiring"]
+        retiring = doc["dkim"]["retiring"][-1]  # earlier rotations of the lab may be listed before it
         assert retiring["selector"] == ORIGINAL
         days = (dt.datetime.fromisoformat(retiring["retire_after"])
                 - dt.datetime.fromisoformat(retiring["since"])).days
@@ -302,3 +305,33 @@ def _send_and_fetch(subject: str) -> bytes:
                 return part[1]
             time.sleep(0.5)
     pytest.fail(f"{subject!r} did not reach {recipient} within {TIMEOUT:.0f}s", pytrace=False)
+
+
+def test_a_signing_file_rspamd_refuses_is_never_published(
+        lab_inventory: Path, containers: dict[str, str], restore_original_selector: None) -> None:
+    """A live tree that no longer passes configtest: the candidates are refused, every file stays."""
+    first = next(iter(containers.values()))
+    selector = f"f{uuid.uuid4().hex[:8]}"
+    name = rotation.record_name(DOMAIN, selector)
+    proc, doc = _qnprov("push", "dkim", "rotate", "-i", str(lab_inventory), "--domain", DOMAIN,
+                        "--selector", selector)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _publish(first, name, doc["dkim"]["records"][0]["value"])
+    broken = "/etc/rspamd/local.d/phishing.conf"
+    saved = _exec(first, "cat", broken)
+    before = _sha(first, *SIGNING, STATE)
+    pid = _exec(first, "systemctl", "show", "-p", "MainPID", "--value", "rspamd").decode().strip()
+    _exec(first, "sh", "-c", f"cp -a {broken} {broken}.test-saved && printf 'enabled = {{{{ broken\\n' >> {broken}")
+    try:
+        proc, doc = _qnprov("push", "dkim", "rotate", "-i", str(lab_inventory), "--domain", DOMAIN, "--activate")
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        host = doc["hosts"][next(iter(containers))]
+        assert host["status"] == "failed" and "rspamd configtest refused the new local.d/dkim_signing.conf" \
+            in host["message"], host
+        assert _sha(first, *SIGNING, STATE) == before  # signing files and the pending state untouched
+        assert "qnprov-new" not in _exec(first, "ls", "-a", "/etc/rspamd/local.d").decode()
+        assert _exec(first, "systemctl", "show", "-p", "MainPID", "--value", "rspamd").decode().strip() == pid
+    finally:
+        _exec(first, "sh", "-c", f"mv -f {broken}.test-saved {broken}")
+        _unpublish(first, name)
+    assert _exec(first, "cat", broken) == saved
