@@ -158,3 +158,76 @@ def tls(
     else:
         _print_human(result, show_diff=check or diff, action_column="services")
     cliout.finish(not result.failed)
+
+
+dkim_app = typer.Typer(help="DKIM key rotation on every MTA, in two phases.", no_args_is_help=True)
+push_app.add_typer(dkim_app, name="dkim")
+
+
+@dkim_app.command("rotate")
+def dkim_rotate(
+    inventory_name: InventoryOpt,
+    domain: Annotated[str, typer.Option("--domain", help="The hosted domain whose key rotates.")],
+    selector: Annotated[str | None, typer.Option(
+        "--selector", help="Phase 1: the new selector (default s<YYYYMMDD>, or the pending one on a rerun).")] = None,
+    activate: Annotated[bool, typer.Option(
+        "--activate", help="Phase 2: switch signing once the new record is visible in DNS.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --activate: switch even if the record is not visible (a warning).")] = False,
+    check: CheckOpt = False, limit: LimitOpt = None, vault_password_file: VaultOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Phase 1: one new key on every MTA and the TXT record to publish. Phase 2 (--activate): sign with it."""
+    from qnprov.errors import InputError
+    from qnprov.push import dkim, dkimkeys
+
+    with cliout.user_errors():
+        if force and not activate:
+            raise InputError("--force only goes with --activate (it skips the DNS check of the new record)")
+        if selector and activate:
+            raise InputError("--selector names phase 1's new selector; --activate switches to the pending one")
+        if selector:
+            dkimkeys.check_selector(selector)
+        inv = inventory.load(paths.resolve_inventory(inventory_name), vault_password_file=vault_password_file)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                      transient=True, disable=as_json) as progress:
+            progress.add_task(f"push dkim rotate {domain}{' --activate' if activate else ''}"
+                              f"{' --check' if check else ''}")
+
+            def done(host: HostResult) -> None:
+                if not as_json:
+                    err.print(f"  {escape(host.host)}: [{_STYLE.get(host.status, '')}]{host.status}[/] "
+                              f"{escape(host.message)}")
+
+            if activate:
+                rotation = dkim.activate(inv, domain, force=force, limit=limit, check=check, on_host=done)
+            else:
+                rotation = dkim.prepare(inv, domain, selector=selector, limit=limit, check=check, on_host=done)
+    if as_json:
+        print_json(rotation.as_json())
+    else:
+        _print_rotation(rotation)
+    cliout.finish(not rotation.result.failed)
+
+
+def _print_rotation(rotation: object) -> None:
+    from qnprov.push.dkim import Rotation
+    from qnprov.push.dkimkeys import retirement_due
+
+    assert isinstance(rotation, Rotation)
+    for warning in rotation.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    _print_human(rotation.result, show_diff=rotation.result.check, action_column="rspamd")
+    if rotation.phase == "prepare" and rotation.records:
+        out.print(f"Key of selector {rotation.selector} {rotation.key}; {rotation.domain} still signs with "
+                  f"{rotation.previous}. Publish this record, then run "
+                  f"`qnprov push dkim rotate --domain {rotation.domain} --activate`:")
+        for rec in rotation.records:
+            out.print(rec.zone_line(), markup=False, highlight=False, soft_wrap=True)
+    if rotation.phase == "activate" and rotation.selector:
+        out.print(f"{rotation.domain} signs with selector {rotation.selector}.")
+    now = dt.datetime.now(dt.UTC)
+    due = set(retirement_due(rotation.retiring, now))
+    for item in rotation.retiring:
+        when = "now" if item["selector"] in due else f"after {item['retire_after']}"
+        out.print(f"retiring: {item['selector']}._domainkey.{rotation.domain}. TXT, remove {when}",
+                  markup=False, highlight=False)

@@ -90,7 +90,7 @@ class PyinfraRemote:
         if not self._sudo:
             self.put(content, path)
             return
-        ok, output = self._host.run_shell_command("mktemp -d", _sudo=False)
+        ok, output = self._host.run_shell_command("umask 077 && mktemp -d", _sudo=False)
         private = "\n".join(output.stdout_lines).strip()
         if not ok or not private.startswith("/"):
             raise OSError(f"{self.name}: cannot make a private upload directory")
