@@ -154,6 +154,13 @@ def _active(name: str, service: str) -> str:
     return _in(name, "systemctl", "is-active", service).stdout.strip()
 
 
+def _assert_stopped(name: str) -> None:
+    """Neither unit is active, and no slapd or dovecot process is left (not only what systemd says)."""
+    assert _active(name, "slapd") != "active" and _active(name, "dovecot") != "active"
+    assert _in(name, "pgrep", "-x", "slapd").returncode == 1
+    assert _in(name, "pgrep", "-x", "dovecot").returncode == 1
+
+
 def _inventory(path: Path, container: str, password: str) -> Path:
     path.write_text(yaml.safe_dump({"all": {"children": {"mail_all": {"hosts": {"mail1": {
         "ansible_connection": "containers.podman.podman", "ansible_host": container, "ansible_become": False,
@@ -219,7 +226,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert _guids(new, AN) == []
             with backup_volume.repository_mounted(new, volume, REPOSITORY):
                 yield {"container": new, "state": state, "snapshot": snapshot, "other": other,
-                       "at_backup": at_backup, "newer": newer, "figures": figures, "begun": begun,
+                       "at_backup": at_backup, "newer": newer, "figures": figures,
                        "inventory": _inventory(tmp / "hosts-new.yml", new, PASSWORD),
                        "bad_inventory": _inventory(tmp / "hosts-bad.yml", new, "not-the-repository-key")}
     finally:
@@ -238,7 +245,7 @@ def test_a_wrong_repository_key_is_refused_and_the_services_stay_stopped(lab: di
         f"step snapshot failed: the repository password is wrong: no key in {REPOSITORY} opens with it; the "
         "services were left stopped (slapd, dovecot)")
     assert [s["step"] for s in document["steps"]] == ["converge-backup", "stop-services", "snapshot"]
-    assert _active(new, "slapd") != "active" and _active(new, "dovecot") != "active"
+    _assert_stopped(new)
 
 
 def test_another_hosts_snapshot_is_refused_and_the_services_stay_stopped(lab: dict[str, Any]) -> None:
@@ -248,7 +255,7 @@ def test_another_hosts_snapshot_is_refused_and_the_services_stay_stopped(lab: di
     assert document["error"]["message"] == (
         f"step snapshot failed: snapshot {lab['other'][:8]} was taken on host mail2, not on mail1; the services "
         "were left stopped (slapd, dovecot)")
-    assert _active(new, "slapd") != "active" and _active(new, "dovecot") != "active"
+    _assert_stopped(new)
 
 
 def test_check_says_what_would_be_done_and_changes_nothing(lab: dict[str, Any]) -> None:
@@ -276,7 +283,11 @@ def test_the_host_is_rebuilt_from_its_backup(lab: dict[str, Any]) -> None:
     assert code == 0, json.dumps(document, indent=1) + stderr
     lab["figures"]["restore_command_seconds"] = round(time.monotonic() - began, 1)
     lab["figures"]["restore_reported_seconds"] = document["seconds"]
-    lab["figures"]["rto_seconds"] = round(time.monotonic() - lab["begun"], 1)
+    # RTO: the new container's converge (this test's stand-in for site.yml) plus the restore command,
+    # against the first converge of the lost host (the same stand-in plus backup.yml).
+    lab["figures"]["rto_seconds"] = round(lab["figures"]["new_host_converge_seconds"]
+                                          + lab["figures"]["restore_command_seconds"], 1)
+    lab["figures"]["steps"] = {s["step"]: s["seconds"] for s in document["steps"]}
     assert document["ok"] is True and document["snapshot"] == lab["snapshot"][:8]
     assert [s["step"] for s in document["steps"]] == [
         "converge-backup", "stop-services", "snapshot", "restic-restore", "files", "audit", "directory", "mailboxes",
