@@ -7,6 +7,7 @@ The whole rebuild on a brand-new systemd container is tests/testbed/test_restore
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,44 @@ def test_check_plans_from_the_snapshot_and_refusals_stop_before_any_change(host_
     assert (keys / "q.test.mail.key").read_text() == "the converge's new key\n"
     assert sorted(os.listdir(tmp_path)) == sorted(["config.json", "dkim", "qnprov-backup", "repo", "restic-password",
                                                    "staging", "state", "wrong-password"])
+
+
+def test_files_and_the_audit_trail_come_back_and_a_failed_step_is_named(host_script: HostScript,
+                                                                          tmp_path: Path) -> None:
+    """On the controller with real restic: no service, directory or mailbox, only files and the trail."""
+    keys = tmp_path / "keys" / "dkim"
+    keys.mkdir(parents=True)
+    (keys / "q.test.mail.key").write_text("the backed-up key\n")
+    (keys / "q.test.mail.key").chmod(0o600)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "2026-12-07.jsonl").write_bytes(b'{"seq":1}\n{"seq":2}\n')
+    host_script.write_config(files=[{"name": "dkim", "path": str(keys)}], audit_dir=str(audit),
+                             restore_services=[NO_SERVICE])
+    host_script.run("init")
+    assert host_script.run("run")[0] == 0
+    # The "converge" of a new host: a new key and an empty trail.
+    (keys / "q.test.mail.key").write_text("the converge's new key\n")
+    (audit / "2026-12-07.jsonl").write_bytes(b"")
+    code, restored, _ = host_script.run("restore-host")
+    assert code == 0, restored
+    assert [s["step"] for s in restored["steps"]] == [
+        "stop-services", "snapshot", "restic-restore", "files", "audit", "quarantine", "start-services",
+        "audit-verify"]
+    assert (keys / "q.test.mail.key").read_text() == "the backed-up key\n"
+    assert oct((keys / "q.test.mail.key").stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in keys.parent.iterdir() if p.name.startswith("dkim.pre-restore-")]  # kept, not deleted
+    assert (audit / "2026-12-07.jsonl").read_bytes() == b'{"seq":1}\n{"seq":2}\n'
+    assert restored["steps"][-1]["result"] == "qnprov's audit verify is not installed on this host (no milter)"
+    assert not list((Path(host_script.config["staging_dir"]).parent / "restore").iterdir())  # no scratch left
+
+    # The key's directory cannot be created (its parent is a file now): the step is named, nothing starts.
+    for old in keys.parent.iterdir():
+        shutil.rmtree(old)
+    keys.parent.rmdir()
+    keys.parent.write_text("not a directory\n")
+    code, failed, _ = host_script.run("restore-host")
+    assert code == 1 and failed["failed_step"] == "files" and failed["error"]["kind"] == "restore-failed"
+    assert failed["error"]["message"].startswith("step files failed: ")
+    assert failed["error"]["message"].endswith("; the services were left stopped (none installed)")
+    assert "start-services" not in [s["step"] for s in failed["steps"]]
