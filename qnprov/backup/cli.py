@@ -1,18 +1,20 @@
 """``qnprov backup run|list|verify`` and ``qnprov restore mailbox``: argument parsing and output (docs/backup.md).
 
-The full-host ``qnprov restore --host`` (issue 11) is not built yet; ``restore_app`` leaves room for it.
+``qnprov restore -i INV --host HOST`` (issue 11) rebuilds a lost host: converge, then the host script's
+``restore-host``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from qnprov import cliout, inventory, paths
-from qnprov.backup import ops
+from qnprov import cliout, inventory, paths, runner
+from qnprov.backup import ops, restore
 from qnprov.backup.reports import HostReport, document, human_size
 from qnprov.backup.restore import host_arguments
 from qnprov.cliout import JsonOpt, err, out, print_json
@@ -108,7 +110,8 @@ def verify_command(inventory: InventoryOpt, limit: LimitOpt = None,
 
 # --- qnprov restore -------------------------------------------------------------------------
 
-restore_app = typer.Typer(help="Restore from the backups: one mailbox, or one folder of it.", no_args_is_help=True)
+restore_app = typer.Typer(help="Restore from the backups: a whole lost host (--host), or one mailbox or folder.",
+                          no_args_is_help=True)
 
 
 def _one_host(inv: Path, limit: str | None) -> str:
@@ -167,3 +170,106 @@ def mailbox_command(
                 err.print(f"{name}: the snapshot holds no message there; nothing to restore")
         _print_errors(reports)
     cliout.finish(all(r.ok for r in reports.values()))
+
+
+@restore_app.callback(invoke_without_command=True)
+@cliout.user_errors()
+def restore_host_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option("--host", help="Rebuild this host (a brand-new machine) from its backup.")]
+    = None,
+    inventory_name: Annotated[str | None, typer.Option("-i", "--inventory", help="Inventory name (lab) or path.")]
+    = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="This snapshot, not the host's latest.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Say what would be done; change nothing.")] = False,
+    skip_site_converge: Annotated[bool, typer.Option(
+        "--skip-site-converge", help="Do not run site.yml first (the roles were converged already); "
+                                     "backup.yml still runs.")] = False,
+    vault_password_file: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild a lost host: `qnprov restore -i INV --host HOST [--snapshot ID] [--check] [--json]`.
+
+    Converges the roles on HOST (site.yml, then backup.yml, --limit HOST), restores its data from the
+    snapshot (services stopped throughout; a failed step leaves them stopped), starts the services,
+    checks they answer and verifies the audit chain.
+    """
+    if ctx.invoked_subcommand is not None:
+        if host is not None:
+            raise InputError("--host rebuilds a whole host; it does not go with a subcommand")
+        return
+    if host is None or inventory_name is None:
+        raise InputError("qnprov restore needs -i INVENTORY and --host HOST (or a subcommand: `restore mailbox`)")
+    if snapshot is not None and (not snapshot or not all(c in "0123456789abcdef" for c in snapshot)):
+        raise InputError(f"snapshot id {snapshot!r} is not a restic id (hexadecimal)")
+    inv = paths.resolve_inventory(inventory_name)
+    restore.check_host(host, inventory.load(inv).hosts_matching("mail_all"))
+    converge = restore.converge_steps(skip_site=skip_site_converge)
+    started = time.monotonic()
+    steps: list[dict[str, Any]] = []
+    report = None
+    error = None
+    if not check:
+        from qnprov.ui import run_site  # the deploy path (topology and argument checks first)
+
+        for playbook in converge:
+            if not as_json:
+                err.print(f"converging playbooks/{playbook} on {host} ...")
+            begun = time.monotonic()
+            if playbook == "site.yml":
+                result = run_site(inv, limit=host, show_progress=not as_json, label="restore",
+                                  vault_password_file=vault_password_file)
+            else:
+                # Never `qnprov-backup init` here: a restore must not create an empty repository where
+                # the backups should be (a wrong path or key is the restore's clear error instead).
+                result = runner.run_playbook(paths.PLAYBOOKS_DIR / playbook, inventory=inv, limit=host,
+                                             skip_tags="backup-init", vault_password_file=vault_password_file)
+            step: dict[str, Any] = {"step": f"converge-{playbook.removesuffix('.yml')}", "playbook": playbook,
+                                       "ok": not result.failed, "seconds": round(time.monotonic() - begun, 2)}
+            steps.append(step)
+            if result.failed:
+                step["error"] = "; ".join(f"{f.task}: {f.message}" for f in result.failures) or f"rc {result.rc}"
+                error = {"kind": "converge-failed",
+                         "message": f"converging {playbook} on {host} failed: {step['error']}; nothing was restored",
+                         "hint": "fix the deploy, then run `qnprov restore --host` again"}
+                break
+    if error is None:
+        if not as_json:
+            err.print(f"{'planning' if check else 'restoring'} {host}'s data from "
+                      f"{'snapshot ' + snapshot if snapshot else 'its latest snapshot'} ...")
+        reports, result = ops.run_action(inv, "restore-host", limit=host, snapshot=snapshot,
+                                         vault_password_file=vault_password_file, args=["--check"] if check else [])
+        found = reports.get(host)
+        if found is None:
+            why = "; ".join(f.message for f in result.failures) or f"no report from {host}"
+            error = {"kind": "no-report", "message": f"restore --host: {why}", "hint": ""}
+        else:
+            report = found.as_json()
+    document = restore.host_document(host, steps, report, time.monotonic() - started, check=check,
+                                     converge=converge, error=error)
+    if as_json:
+        print_json(document)
+    else:
+        _print_host_restore(document)
+    cliout.finish(document["ok"])
+
+
+def _print_host_restore(document: dict[str, Any]) -> None:
+    host = document["host"]
+    if document.get("snapshot"):
+        out.print(f"{host}: snapshot {document['snapshot']} ({str(document.get('snapshot_time', ''))[:19]})")
+    if document.get("check"):
+        for line in document.get("plan") or []:
+            out.print(f"  would {line}")
+    else:
+        table = Table("step", "result", "seconds", title=f"restore --host {host}")
+        for step in document.get("steps") or []:
+            table.add_row(step["step"], "ok" if step.get("ok") else f"FAILED: {step.get('error', '')}",
+                          str(step.get("seconds", "")))
+        out.print(table)
+        if document.get("ok"):
+            out.print(f"{host} restored and answering in {document['seconds']} s")
+    error = document.get("error")
+    if error:
+        hint = f" ({error['hint']})" if error.get("hint") else ""
+        err.print(f"[red]{host}:[/red] {error['message']}{hint}", markup=True, highlight=False)

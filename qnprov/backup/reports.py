@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("run", "list", "verify", "restore-mailbox")
+ACTIONS = ("run", "list", "verify", "restore-mailbox", "restore-host")
 
 #: Error kinds the host script reports, and what a person should do about each.
 HINTS = {
@@ -25,6 +25,8 @@ HINTS = {
     "no-folder": "folder names are as the IMAP client shows them, with / between levels",
     "folder-exists": "pass --into with a folder name that does not exist yet",
     "import-failed": "see the message: the folder it names is the only one written",
+    "restore-failed": "the host's services are stopped: fix what the failed step names, then run "
+                      "`qnprov restore --host` again (what the converge had put there is kept as *.pre-restore-*)",
     "no-mailboxes": "this host stages no mailboxes; --limit the host that holds the mailbox",
 }
 

@@ -1,4 +1,4 @@
-"""``qnprov restore mailbox``: the checks the controller makes before any host is asked. Pure.
+"""``qnprov restore mailbox`` and ``restore --host``: the checks the controller makes before any host is asked. Pure.
 
 The host script (templates/backup/qnprov-backup.py.j2, ``restore-mailbox``) checks the same again:
 the address ends up in a restic ``--include`` path and in doveadm's arguments, and folder names in
@@ -8,6 +8,7 @@ doveadm's arguments, so neither may look like an option, a path step or a wildca
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from qnprov.errors import InputError
 
@@ -44,3 +45,44 @@ def host_arguments(address: str, *, folder: str | None, into: str | None, check:
     if check:
         argv.append("--check")
     return argv
+
+
+# --- qnprov restore --host ------------------------------------------------------------------
+
+#: What the controller converges before the host script restores the data (playbooks/).
+CONVERGE_PLAYBOOKS = ("site.yml", "backup.yml")
+
+
+def check_host(host: str, known: list[str]) -> str:
+    """The one inventory host a full restore rebuilds: an exact name, never a pattern."""
+    if host not in known:
+        raise InputError(f"--host {host!r} is not a host of the inventory's mail_all "
+                         f"({', '.join(sorted(known)) or 'none'}): name exactly one host")
+    return host
+
+
+def converge_steps(*, skip_site: bool) -> list[str]:
+    """The playbooks ``restore --host`` runs on the host, in order."""
+    return [p for p in CONVERGE_PLAYBOOKS if not (skip_site and p == "site.yml")]
+
+
+def host_document(host: str, controller_steps: list[dict[str, Any]], report: dict[str, Any] | None,
+                  seconds: float, *, check: bool, converge: list[str],
+                  error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--json`` document: the controller's steps (converge) then the host's, the failed step if
+    any, and the total seconds from the first converge to the audit check (the RTO figure)."""
+    report = report or {}
+    steps = list(controller_steps) + list(report.get("steps") or [])
+    failed = next((s["step"] for s in steps if not s.get("ok")), None)
+    ok = error is None and failed is None and bool(report) and report.get("ok", False)
+    document: dict[str, Any] = {
+        "action": "restore-host", "host": host, "ok": ok, "check": check,
+        "snapshot": report.get("snapshot"), "snapshot_time": report.get("snapshot_time"),
+        "contents": report.get("contents"), "steps": steps, "failed_step": failed, "seconds": round(seconds, 2)}
+    if check:
+        document["plan"] = [f"converge playbooks/{p} --limit {host}" for p in converge] + list(report.get("plan") or [])
+    if error is not None:
+        document["error"] = error
+    elif not report.get("ok", False) and report.get("error"):
+        document["error"] = report["error"]
+    return document

@@ -48,7 +48,12 @@ def test_the_config_carries_the_role_variables() -> None:
     assert config["env_file"] == ""  # no backend credentials configured
     assert config["require_separate_fs"] is True
     assert config["retention"] == {"daily": 7, "weekly": 4, "monthly": 6}
-    assert config["ldap"] == {"enabled": True, "slapcat": "/usr/sbin/slapcat", "config_dir": "/etc/ldap/slapd.d"}
+    assert config["ldap"] == {"enabled": True, "slapcat": "/usr/sbin/slapcat", "slapadd": "/usr/sbin/slapadd",
+                              "config_dir": "/etc/ldap/slapd.d", "owner": "openldap"}
+    # restore --host: the services it stops and starts, and the milter venv's audit verify.
+    assert config["restore_services"] == ["slapd", "dovecot", "qnprov-milter", "postfix"]
+    assert config["audit_verify"] == ["/opt/qnprov/venv/bin/python", "-m", "qnprov.policy.milter_cli", "audit",
+                                      "verify"]
     assert config["mail"]["enabled"] is False
     assert config["staging_dir"] == "/var/backups/qnprov/staging" and config["check_subset"] == "5%"
     assert "vault-secret-91d2" not in text  # the password is only in its own 0600 file
