@@ -144,6 +144,16 @@ def spf_record(apex: str, purpose: str = "SPF: only our MX hosts send") -> DnsRe
     return DnsRecord(apex, "TXT", SPF_POLICY, purpose=purpose)
 
 
+def dkim_record_name(domain: str, selector: str) -> str:
+    """The absolute name of a selector's key record (``domain`` with or without its trailing dot)."""
+    return f"{selector}._domainkey.{domain.rstrip('.')}."
+
+
+def dkim_txt_file(selector: str, public: str) -> bytes:
+    """``<domain>.<selector>.txt`` in the shape ``rspamadm dkim_keygen`` writes (:func:`parse_dkim_txt` reads it)."""
+    return f'{selector}._domainkey IN TXT ( "v=DKIM1; k=rsa; "\n\t"p={public}" ) ;\n'.encode("ascii")
+
+
 def dkim_key_record(apex: str, key: DkimKey, purpose: str = "DKIM public key (from the deployed key)") -> DnsRecord:
     return DnsRecord(f"{key.selector}._domainkey.{apex}", "TXT",
                      f"v=DKIM1; k={key.key_type}; p={key.public_key_b64}", purpose=purpose)

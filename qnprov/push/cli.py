@@ -211,7 +211,7 @@ def dkim_rotate(
 
 def _print_rotation(rotation: object) -> None:
     from qnprov.push.dkim import Rotation
-    from qnprov.push.dkimkeys import retirement_due
+    from qnprov.push.dkimkeys import record_name, retirement_due
 
     assert isinstance(rotation, Rotation)
     for warning in rotation.warnings:
@@ -229,5 +229,5 @@ def _print_rotation(rotation: object) -> None:
     due = set(retirement_due(rotation.retiring, now))
     for item in rotation.retiring:
         when = "now" if item["selector"] in due else f"after {item['retire_after']}"
-        out.print(f"retiring: {item['selector']}._domainkey.{rotation.domain}. TXT, remove {when}",
+        out.print(f"retiring: {record_name(rotation.domain, item['selector'])} TXT, remove {when}",
                   markup=False, highlight=False)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qnprov.dns import DkimKey, DnsRecord, dkim_key_record
+from qnprov.dns import DkimKey, DnsRecord, dkim_key_record, dkim_record_name, dkim_txt_file
 from qnprov.errors import ConfigError, InputError
 
 STATE_NAME = "qnprov-dkim.json"
@@ -67,17 +67,16 @@ def secret_label(content: bytes) -> str:
     return f"(secret, {len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()[:12]})"
 
 
-def txt_file(selector: str, public: str) -> bytes:
-    """``<domain>.<selector>.txt`` in the shape ``rspamadm dkim_keygen`` writes (``qnprov dns records`` reads it)."""
-    return f'{selector}._domainkey IN TXT ( "v=DKIM1; k=rsa; "\n\t"p={public}" ) ;\n'.encode("ascii")
+#: ``<domain>.<selector>.txt`` as ``rspamadm dkim_keygen`` writes it (the record strings live in qnprov.dns).
+txt_file = dkim_txt_file
 
 
 def record(domain: str, selector: str, public: str) -> DnsRecord:
     return dkim_key_record(f"{domain}.", DkimKey(selector, public), purpose=f"DKIM key of selector {selector}")
 
 
-def record_name(domain: str, selector: str) -> str:
-    return f"{selector}._domainkey.{domain}."
+#: The absolute name of a selector's key record.
+record_name = dkim_record_name
 
 
 def txt_public_key(value: str) -> str | None:
