@@ -22,14 +22,14 @@ on its previous, working files. ``--check`` stops after 1 and shows redacted dif
 from __future__ import annotations
 
 import base64
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from shlex import quote as _q
 from typing import Any
 
 from qnprov.push.files import AGENCIES, DesiredFile, PolicyFiles, unified_diff
-from qnprov.push.remote import Remote
+from qnprov.push.remote import Remote, tail
 
 SERVICE = "qnprov-milter"
 
@@ -54,15 +54,6 @@ class HostResult:
         return doc
 
 
-def _q(value: str) -> str:
-    return shlex.quote(value)
-
-
-def _tail(text: str, lines: int = 4) -> str:
-    kept = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(kept[-lines:])
-
-
 def current_state(remote: Remote, paths: list[str]) -> dict[str, tuple[str, str] | None]:
     """``owner:group:mode`` and sha256 of each path (None when missing), in one command."""
     script = "; ".join(
@@ -70,10 +61,10 @@ def current_state(remote: Remote, paths: list[str]) -> dict[str, tuple[str, str]
         f"\"$(sha256sum -- {_q(p)} | cut -d' ' -f1)\"; else echo missing; fi" for p in paths)
     ran = remote.run(script)
     if not ran.ok:
-        raise OSError(f"cannot read the managed files: {_tail(ran.stderr or ran.stdout)}")
+        raise OSError(f"cannot read the managed files: {tail(ran.stderr or ran.stdout)}")
     lines = ran.stdout.splitlines()
     if len(lines) != len(paths):
-        raise OSError(f"unexpected answer reading the managed files: {_tail(ran.stdout)}")
+        raise OSError(f"unexpected answer reading the managed files: {tail(ran.stdout)}")
     found: dict[str, tuple[str, str] | None] = {}
     for path, line in zip(paths, lines, strict=True):
         found[path] = None if line == "missing" else (line.split(" ")[0], line.split(" ")[1])
@@ -97,7 +88,7 @@ def read_file(remote: Remote, path: str) -> bytes | None:
 
 def _check(remote: Remote, argv: list[str]) -> tuple[bool, str]:
     ran = remote.run(" ".join(_q(a) for a in argv) + " 2>&1")
-    return ran.ok, _tail(ran.stdout + ran.stderr)
+    return ran.ok, tail(ran.stdout + ran.stderr)
 
 
 def push_host(remote: Remote, wanted: PolicyFiles, *, check: bool = False, diff: bool = False) -> HostResult:
@@ -142,7 +133,7 @@ def _push(remote: Remote, wanted: PolicyFiles, result: HostResult, *, check: boo
         ran = remote.run(f"if [ -d {_q(live)} ]; then mv -- {_q(live)} {_q(prev)}; fi && mv -- {_q(stage)} {_q(live)}")
         if not ran.ok:
             _roll_back(remote, live, prev)
-            raise OSError(f"publishing failed, previous files restored: {_tail(ran.stderr)}")
+            raise OSError(f"publishing failed, previous files restored: {tail(ran.stderr)}")
         ok, output = _check(remote, wanted.check_argv(live))
         if not ok:
             _roll_back(remote, live, prev)
@@ -153,7 +144,7 @@ def _push(remote: Remote, wanted: PolicyFiles, result: HostResult, *, check: boo
         if policy:
             _roll_back(remote, live, prev)
             remote.run(f"systemctl restart {SERVICE}")
-        raise OSError(f"{SERVICE} {result.action} failed, previous files restored: {_tail(ran.stderr or ran.stdout)}")
+        raise OSError(f"{SERVICE} {result.action} failed, previous files restored: {tail(ran.stderr or ran.stdout)}")
     remote.run(f"rm -rf -- {_q(prev)}")
     result.message = f"{len(changed)} file(s) written, milter {result.action}ed"
 
@@ -166,7 +157,7 @@ def _stage(remote: Remote, wanted: PolicyFiles, files: list[DesiredFile], stage:
         f" && if [ -d {_q(live)} ]; then cp -a -- {_q(live)} {_q(stage)}; else mkdir -m 0750 -- {_q(stage)}; fi"
         f" && chown {owner} -- {_q(stage)} && chmod 0750 -- {_q(stage)}")
     if not ran.ok:
-        raise OSError(f"cannot stage the policy directory: {_tail(ran.stderr)}")
+        raise OSError(f"cannot stage the policy directory: {tail(ran.stderr)}")
     subdirs = sorted({str(PurePosixPath(f.path).parent) for f in files} - {live})
     if subdirs:
         staged = [stage + d[len(live):] for d in subdirs]
@@ -179,7 +170,7 @@ def _stage(remote: Remote, wanted: PolicyFiles, files: list[DesiredFile], stage:
                                  for w, p in staged_paths))
     if not ran.ok:
         remote.run(f"rm -rf -- {_q(stage)}")
-        raise OSError(f"cannot set owner and mode of the staged files: {_tail(ran.stderr)}")
+        raise OSError(f"cannot set owner and mode of the staged files: {tail(ran.stderr)}")
 
 
 def _install_anchor(remote: Remote, directory: str, anchor: DesiredFile) -> None:
@@ -189,7 +180,7 @@ def _install_anchor(remote: Remote, directory: str, anchor: DesiredFile) -> None
     ran = remote.run(f"chown {anchor.owner}:{anchor.group} -- {_q(staged)} && chmod 0{anchor.mode} -- {_q(staged)}"
                      f" && mv -f -- {_q(staged)} {_q(anchor.path)}")
     if not ran.ok:
-        raise OSError(f"cannot install {anchor.path}: {_tail(ran.stderr)}")
+        raise OSError(f"cannot install {anchor.path}: {tail(ran.stderr)}")
 
 
 def _roll_back(remote: Remote, live: str, prev: str) -> None:

@@ -39,13 +39,14 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from shlex import quote as q
 from typing import Any
 
 from qnprov.dns import DnsRecord, check_domain
 from qnprov.errors import ExternalError, InputError
 from qnprov.inventory import Inventory
 from qnprov.push.apply import HostResult, current_state, read_file, unified_diff
-from qnprov.push.dkimhost import KEY_OWNER, HostDkim, host_dkim, host_public_key, install, lookup, q, switch_signing
+from qnprov.push.dkimhost import KEY_OWNER, HostDkim, host_dkim, host_public_key, install, lookup, switch_signing
 from qnprov.push.dkimkeys import (
     DkimState,
     DomainState,

@@ -8,15 +8,15 @@ one host through a :class:`qnprov.push.remote.Remote`.
 from __future__ import annotations
 
 import base64
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from shlex import quote as q
 
 from qnprov import paths
 from qnprov.inventory import Inventory, RoleVars
 from qnprov.push.dkimkeys import STATE_NAME, Lookup, dns_query, parse_txt_answer, record_name
-from qnprov.push.remote import Remote
+from qnprov.push.remote import Remote, tail
 
 ROLE_DIR = paths.ROLES_DIR / "rspamd"
 TEMPLATES = paths.TEMPLATES_DIR / "rspamd"
@@ -74,14 +74,6 @@ def host_dkim(inventory: Inventory, host: str) -> HostDkim:
                     domains=tuple(str(d) for d in variables.value("qnprov_hosted_domains") or []),
                     strict=bool(variables.value("rspamd_configtest_strict")),
                     retire_after_days=int(variables.value("rspamd_dkim_retire_after_days")), resolver=resolver)
-
-
-def q(value: str) -> str:
-    return shlex.quote(value)
-
-
-def tail(text: str) -> str:
-    return " | ".join([line for line in text.strip().splitlines() if line.strip()][-4:])
 
 
 def lookup(remote: Remote, setup: HostDkim, domain: str, selector: str) -> Lookup:

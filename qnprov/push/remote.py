@@ -23,6 +23,13 @@ from typing import Any, Protocol
 
 from qnprov.inventory import Inventory, SshTarget
 
+
+def tail(text: str, lines: int = 4) -> str:
+    """The last non-empty lines of a command's output, joined on one line (for error messages)."""
+    kept = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
 #: Hosts connected to and pushed to at once (one SSH connection and one thread each).
 MAX_PARALLEL = 16
 

@@ -39,18 +39,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shlex
 import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from shlex import quote as _q
 from typing import Any
 
 from qnprov.inventory import Inventory
-from qnprov.push.apply import HostResult
-from qnprov.push.remote import Remote
+from qnprov.push.apply import HostResult, current_state, read_file
+from qnprov.push.remote import Remote, tail
 from qnprov.push.run import OnHost, PushResult, each_host
 from qnprov.push.tlscheck import (
     HostTls,
@@ -68,30 +68,9 @@ PROBE_TIMEOUT = 20.0
 # ----------------------------------------------------------------------------- one host
 
 
-def _q(value: str) -> str:
-    return shlex.quote(value)
-
-
-def _tail(text: str, lines: int = 4) -> str:
-    kept = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(kept[-lines:])
-
-
 def _stage_name(path: str, suffix: str) -> str:
     p = PurePosixPath(path)
     return f"{p.parent}/.{p.name}.qnprov-{suffix}"
-
-
-def _state(remote: Remote, paths_: list[str]) -> dict[str, tuple[str, str] | None]:
-    from qnprov.push.apply import current_state
-
-    return current_state(remote, paths_)
-
-
-def _read(remote: Remote, path: str) -> bytes | None:
-    from qnprov.push.apply import read_file
-
-    return read_file(remote, path)
 
 
 def fetch_served(address: str, port: int, starttls: str | None, server_name: str,
@@ -171,7 +150,7 @@ def _restart_services(remote: Remote, services: Sequence[str]) -> tuple[bool, st
     if not steps:
         return True, ""
     ran = remote.run(" && ".join(steps) + " 2>&1")
-    return ran.ok, _tail(ran.stdout + ran.stderr)
+    return ran.ok, tail(ran.stdout + ran.stderr)
 
 
 def push_host_tls(remote: Remote, material: Material, host: HostTls, *, check: bool = False, diff: bool = False,
@@ -189,11 +168,11 @@ def push_host_tls(remote: Remote, material: Material, host: HostTls, *, check: b
 def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHostResult, *, check: bool, diff: bool,
               probe_fn: Callable[[HostTls, str], list[str]]) -> None:
     files = host_files(material, host)
-    state = _state(remote, [f.path for f in files])
+    state = current_state(remote, [f.path for f in files])
     for index, f in enumerate(files):
         wanted_state = (f"{f.owner}:{f.group}:{f.mode}", f.sha256)
         if f.kind == "csr" and state[f.path] is not None and state[f.path] != wanted_state:
-            existing = _read(remote, f.path)
+            existing = read_file(remote, f.path)
             if existing is not None and csr_current(existing, material, host):
                 files[index] = dataclasses.replace(f, content=existing)
     changed = [f for f in files if state[f.path] != (f"{f.owner}:{f.group}:{f.mode}", f.sha256)]
@@ -204,7 +183,7 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
         return
     result.status = "changed"
     if check or diff:
-        result.diff = "".join(file_diff(f, None if f.secret else _read(remote, f.path)) for f in changed)
+        result.diff = "".join(file_diff(f, None if f.secret else read_file(remote, f.path)) for f in changed)
     if check:
         result.message = "; ".join(["would change", *notes])
         return
@@ -220,7 +199,7 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
         ran = remote.run(f"chown {f.owner}:{f.group} -- {_q(staged)} && chmod 0{f.mode} -- {_q(staged)}")
         if not ran.ok:
             _drop(remote, changed)
-            raise OSError(f"cannot set owner and mode of {staged}: {_tail(ran.stderr)}")
+            raise OSError(f"cannot set owner and mode of {staged}: {tail(ran.stderr)}")
     # Validate the staged pair on the host.
     cert = next(f for f in files if f.path == host.cert_file)
     key = next(f for f in files if f.path == host.key_file)
@@ -241,7 +220,7 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
     ran = remote.run(publish)
     if not ran.ok:
         _roll_back(remote, changed, host.services)
-        raise OSError(f"publishing failed, previous files restored: {_tail(ran.stderr)}")
+        raise OSError(f"publishing failed, previous files restored: {tail(ran.stderr)}")
     ok, output = _restart_services(remote, host.services)
     failures = [] if not ok else probe_fn(host, material.fingerprint)
     if not ok or failures:
