@@ -119,8 +119,7 @@ def _push(remote: Remote, wanted: PolicyFiles, result: HostResult, *, check: boo
     anchors = [f for f in changed if f in wanted.anchors]
     policy = [f for f in changed if f not in wanted.anchors]
     live = wanted.policy_dir
-    parent, name = str(PurePosixPath(live).parent), PurePosixPath(live).name
-    stage, prev = f"{parent}/.{name}.qnprov-new", f"{parent}/.{name}.qnprov-prev"
+    stage, prev = staged_name(live), staged_name(live, "prev")
     if policy:
         _stage(remote, wanted, policy, stage, prev)
         ok, output = _check(remote, wanted.check_argv(stage))
@@ -174,13 +173,44 @@ def _stage(remote: Remote, wanted: PolicyFiles, files: list[DesiredFile], stage:
 
 
 def _install_anchor(remote: Remote, directory: str, anchor: DesiredFile) -> None:
-    staged = f"{directory}/.{PurePosixPath(anchor.path).name}.qnprov-new"
     remote.run(f"mkdir -p -- {_q(directory)}")
-    remote.put(anchor.content, staged)
-    ran = remote.run(f"chown {anchor.owner}:{anchor.group} -- {_q(staged)} && chmod 0{anchor.mode} -- {_q(staged)}"
-                     f" && mv -f -- {_q(staged)} {_q(anchor.path)}")
+    install_file(remote, anchor.path, anchor.content, anchor.owner, anchor.group, anchor.mode)
+
+
+def staged_name(path: str, suffix: str = "new") -> str:
+    """Where a file is staged (``new``) or its previous content kept (``prev``): ``.NAME.qnprov-SUFFIX`` beside it."""
+    p = PurePosixPath(path)
+    return f"{p.parent}/.{p.name}.qnprov-{suffix}"
+
+
+def stage_file(remote: Remote, path: str, content: bytes, owner: str, group: str, mode: str, *,
+               secret: bool = False) -> str:
+    """``content`` written to :func:`staged_name` of ``path``, created 0600 before a byte is in it (a key
+    goes through :meth:`Remote.put_secret`), then given its owner and mode; the staged path. On a
+    failure the staged file is removed and OSError raised."""
+    staged = _q(staged_name(path))
+    ran = remote.run(f"rm -f -- {staged} && install -m 0600 /dev/null {staged}")
     if not ran.ok:
-        raise OSError(f"cannot install {anchor.path}: {tail(ran.stderr)}")
+        raise OSError(f"cannot stage {path}: {tail(ran.stderr)}")
+    if secret:
+        remote.put_secret(content, staged_name(path))
+    else:
+        remote.put(content, staged_name(path))
+    ran = remote.run(f"chown {owner}:{group} -- {staged} && chmod 0{mode} -- {staged}")
+    if not ran.ok:
+        remote.run(f"rm -f -- {staged}")
+        raise OSError(f"cannot set owner and mode of {staged_name(path)}: {tail(ran.stderr)}")
+    return staged_name(path)
+
+
+def install_file(remote: Remote, path: str, content: bytes, owner: str, group: str, mode: str, *,
+                 secret: bool = False) -> None:
+    """:func:`stage_file`, then renamed over ``path`` (readers see the old file or the new one, whole)."""
+    staged = _q(stage_file(remote, path, content, owner, group, mode, secret=secret))
+    ran = remote.run(f"mv -f -- {staged} {_q(path)}")
+    if not ran.ok:
+        remote.run(f"rm -f -- {staged}")
+        raise OSError(f"cannot install {path}: {tail(ran.stderr)}")
 
 
 def _roll_back(remote: Remote, live: str, prev: str) -> None:

@@ -45,8 +45,8 @@ from typing import Any
 from qnprov.dns import DnsRecord, check_domain
 from qnprov.errors import ExternalError, InputError
 from qnprov.inventory import Inventory
-from qnprov.push.apply import HostResult, current_state, read_file, unified_diff
-from qnprov.push.dkimhost import KEY_OWNER, HostDkim, host_dkim, host_public_key, install, lookup, switch_signing
+from qnprov.push.apply import HostResult, current_state, install_file, read_file, unified_diff
+from qnprov.push.dkimhost import KEY_OWNER, HostDkim, host_dkim, host_public_key, lookup, switch_signing
 from qnprov.push.dkimkeys import (
     DkimState,
     DomainState,
@@ -229,9 +229,9 @@ def _prepare_host(remote: Remote, setup: HostDkim, state: DkimState, domain: str
             else:
                 remote.run(f"mkdir -p -- {q(setup.dkim_dir)}")
                 for path, content, mode in writes:
-                    install(remote, path, content, KEY_OWNER, KEY_OWNER, mode, secret=path == key_path)
+                    install_file(remote, path, content, KEY_OWNER, KEY_OWNER, mode, secret=path == key_path)
                 if state_changed:
-                    install(remote, setup.state_path, new_state.dump(), "root", "root", "644")
+                    install_file(remote, setup.state_path, new_state.dump(), "root", "root", "644")
                 result.message = f"key of selector {selector} installed {label}; signing unchanged"
     except OSError as exc:
         result.status, result.message = "failed", str(exc)
@@ -354,7 +354,7 @@ def _activate_host(remote: Remote, setup: HostDkim, state: DkimState, new_state:
             switch_signing(remote, setup, {live[rel]: (rel, wanted[rel]) for rel in changed})
             result.action = "reload"
         if state_changed:
-            install(remote, setup.state_path, new_state.dump(), "root", "root", "644")
+            install_file(remote, setup.state_path, new_state.dump(), "root", "root", "644")
         result.message = "signing switched, rspamd reloaded" if changed else "state recorded"
     except OSError as exc:
         result.status, result.message = "failed", str(exc)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from shlex import quote as q
 
 from qnprov import paths
 from qnprov.inventory import Inventory, RoleVars
+from qnprov.push.apply import stage_file, staged_name
 from qnprov.push.dkimkeys import STATE_NAME, Lookup, dns_query, parse_txt_answer, record_name
 from qnprov.push.remote import Remote, tail
 
@@ -102,37 +102,11 @@ def host_public_key(remote: Remote, key_path: str) -> str | None:
     return None if ran.stdout.strip() == "missing" else ran.stdout.strip()
 
 
-def install(remote: Remote, path: str, content: bytes, owner: str, group: str, mode: str, *,
-             secret: bool = False) -> None:
-    """Staged beside the live name (created 0600 first) with its final owner and mode, then renamed in."""
-    parent, name = str(PurePosixPath(path).parent), PurePosixPath(path).name
-    staged = f"{parent}/.{name}.qnprov-new"
-    ran = remote.run(f"umask 077 && rm -f -- {q(staged)} && : > {q(staged)}")
-    if not ran.ok:
-        raise OSError(f"cannot stage {path}: {tail(ran.stderr)}")
-    if secret:
-        remote.put_secret(content, staged)
-    else:
-        remote.put(content, staged)
-    ran = remote.run(f"chown {owner}:{group} -- {q(staged)} && chmod 0{mode} -- {q(staged)}"
-                     f" && mv -f -- {q(staged)} {q(path)}")
-    if not ran.ok:
-        remote.run(f"rm -f -- {q(staged)}")
-        raise OSError(f"cannot install {path}: {tail(ran.stderr)}")
-
-
-
 def switch_signing(remote: Remote, setup: HostDkim, files: Mapping[str, tuple[str, bytes]]) -> None:
     """Stage, validate each candidate, publish, test the live tree, reload; roll back on any failure."""
     strict = " -s" if setup.strict else ""
-    staged = {path: f"{PurePosixPath(path).parent}/.{PurePosixPath(path).name}.qnprov-new" for path in files}
-    prev = {path: f"{PurePosixPath(path).parent}/.{PurePosixPath(path).name}.qnprov-prev" for path in files}
-    for path, (_, content) in files.items():
-        remote.run(f"rm -f -- {q(staged[path])}")
-        remote.put(content, staged[path])
-        ran = remote.run(f"chown root:_rspamd -- {q(staged[path])} && chmod 0640 -- {q(staged[path])}")
-        if not ran.ok:
-            raise OSError(f"cannot stage {path}: {tail(ran.stderr)}")
+    staged = {path: stage_file(remote, path, content, "root", "_rspamd", "640") for path, (_, content) in files.items()}
+    prev = {path: staged_name(path, "prev") for path in files}
     for path, (rel, _) in files.items():
         ran = remote.run(f"{CONFIGTEST} {q(rel)} {q(staged[path])}{strict} 2>&1")
         if not ran.ok:

@@ -49,7 +49,7 @@ from shlex import quote as _q
 from typing import Any
 
 from qnprov.inventory import Inventory
-from qnprov.push.apply import HostResult, current_state, read_file
+from qnprov.push.apply import HostResult, current_state, read_file, stage_file, staged_name
 from qnprov.push.remote import Remote, tail
 from qnprov.push.run import OnHost, PushResult, each_host
 from qnprov.push.tlscheck import (
@@ -66,11 +66,6 @@ PROBE_TIMEOUT = 20.0
 
 
 # ----------------------------------------------------------------------------- one host
-
-
-def _stage_name(path: str, suffix: str) -> str:
-    p = PurePosixPath(path)
-    return f"{p.parent}/.{p.name}.qnprov-{suffix}"
 
 
 def fetch_served(address: str, port: int, starttls: str | None, server_name: str,
@@ -189,22 +184,17 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
         return
     # Stage every file beside itself, with its owner and mode.
     for f in changed:
-        staged = _stage_name(f.path, "new")
         remote.run(f"mkdir -p -- {_q(str(PurePosixPath(f.path).parent))}")
-        if f.secret:  # created 0600 before a byte of the key is in it
-            remote.run(f"rm -f -- {_q(staged)} && install -m 0600 /dev/null {_q(staged)}")
-            remote.put_secret(f.content, staged)
-        else:
-            remote.put(f.content, staged)
-        ran = remote.run(f"chown {f.owner}:{f.group} -- {_q(staged)} && chmod 0{f.mode} -- {_q(staged)}")
-        if not ran.ok:
+        try:
+            stage_file(remote, f.path, f.content, f.owner, f.group, f.mode, secret=f.secret)
+        except OSError:
             _drop(remote, changed)
-            raise OSError(f"cannot set owner and mode of {staged}: {tail(ran.stderr)}")
+            raise
     # Validate the staged pair on the host.
     cert = next(f for f in files if f.path == host.cert_file)
     key = next(f for f in files if f.path == host.key_file)
-    cert_path = _stage_name(cert.path, "new") if cert in changed else cert.path
-    key_path = _stage_name(key.path, "new") if key in changed else key.path
+    cert_path = staged_name(cert.path, "new") if cert in changed else cert.path
+    key_path = staged_name(key.path, "new") if key in changed else key.path
     ran = remote.run(
         f"a=$(openssl x509 -in {_q(cert_path)} -noout -pubkey) && b=$(openssl pkey -in {_q(key_path)} -pubout) "
         f"&& [ \"$a\" = \"$b\" ] && echo pair-ok")
@@ -213,9 +203,9 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
         raise OSError("the staged certificate and key failed openssl's check on the host; the running files were kept")
     # Publish: keep the live files, rename the stage in.
     publish = " && ".join(
-        f"{{ if [ -f {_q(f.path)} ]; then cp -a -- {_q(f.path)} {_q(_stage_name(f.path, 'prev'))}; "
-        f"else rm -f -- {_q(_stage_name(f.path, 'prev'))}; fi; }} "
-        f"&& mv -f -- {_q(_stage_name(f.path, 'new'))} {_q(f.path)}"
+        f"{{ if [ -f {_q(f.path)} ]; then cp -a -- {_q(f.path)} {_q(staged_name(f.path, 'prev'))}; "
+        f"else rm -f -- {_q(staged_name(f.path, 'prev'))}; fi; }} "
+        f"&& mv -f -- {_q(staged_name(f.path, 'new'))} {_q(f.path)}"
         for f in changed)
     ran = remote.run(publish)
     if not ran.ok:
@@ -228,7 +218,7 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
         why = f"a service did not come back ({output})" if not ok else "not served: " + "; ".join(failures)
         raise OSError(f"{why}; previous files restored and services reloaded")
     result.probed = [f"{a}:{p}" for a, p, _ in host.probes]
-    remote.run(" ; ".join(f"rm -f -- {_q(_stage_name(f.path, 'prev'))}" for f in changed))
+    remote.run(" ; ".join(f"rm -f -- {_q(staged_name(f.path, 'prev'))}" for f in changed))
     reloaded = [s for s in host.services if s != "slapd"]
     action = (["reload " + ", ".join(reloaded)] if reloaded else []) + (["restart slapd"] if "slapd" in host.services
                                                                          else [])
@@ -238,13 +228,13 @@ def _push_tls(remote: Remote, material: Material, host: HostTls, result: TlsHost
 
 
 def _drop(remote: Remote, files: Sequence[TlsFile]) -> None:
-    remote.run(" ; ".join(f"rm -f -- {_q(_stage_name(f.path, 'new'))}" for f in files))
+    remote.run(" ; ".join(f"rm -f -- {_q(staged_name(f.path, 'new'))}" for f in files))
 
 
 def _roll_back(remote: Remote, files: Sequence[TlsFile], services: Sequence[str]) -> None:
     remote.run(" ; ".join(
-        f"if [ -f {_q(_stage_name(f.path, 'prev'))} ]; then mv -f -- {_q(_stage_name(f.path, 'prev'))} {_q(f.path)}; "
-        f"else rm -f -- {_q(f.path)}; fi ; rm -f -- {_q(_stage_name(f.path, 'new'))}" for f in files))
+        f"if [ -f {_q(staged_name(f.path, 'prev'))} ]; then mv -f -- {_q(staged_name(f.path, 'prev'))} {_q(f.path)}; "
+        f"else rm -f -- {_q(f.path)}; fi ; rm -f -- {_q(staged_name(f.path, 'new'))}" for f in files))
     _restart_services(remote, services)
 
 
