@@ -19,13 +19,11 @@ import base64
 import datetime as dt
 import email
 import email.policy
-import imaplib
 import json
 import re
 import smtplib
 import ssl
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +42,7 @@ from labenv import require_env as _env
 from qnprov import dns as qdns
 from qnprov import inventory, lab, paths
 from qnprov.push import dkimkeys as rotation
+from qnprov_testing.cli import fetch_and_delete, qnprov_json
 
 pytestmark = [pytest.mark.lab]
 
@@ -73,13 +72,7 @@ def containers(lab_inventory: Path) -> dict[str, str]:
 
 
 def _qnprov(*argv: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "qnprov", *argv, "--json"], capture_output=True, text=True,
-                          cwd=paths.PROJECT_ROOT, timeout=timeout, check=False)
-    try:
-        doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    except json.JSONDecodeError:
-        pytest.fail(f"qnprov {' '.join(argv)} printed no JSON (rc {proc.returncode}): {proc.stderr[-2000:]}",
-                    pytrace=False)
+    proc, doc = qnprov_json(*argv, timeout=timeout, empty_ok=True)
     assert "PRIVATE KEY" not in proc.stdout + proc.stderr
     return proc, doc
 
@@ -289,22 +282,8 @@ def _send_and_fetch(subject: str) -> bytes:
         smtp.login(sender, password)
         smtp.send_message(message)
     host, _, port = str(endpoints["imaps"]).rpartition(":")
-    deadline = time.monotonic() + TIMEOUT
-    with imaplib.IMAP4_SSL(host or "127.0.0.1", int(port), ssl_context=context, timeout=TIMEOUT) as imap:
-        imap.login(recipient, recipient_password)
-        while time.monotonic() < deadline:
-            imap.select("INBOX")
-            _, data = imap.search(None, "SUBJECT", f'"{subject}"')
-            ids = data[0].split()
-            if ids:
-                _, fetched = imap.fetch(ids[0], "(BODY.PEEK[])")
-                part = fetched[0]
-                assert isinstance(part, tuple), fetched
-                imap.store(ids[0], "+FLAGS", "\\Deleted")
-                imap.expunge()
-                return part[1]
-            time.sleep(0.5)
-    pytest.fail(f"{subject!r} did not reach {recipient} within {TIMEOUT:.0f}s", pytrace=False)
+    return fetch_and_delete(host or "127.0.0.1", int(port), context, recipient, recipient_password, subject,
+                            timeout=TIMEOUT)
 
 
 def test_a_signing_file_rspamd_refuses_is_never_published(

@@ -33,6 +33,7 @@ from labenv import require_env as _env
 
 from qnprov import inventory, lab, paths
 from qnprov.push.files import policy_files
+from qnprov_testing.cli import qnprov_json
 
 pytestmark = [pytest.mark.lab]
 
@@ -53,14 +54,7 @@ def container() -> str:
 
 
 def _qnprov(*argv: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "qnprov", *argv, "--json"], capture_output=True, text=True,
-                          cwd=paths.PROJECT_ROOT, timeout=timeout, check=False)
-    try:
-        doc = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"qnprov {' '.join(argv)} printed no JSON (rc {proc.returncode}): {proc.stderr[-2000:]}",
-                    pytrace=False)
-    return proc, doc
+    return qnprov_json(*argv, timeout=timeout)
 
 
 def _exec(container: str, *argv: str) -> str:

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from labenv import require_env as _env
 
-from qnprov import inventory, lab, paths
+from qnprov import inventory, lab
 from qnprov.push import tls
+from qnprov_testing.certs import role_like_server_certificate
+from qnprov_testing.cli import qnprov_json
 
 pytestmark = [pytest.mark.lab]
 
@@ -40,14 +39,7 @@ TLS_FILES = ["/etc/qnprov/tls/fullchain.pem", "/etc/qnprov/tls/privkey.pem", "/e
 
 
 def _qnprov(*argv: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "qnprov", *argv, "--json"], capture_output=True, text=True,
-                          cwd=paths.PROJECT_ROOT, timeout=timeout, check=False)
-    try:
-        doc = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"qnprov {' '.join(argv)} printed no JSON (rc {proc.returncode}): {proc.stderr[-2000:]}",
-                    pytrace=False)
-    return proc, doc
+    return qnprov_json(*argv, timeout=timeout)
 
 
 def _host_sha(container: str) -> dict[str, str]:
@@ -71,26 +63,9 @@ def _issue(config: lab.LabConfig, host: tls.HostTls, tmp_path: Path, *, valid_da
             sans.append(x509.IPAddress(ipaddress.ip_address(value)))
         else:
             sans.append(x509.DNSName(value))
-    try:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host.fqdn)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=valid_days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(aki, critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    cert = role_like_server_certificate(host.fqdn, sans, key, ca_cert, ca_key, not_before=now - dt.timedelta(minutes=5),
+                                        not_after=now + dt.timedelta(days=valid_days))
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

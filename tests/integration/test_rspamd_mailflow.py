@@ -17,12 +17,10 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
-import imaplib
 import json
 import re
 import smtplib
 import ssl
-import time
 import uuid
 from email.message import EmailMessage
 
@@ -34,6 +32,7 @@ from labenv import require_env as _require_env
 from labenv import send_from_outside
 
 from qnprov import paths
+from qnprov_testing.cli import fetch_and_delete
 
 # mailflow: the conftest's no-silent-loss check runs after every test here.
 pytestmark = [pytest.mark.lab, pytest.mark.mailflow]
@@ -81,22 +80,7 @@ def _message(sender: str, recipient: str, subject: str) -> EmailMessage:
 def _fetch(account: tuple[str, str], subject: str, context: ssl.SSLContext) -> bytes:
     """Poll the INBOX until the message arrives; return it raw and delete it."""
     host, port = _endpoint("imaps")
-    deadline = time.monotonic() + TIMEOUT
-    with imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=TIMEOUT) as imap:
-        imap.login(*account)
-        while time.monotonic() < deadline:
-            imap.select("INBOX")
-            _, data = imap.search(None, "SUBJECT", f'"{subject}"')
-            ids = data[0].split()
-            if ids:
-                _, fetched = imap.fetch(ids[0], "(BODY.PEEK[])")
-                part = fetched[0]
-                assert isinstance(part, tuple), fetched
-                imap.store(ids[0], "+FLAGS", "\\Deleted")
-                imap.expunge()
-                return part[1]
-            time.sleep(0.5)
-    pytest.fail(f"{subject!r} did not reach {account[0]} within {TIMEOUT:.0f}s", pytrace=False)
+    return fetch_and_delete(host, port, context, *account, subject, timeout=TIMEOUT)
 
 
 def _published_record(domain: str) -> bytes:

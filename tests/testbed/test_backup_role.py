@@ -10,9 +10,7 @@ tests/backup/test_backup_restic.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,9 @@ import yaml
 
 from qnprov import paths, runner
 from qnprov_testing import backup_volume
+from qnprov_testing.cli import run_qnprov
 from qnprov_testing.containers import systemd_container
+from qnprov_testing.dovecot import passwd_file_conf
 
 REPOSITORY = "/srv/qnprov-backup-repo"
 PASSWORD = "role-test-password-5e1d"  # a throw-away repository's key
@@ -41,19 +41,7 @@ def _in(name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", "exec", name, *cmd], capture_output=True, text=True, check=False)
 
 
-DOVECOT_CONF = """protocols =
-ssl = no
-mail_home = /var/vmail/%d/%n
-mail_location = maildir:~/Maildir
-passdb {
-  driver = passwd-file
-  args = /etc/dovecot/users
-}
-userdb {
-  driver = passwd-file
-  args = /etc/dovecot/users
-}
-"""
+DOVECOT_CONF = passwd_file_conf(namespace=False)
 USERS = ("an@quangninh.test", "binh@quangninh.test")
 SEED = f"""set -e
 groupadd -g 5000 vmail && useradd -u 5000 -g 5000 -d /var/vmail -M vmail
@@ -100,8 +88,7 @@ def _inventory(container: str, tmp_path: Path) -> Path:
 
 
 def _qnprov(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qnprov", *args], capture_output=True, text=True, timeout=600,
-                          cwd=paths.PROJECT_ROOT, env={**os.environ, "QNPROV_STATE_DIR": str(state)}, check=False)
+    return run_qnprov(*args, state=state)
 
 
 def test_the_role_backs_up_to_a_volume_attached_only_for_the_backup(container: str, tmp_path: Path) -> None:

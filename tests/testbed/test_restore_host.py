@@ -23,9 +23,7 @@ clear error, and the services are left stopped; `--check` says what would be don
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +35,9 @@ import yaml
 
 from qnprov import paths, runner
 from qnprov_testing import backup_volume
+from qnprov_testing.cli import run_qnprov
 from qnprov_testing.containers import exec_in, systemd_container
+from qnprov_testing.dovecot import passwd_file_conf
 
 REPOSITORY = "/srv/qnprov-backup-repo"
 PASSWORD = "restorehost-test-password-41b9"  # a throw-away repository's key
@@ -47,23 +47,7 @@ ADMIN = f"cn=admin,{BASE}"
 AN, BINH = "an@quangninh.test", "binh@quangninh.test"
 ACCOUNTS = 40
 
-DOVECOT_CONF = """protocols =
-ssl = no
-mail_home = /var/vmail/%d/%n
-mail_location = maildir:~/Maildir
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-passdb {
-  driver = passwd-file
-  args = /etc/dovecot/users
-}
-userdb {
-  driver = passwd-file
-  args = /etc/dovecot/users
-}
-"""
+DOVECOT_CONF = passwd_file_conf()
 
 # What this test converges on each container (the part of site.yml this testbed stands in for).
 CONVERGE = f"""set -e
@@ -171,8 +155,7 @@ def _inventory(path: Path, container: str, password: str) -> Path:
 
 
 def _qnprov(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qnprov", *args], capture_output=True, text=True, timeout=1200,
-                          cwd=paths.PROJECT_ROOT, env={**os.environ, "QNPROV_STATE_DIR": str(state)}, check=False)
+    return run_qnprov(*args, state=state, timeout=1200)
 
 
 def _restore(lab: dict[str, Any], inventory: Path, *args: str) -> tuple[int, dict[str, Any], str]:

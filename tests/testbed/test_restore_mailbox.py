@@ -11,9 +11,7 @@ live folders are as they were, and the other mailbox's files are byte-identical.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,34 +20,16 @@ import pytest
 import yaml
 
 from qnprov import paths, runner
+from qnprov_testing.cli import run_qnprov
 from qnprov_testing.containers import exec_in, systemd_container
+from qnprov_testing.dovecot import passwd_file_conf
 
 REPOSITORY = "/srv/qnprov-backup-repo"
 PASSWORD = "restore-test-password-7c2a"  # a throw-away repository's key
 AN, BINH = "an@quangninh.test", "binh@quangninh.test"
 CUONG = "cuong@quangninh.test"  # a mailbox at its quota (3 messages): an import into it fails
 
-DOVECOT_CONF = """protocols =
-ssl = no
-mail_home = /var/vmail/%d/%n
-mail_location = maildir:~/Maildir
-mail_plugins = $mail_plugins quota
-plugin {
-  quota = maildir:User quota
-}
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-passdb {
-  driver = passwd-file
-  args = /etc/dovecot/users
-}
-userdb {
-  driver = passwd-file
-  args = /etc/dovecot/users
-}
-"""
+DOVECOT_CONF = passwd_file_conf(quota=True)
 
 
 def _save(user: str, folder: str, ident: str) -> str:
@@ -148,8 +128,7 @@ def lab(container: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 
 def _qnprov(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qnprov", *args], capture_output=True, text=True, timeout=600,
-                          cwd=paths.PROJECT_ROOT, env={**os.environ, "QNPROV_STATE_DIR": str(state)}, check=False)
+    return run_qnprov(*args, state=state)
 
 
 def _restore(lab: dict[str, Any], *args: str) -> tuple[int, dict[str, Any], str]:

@@ -28,6 +28,7 @@ from qnprov import inventory, paths
 from qnprov.errors import InputError
 from qnprov.push import tls
 from qnprov.push.remote import LocalRemote
+from qnprov_testing.certs import role_like_server_certificate
 
 NOW = dt.datetime.now(dt.UTC)
 FQDN = "mail1.quangninh.test"
@@ -368,16 +369,6 @@ def test_the_lab_note_says_when_the_role_would_re_issue_the_certificate(tmp_path
     notes = tls.inventory_notes(_material(tmp_path, plain, key), host)
     assert len(notes) == 1 and notes[0].startswith("the lab CA tasks will re-issue this certificate")
     sans = [x509.DNSName(FQDN), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    like_the_role = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FQDN)]))
-        .issuer_name(ca[0].subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1)).not_valid_after(NOW + dt.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca[1].public_key()), critical=False)
-        .sign(ca[1], hashes.SHA256()))
+    like_the_role = role_like_server_certificate(FQDN, sans, key, ca[0], ca[1], not_before=NOW - dt.timedelta(hours=1),
+                                                 not_after=NOW + dt.timedelta(days=90))
     assert tls.inventory_notes(_material(tmp_path, like_the_role, key), host) == []
