@@ -17,33 +17,42 @@ lab: bootstrap
 # runs once. Every pytest run goes through scripts/pytest-guard.py: a run that collected
 # nothing (exit 5) or skipped every test fails; the fresh stage judges its runs the same way.
 #
-# Two long steps run in the background, each beside a stage it does not share anything
-# with, since on CI's two cores each mostly waits on package installs or on services:
+# Long steps run in the background, each beside a stage it shares nothing with, since
+# on CI's two cores each mostly waits on package installs or on services:
 # - molecule (its own container, ports 20000-20999) beside the fresh-machine stage (a
-#   container of its own, off the network after its bootstrap);
-# - the first converge of the two-host lab (tests/labha, inventories/lab-ha: its own
-#   network, ports 11xxx/12xxx and state directory, so its secrets, CA and status file
-#   never mix with the single lab's) beside the container tests, which use the single
-#   lab (ports 10xxx) and testbed containers of their own.
-# `qnprov image` first builds the base image both containers start from (on a fresh
-# machine; a no-op when it exists). Their logs go to build/ and their ends are printed; a failure of either fails the run
-# (the lab-ha tests' own `lab up` re-converges a lab that is up, and reports a failed
-# background bring-up itself). pytest runs with --durations so the slowest tests show.
+#   container of its own, off the network after its bootstrap); once that stage has
+#   passed, the single lab's first converge (`qnprov lab up`, ports 10xxx) starts beside
+#   molecule's remaining steps, so the container tests' own `lab up` finds it converged;
+# - the two-host lab (tests/labha, inventories/lab-ha: its own network, ports 11xxx/12xxx
+#   and state directory, so its secrets, CA and status file never mix with the single
+#   lab's): its bring-up and then its tests (log build/labha.log, printed at the end)
+#   beside the container tests, which use the single lab and testbed containers of their
+#   own.
+# `qnprov image` first builds the base image the containers start from (on a fresh
+# machine; a no-op when it exists). Logs go to build/ and their ends are printed; a
+# failure of any step fails the run (the tests' own `lab up` re-converges a lab that is
+# up and reports a failed background bring-up itself). pytest runs with --durations so
+# the slowest tests show.
 CONTAINER_TEST_DIRS := tests/integration tests/testbed
 LAB_HA_STATE ?= $(HOME)/.local/state/qnprov/lab-ha
 test: bootstrap lint
 	mkdir -p build
 	$(BIN)/qnprov image
 	( $(BIN)/molecule test -s default > build/molecule.log 2>&1 ) & mol=$$!; \
-	$(BIN)/python scripts/fresh-stage.py; rc=$$?; \
+	$(BIN)/python scripts/fresh-stage.py; rc=$$?; lab=""; \
+	if [ $$rc -eq 0 ]; then \
+	  ( $(BIN)/qnprov lab up > build/lab-up.log 2>&1; echo "lab bring-up exit $$?" >> build/lab-up.log ) & lab=$$!; \
+	fi; \
 	wait $$mol; mrc=$$?; tail -n 40 build/molecule.log; echo "molecule exit $$mrc"; \
+	if [ -n "$$lab" ]; then wait $$lab; tail -n 3 build/lab-up.log; fi; \
 	[ $$rc -eq 0 ] && [ $$mrc -eq 0 ]
-	( QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/qnprov lab up -i lab-ha > build/lab-ha-up.log 2>&1; \
-	  echo "lab-ha bring-up exit $$?" >> build/lab-ha-up.log ) & ha=$$!; \
+	( export QNPROV_STATE_DIR=$(LAB_HA_STATE); \
+	  $(BIN)/qnprov lab up -i lab-ha > build/lab-ha-up.log 2>&1; echo "lab-ha bring-up exit $$?" >> build/lab-ha-up.log; \
+	  $(BIN)/python scripts/pytest-guard.py -p no:cacheprovider --basetemp=build/labha-tmp --durations=10 \
+	    tests/labha > build/labha.log 2>&1 ) & ha=$$!; \
 	$(BIN)/python scripts/pytest-guard.py --durations=30 $(CONTAINER_TEST_DIRS); rc=$$?; \
-	wait $$ha; tail -n 3 build/lab-ha-up.log; \
-	QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/python scripts/pytest-guard.py --durations=10 tests/labha || rc=1; \
-	exit $$rc
+	wait $$ha; harc=$$?; tail -n 3 build/lab-ha-up.log; cat build/labha.log; echo "lab-ha tests exit $$harc"; \
+	[ $$rc -eq 0 ] && [ $$harc -eq 0 ]
 
 bootstrap:
 	./scripts/bootstrap.sh

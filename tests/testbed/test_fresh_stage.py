@@ -210,25 +210,37 @@ def test_make_tests_pytest_guard_fails_a_run_that_ran_nothing(tmp_path: Path, bo
 
 
 def test_make_test_runs_pytest_through_the_guard_and_the_fresh_stage_first():
+    import re
+
     makefile = (paths.PROJECT_ROOT / "Makefile").read_text()
     test_rule = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     prerequisites = test_rule.splitlines()[0].split()
     assert prerequisites == ["bootstrap", "lint"]
-    recipe = [line.strip() for line in test_rule.splitlines()[1:]]
-    pytest_lines = [line for line in recipe if "pytest" in line]
-    # Every pytest run goes through the guard: the single lab's directories, then lab-ha's
-    # (with its own state directory, after its bring-up that overlaps the container tests).
-    assert [line.split("pytest-guard.py", 1)[0] for line in pytest_lines] == [
-        "$(BIN)/python scripts/", "QNPROV_STATE_DIR=$(LAB_HA_STATE) $(BIN)/python scripts/"]
-    guarded = [line.split("pytest-guard.py", 1)[1].split(";")[0].split("||")[0].split() for line in pytest_lines]
-    assert guarded == [["--durations=30", "$(CONTAINER_TEST_DIRS)"], ["--durations=10", "tests/labha"]]
-    # The fresh stage (beside molecule) comes first, and both must pass before the host's tests.
-    fresh = recipe.index(next(line for line in recipe if "scripts/fresh-stage.py" in line))
-    molecule = recipe.index(next(line for line in recipe if "molecule test -s default" in line))
-    gate = recipe.index("[ $$rc -eq 0 ] && [ $$mrc -eq 0 ]")
-    assert molecule < fresh < gate < recipe.index(pytest_lines[0])
-    lab_ha_up = recipe.index(next(line for line in recipe if "lab up -i lab-ha" in line))
-    assert gate < lab_ha_up < recipe.index(pytest_lines[0])
+    # The recipe as the shell sees it: one string per recipe line, continuations joined.
+    recipe = [" ".join(line.split()) for line in test_rule.split("\n", 1)[1].replace("\\\n", " ").splitlines()]
+    text = "\n".join(recipe)
+    # Every pytest run goes through the guard: the container directories, and lab-ha's
+    # tests (with its own state directory and temporary directory).
+    assert "pytest " not in text.replace("pytest-guard.py", "")
+    guarded = [args.strip() for args in re.findall(r"pytest-guard\.py ([^;>]*)", text)]
+    assert guarded == ["-p no:cacheprovider --basetemp=build/labha-tmp --durations=10 tests/labha",
+                       "--durations=30 $(CONTAINER_TEST_DIRS)"]
+
+    def at(fragment: str) -> int:
+        return text.index(fragment)
+
+    # The fresh stage (beside molecule) comes first; the single lab's first converge
+    # starts once it has passed, and all three must be done before the host's tests.
+    gate = at("[ $$rc -eq 0 ] && [ $$mrc -eq 0 ]")
+    assert at("molecule test -s default") < at("scripts/fresh-stage.py") < at("qnprov lab up >") < gate
+    assert at("wait $$mol") < gate and at("wait $$lab") < gate
+    # lab-ha: its bring-up, then its tests, in one background job with its own state
+    # directory, beside the container tests; the run fails when either fails.
+    ha_job = next(line for line in recipe if "lab up -i lab-ha" in line)
+    assert ha_job.startswith("( export QNPROV_STATE_DIR=$(LAB_HA_STATE);") and "& ha=$$!;" in ha_job
+    assert ha_job.index("lab up -i lab-ha") < ha_job.index("tests/labha")
+    assert gate < at("lab up -i lab-ha") < at("$(CONTAINER_TEST_DIRS); rc=$$?") < at("wait $$ha; harc=$$?")
+    assert recipe[-1].endswith("; [ $$rc -eq 0 ] && [ $$harc -eq 0 ]")
     # The host runs exactly the directories the fresh stage leaves out: every test runs once.
     host_dirs = makefile.split("\nCONTAINER_TEST_DIRS :=", 1)[1].split("\n", 1)[0].split()
     assert {d.removeprefix("tests/") for d in [*host_dirs, "tests/labha"]} == freshstage.CONTAINER_TEST_DIRS
