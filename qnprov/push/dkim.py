@@ -102,6 +102,19 @@ def _setups(inventory: Inventory, limit: str | None, domain: str) -> dict[str, H
     return setups
 
 
+def _refuse_a_split(inventory: Inventory, limit: str, domain: str, setups: Mapping[str, HostDkim]) -> None:
+    """Phase 2 switches every MTA that signs for ``domain`` at once. A ``--limit`` that
+    leaves one out would split the domain's mail between two selectors, and the left-out
+    MTA would go on signing with the old one after it is listed for retirement."""
+    signers = [h for h in target_hosts(inventory, None) if domain in host_dkim(inventory, h).domains]
+    left_out = sorted(set(signers) - set(setups))
+    if left_out:
+        raise InputError(f"--activate switches every MTA that signs for {domain} together: --limit {limit} leaves "
+                         f"out {', '.join(left_out)}, which would go on signing with the old selector; run it "
+                         "without --limit (a rerun converges the MTAs that already switched)",
+                         [{"field": "limit", "value": limit}])
+
+
 def _read_states(remotes: Mapping[str, Remote], setups: Mapping[str, HostDkim]) -> dict[str, DkimState]:
     return {host: DkimState.parse(read_file(remote, setups[host].state_path)) for host, remote in remotes.items()}
 
@@ -245,6 +258,8 @@ def _activate(inventory: Inventory, domain: str, *, force: bool, limit: str | No
     now = now or dt.datetime.now(dt.UTC)
     domain = check_domain(domain)
     setups = _setups(inventory, limit, domain)
+    if limit:
+        _refuse_a_split(inventory, limit, domain, setups)
     result = PushResult(command=f"dkim rotate {domain} --activate", check=check)
     connected = connect(inventory, sorted(setups))
     try:

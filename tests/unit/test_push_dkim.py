@@ -160,6 +160,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     (("-i", "lab", "--domain", "not a domain"), "is not a domain name"),
     (("-i", "lab", "--domain", "other.test"), "other.test is not one of mail1's qnprov_hosted_domains"),
     (("-i", "lab", "--domain", "quangninh.test", "--limit", "nothing"), "matches --limit nothing"),
+    # phase 2 on one of lab-ha's two MTAs would leave the other signing with the old selector
+    (("-i", "lab-ha", "--domain", "quangninh.test", "--activate", "--limit", "ha1"),
+     "--activate switches every MTA that signs for quangninh.test together: --limit ha1 leaves out ha2,"),
+    (("-i", "lab-ha", "--domain", "quangninh.test", "--activate", "--limit", "ha2", "--check"),
+     "--limit ha2 leaves out ha1,"),
 ])
 def test_bad_input_is_refused_before_any_host_is_contacted(args: tuple[str, ...], message: str) -> None:
     proc = _cli(*args)
@@ -167,3 +172,13 @@ def test_bad_input_is_refused_before_any_host_is_contacted(args: tuple[str, ...]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+def test_an_activation_limited_to_every_signing_mta_is_not_a_split() -> None:
+    from qnprov.push import dkim as push_dkim
+
+    ha = inventory.load(paths.INVENTORIES_DIR / "lab-ha")
+    both = {h: dkimhost.host_dkim(ha, h) for h in ("ha1", "ha2")}
+    push_dkim._refuse_a_split(ha, "ha1,ha2", "quangninh.test", both)  # every signer is in: no refusal
+    with pytest.raises(InputError, match=r"leaves out ha2,"):
+        push_dkim._refuse_a_split(ha, "ha1", "quangninh.test", {"ha1": both["ha1"]})
