@@ -46,7 +46,18 @@ from qnprov.dns import DnsRecord, check_domain
 from qnprov.errors import ExternalError, InputError
 from qnprov.inventory import Inventory
 from qnprov.push.apply import HostResult, current_state, install_file, read_file, unified_diff
-from qnprov.push.dkimhost import KEY_OWNER, HostDkim, host_dkim, host_public_key, lookup, switch_signing
+from qnprov.push.dkimhost import (
+    KEY_OWNER,
+    HostDkim,
+    HostSwitch,
+    discard_staged,
+    host_dkim,
+    host_public_key,
+    lookup,
+    plan_switch,
+    publish_switch,
+    stage_signing,
+)
 from qnprov.push.dkimkeys import (
     DkimState,
     DomainState,
@@ -324,57 +335,44 @@ def _activate_hosts(result: PushResult, remotes: Mapping[str, Remote], setups: M
                     states: Mapping[str, DkimState], domain: str, selector: str, public: str | None,
                     now: dt.datetime, check: bool, on_host: OnHost | None, started: float,
                     warnings: list[str]) -> Rotation:
+    """Every MTA switches, or none: each host's candidates are staged and validated first, and
+    nothing is published anywhere unless every MTA accepted its own."""
     previous = None
     retiring: list[dict[str, Any]] = []
+    switches: dict[str, HostSwitch] = {}
     for host in sorted(remotes):
         setup, state = setups[host], states[host]
         old = _active(state, setup, domain)
         previous = previous or old
         new_state = with_active(state, domain, selector, old, now, setup.retire_after_days) if old != selector \
             else state
-        one = _activate_host(remotes[host], setup, state, new_state, check=check)
         retiring = new_state.domains.get(domain, DomainState()).retiring
-        result.hosts[host] = one
+        switches[host] = plan_switch(remotes[host], setup, state, new_state, check=check)
+    refused = {h: s.result.message for h, s in switches.items() if s.result.status == "failed"}
+    if not check and not refused:
+        for host, switch in switches.items():
+            if switch.files:
+                try:
+                    switch.staged = stage_signing(switch.remote, switch.setup, switch.files)
+                except OSError as exc:
+                    switch.result.status, switch.result.message = "failed", str(exc)
+                    refused[host] = str(exc)
+                    break
+    if refused:
+        for host, switch in switches.items():
+            discard_staged(switch.remote, switch.staged)
+            if host not in refused and switch.result.status == "changed":
+                switch.result.status, switch.result.files, switch.result.diff = "unchanged", [], ""
+                switch.result.message = (f"not switched: {', '.join(sorted(refused))} could not take the new "
+                                         "selector, and the MTAs switch together or not at all")
+    elif not check:
+        for switch in switches.values():
+            publish_switch(switch)
+    for host, switch in switches.items():
+        result.hosts[host] = switch.done()
         if on_host:
-            on_host(one)
+            on_host(result.hosts[host])
     result.seconds = time.monotonic() - started
     records = [record(domain, selector, public)] if public else []
     return Rotation(result, domain, selector, "activate", records=records, previous=previous, retiring=retiring,
                     warnings=warnings)
-
-
-def _activate_host(remote: Remote, setup: HostDkim, state: DkimState, new_state: DkimState, *,
-                   check: bool) -> HostResult:
-    started = time.monotonic()
-    result = HostResult(remote.name, "unchanged")
-    try:
-        wanted = setup.render_signing(new_state.selectors())
-        live = {rel: f"/etc/rspamd/{rel}" for rel in wanted}
-        found = current_state(remote, list(live.values()))
-        changed = [rel for rel in wanted
-                   if found[live[rel]] != ("root:_rspamd:640", hashlib.sha256(wanted[rel]).hexdigest())]
-        state_changed = new_state.dump() != state.dump()
-        result.files = [live[rel] for rel in changed] + ([setup.state_path] if state_changed else [])
-        if not result.files:
-            result.message = "signing already uses this selector"
-            return result
-        result.status = "changed"
-        result.diff = "".join(unified_diff(live[rel], read_file(remote, live[rel]), wanted[rel]) for rel in changed)
-        if state_changed:
-            result.diff += unified_diff(setup.state_path, state.dump(), new_state.dump())
-        if check:
-            result.message = "would switch signing"
-            return result
-        if changed:
-            switch_signing(remote, setup, {live[rel]: (rel, wanted[rel]) for rel in changed})
-            result.action = "reload"
-        if state_changed:
-            install_file(remote, setup.state_path, new_state.dump(), "root", "root", "644")
-        result.message = "signing switched, rspamd reloaded" if changed else "state recorded"
-    except OSError as exc:
-        result.status, result.message = "failed", str(exc)
-    finally:
-        result.seconds = time.monotonic() - started
-    return result
-
-

@@ -8,14 +8,24 @@ one host through a :class:`qnprov.push.remote.Remote`.
 from __future__ import annotations
 
 import base64
+import hashlib
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from shlex import quote as q
 
 from qnprov import paths
 from qnprov.inventory import Inventory, RoleVars
-from qnprov.push.apply import stage_file, staged_name
-from qnprov.push.dkimkeys import STATE_NAME, Lookup, dns_query, parse_txt_answer, record_name
+from qnprov.push.apply import (
+    HostResult,
+    current_state,
+    install_file,
+    read_file,
+    stage_file,
+    staged_name,
+    unified_diff,
+)
+from qnprov.push.dkimkeys import STATE_NAME, DkimState, Lookup, dns_query, parse_txt_answer, record_name
 from qnprov.push.remote import Remote, tail
 
 ROLE_DIR = paths.ROLES_DIR / "rspamd"
@@ -44,6 +54,11 @@ class HostDkim:
     strict: bool
     retire_after_days: int
     resolver: str | None
+    rspamd_dir: str = "/etc/rspamd"
+    configtest: str = CONFIGTEST
+
+    def signing_path(self, rel: str) -> str:
+        return f"{self.rspamd_dir}/{rel}"
 
     @property
     def state_path(self) -> str:
@@ -102,23 +117,42 @@ def host_public_key(remote: Remote, key_path: str) -> str | None:
     return None if ran.stdout.strip() == "missing" else ran.stdout.strip()
 
 
-def switch_signing(remote: Remote, setup: HostDkim, files: Mapping[str, tuple[str, bytes]]) -> None:
-    """Stage, validate each candidate, publish, test the live tree, reload; roll back on any failure."""
+def stage_signing(remote: Remote, setup: HostDkim, files: Mapping[str, tuple[str, bytes]]) -> dict[str, str]:
+    """Stage each candidate beside its live file and validate it with the role's configtest
+    (the candidate in a copy of the live tree); the staged paths. Nothing live changes: on a
+    refusal every staged file is removed and OSError raised."""
     strict = " -s" if setup.strict else ""
-    staged = {path: stage_file(remote, path, content, "root", "_rspamd", "640") for path, (_, content) in files.items()}
-    prev = {path: staged_name(path, "prev") for path in files}
-    for path, (rel, _) in files.items():
-        ran = remote.run(f"{CONFIGTEST} {q(rel)} {q(staged[path])}{strict} 2>&1")
-        if not ran.ok:
-            remote.run("rm -f -- " + " ".join(q(s) for s in staged.values()))
-            raise OSError(f"rspamd configtest refused the new {rel}, the running files were kept: "
-                          f"{tail(ran.stdout + ran.stderr)}")
-    backup = " && ".join(f"cp -a -- {q(p)} {q(prev[p])}" for p in files)
-    publish = " && ".join(f"mv -f -- {q(staged[p])} {q(p)}" for p in files)
-    restore = "; ".join(f"if [ -f {q(prev[p])} ]; then mv -f -- {q(prev[p])} {q(p)}; fi" for p in files)
+    staged: dict[str, str] = {}
+    try:
+        for path, (_, content) in files.items():
+            staged[path] = stage_file(remote, path, content, "root", KEY_OWNER, "640")
+        for path, (rel, _) in files.items():
+            ran = remote.run(f"{setup.configtest} {q(rel)} {q(staged[path])}{strict} 2>&1")
+            if not ran.ok:
+                raise OSError(f"rspamd configtest refused the new {rel}, the running files were kept: "
+                              f"{tail(ran.stdout + ran.stderr)}")
+    except OSError:
+        discard_staged(remote, staged)
+        raise
+    return staged
+
+
+def discard_staged(remote: Remote, staged: Mapping[str, str]) -> None:
+    if staged:
+        remote.run("rm -f -- " + " ".join(q(s) for s in staged.values()))
+
+
+def publish_signing(remote: Remote, setup: HostDkim, staged: Mapping[str, str]) -> None:
+    """Staged files live (previous ones kept), the live tree tested, reload; roll back on any failure."""
+    strict = " -s" if setup.strict else ""
+    prev = {path: staged_name(path, "prev") for path in staged}
+    backup = " && ".join(f"cp -a -- {q(p)} {q(prev[p])}" for p in staged)
+    publish = " && ".join(f"mv -f -- {q(staged[p])} {q(p)}" for p in staged)
+    restore = "; ".join(f"if [ -f {q(prev[p])} ]; then mv -f -- {q(prev[p])} {q(p)}; fi" for p in staged)
     ran = remote.run(f"{backup} && {publish}")
     if not ran.ok:
         remote.run(restore)
+        discard_staged(remote, staged)
         raise OSError(f"publishing failed, previous files restored: {tail(ran.stderr)}")
     ran = remote.run(f"rspamadm configtest{strict} 2>&1")
     if not ran.ok:
@@ -132,3 +166,69 @@ def switch_signing(remote: Remote, setup: HostDkim, files: Mapping[str, tuple[st
         raise OSError(f"rspamd reload failed, previous files restored: {tail(ran.stderr or ran.stdout)}")
     remote.run("rm -f -- " + " ".join(q(p) for p in prev.values()))
 
+
+def switch_signing(remote: Remote, setup: HostDkim, files: Mapping[str, tuple[str, bytes]]) -> None:
+    """Stage, validate each candidate, publish, test the live tree, reload; roll back on any failure."""
+    publish_signing(remote, setup, stage_signing(remote, setup, files))
+
+
+@dataclass
+class HostSwitch:
+    """One MTA's part of phase 2: what changes, and (once staged) where the candidates wait."""
+
+    remote: Remote
+    setup: HostDkim
+    state: DkimState
+    new_state: DkimState
+    result: HostResult
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    staged: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def done(self) -> HostResult:
+        self.result.seconds = time.monotonic() - self.started
+        return self.result
+
+
+def plan_switch(remote: Remote, setup: HostDkim, state: DkimState, new_state: DkimState, *,
+                 check: bool) -> HostSwitch:
+    """Read the host and decide; a failure to read it fails the host (and so the rotation)."""
+    switch = HostSwitch(remote, setup, state, new_state, HostResult(remote.name, "unchanged"))
+    result = switch.result
+    try:
+        wanted = setup.render_signing(new_state.selectors())
+        live = {rel: setup.signing_path(rel) for rel in wanted}
+        found = current_state(remote, list(live.values()))
+        changed = [rel for rel in wanted
+                   if found[live[rel]] != ("root:_rspamd:640", hashlib.sha256(wanted[rel]).hexdigest())]
+        state_changed = new_state.dump() != state.dump()
+        result.files = [live[rel] for rel in changed] + ([setup.state_path] if state_changed else [])
+        if not result.files:
+            result.message = "signing already uses this selector"
+            return switch
+        result.status = "changed"
+        result.diff = "".join(unified_diff(live[rel], read_file(remote, live[rel]), wanted[rel]) for rel in changed)
+        if state_changed:
+            result.diff += unified_diff(setup.state_path, state.dump(), new_state.dump())
+        switch.files = {live[rel]: (rel, wanted[rel]) for rel in changed}
+        if check:
+            result.message = "would switch signing"
+    except OSError as exc:
+        result.status, result.message = "failed", str(exc)
+    return switch
+
+
+def publish_switch(switch: HostSwitch) -> None:
+    """The staged files live and rspamd reloaded (rolled back on this host on any failure), then the state."""
+    result = switch.result
+    if result.status != "changed":
+        return
+    try:
+        if switch.staged:
+            publish_signing(switch.remote, switch.setup, switch.staged)
+            result.action = "reload"
+        if switch.new_state.dump() != switch.state.dump():
+            install_file(switch.remote, switch.setup.state_path, switch.new_state.dump(), "root", "root", "644")
+        result.message = "signing switched, rspamd reloaded" if switch.staged else "state recorded"
+    except OSError as exc:
+        result.status, result.message = "failed", str(exc)

@@ -182,3 +182,104 @@ def test_an_activation_limited_to_every_signing_mta_is_not_a_split() -> None:
     push_dkim._refuse_a_split(ha, "ha1,ha2", "quangninh.test", both)  # every signer is in: no refusal
     with pytest.raises(InputError, match=r"leaves out ha2,"):
         push_dkim._refuse_a_split(ha, "ha1", "quangninh.test", {"ha1": both["ha1"]})
+
+
+# --- phase 2 on several MTAs: together or not at all --------------------------------
+# Each "MTA" is a directory tree on this machine driven through LocalRemote, with
+# stand-ins for chown, systemctl and rspamadm, and the role's configtest replaced by a
+# script that refuses any candidate under a tree named "bad".
+
+def _mta_trees(tmp_path: Path, names: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    import dataclasses
+
+    from qnprov.push.remote import LocalRemote
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("chown", "systemctl", "rspamadm"):
+        (fake / tool).write_text("#!/bin/sh\nexit 0\n")
+        (fake / tool).chmod(0o755)
+    configtest = fake / "configtest"
+    configtest.write_text('#!/bin/sh\ncase "$2" in */bad/*) echo "line 3: broken"; exit 1;; esac\nexit 0\n')
+    configtest.chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin"}
+    log: list[tuple[str, str]] = []
+
+    class LoggedRemote(LocalRemote):
+        def run(self, command: str):  # type: ignore[no-untyped-def]
+            log.append((self.name, command))
+            return super().run(command)
+
+    base = dkimhost.host_dkim(inventory.load(LAB), "mail1")
+    remotes, setups, states = {}, {}, {}
+    for name in names:
+        root = tmp_path / name
+        (root / "etc" / "local.d").mkdir(parents=True)
+        (root / "dkim").mkdir()
+        for rel in dkimhost.SIGNING_FILES:
+            (root / "etc" / rel).write_text(f"old {rel}\n")
+        remotes[name] = LoggedRemote(name, env)
+        setups[name] = dataclasses.replace(base, host=name, rspamd_dir=str(root / "etc"), dkim_dir=str(root / "dkim"),
+                                           configtest=str(configtest))
+        states[name] = dkim.DkimState.parse(None)
+    remotes["log"] = log  # the commands of every host, in the order they ran
+    return remotes, setups, states
+
+
+def _tree(tmp_path: Path, name: str) -> dict[str, str]:
+    return {str(p.relative_to(tmp_path / name)): p.read_text() for p in sorted((tmp_path / name).rglob("*"))
+            if p.is_file()}
+
+
+def _phase2(remotes: dict, setups: dict, states: dict, *, check: bool = False):
+    import time
+
+    from qnprov.push import dkim as push_dkim
+    from qnprov.push.run import PushResult
+
+    result = PushResult(command="dkim rotate quangninh.test --activate", check=check)
+    hosts = {name: remote for name, remote in remotes.items() if name != "log"}
+    return push_dkim._activate_hosts(result, hosts, setups, states, "quangninh.test", "s2", None, NOW, check, None,
+                                     time.monotonic(), [])
+
+
+def test_one_mta_refusing_its_candidates_leaves_every_mta_as_it_was(tmp_path: Path) -> None:
+    remotes, setups, states = _mta_trees(tmp_path, ("ha1", "bad"))
+    before = {name: _tree(tmp_path, name) for name in setups}
+    rotation = _phase2(remotes, setups, states)
+    hosts = rotation.result.hosts
+    assert hosts["bad"].status == "failed"
+    assert hosts["bad"].message.startswith("rspamd configtest refused the new local.d/dkim_signing.conf")
+    assert "line 3: broken" in hosts["bad"].message
+    assert (hosts["ha1"].status, hosts["ha1"].files, hosts["ha1"].action) == ("unchanged", [], None)
+    assert hosts["ha1"].message == ("not switched: bad could not take the new selector, and the MTAs switch "
+                                    "together or not at all")
+    # nothing published, no state written, no staged file left, on either tree; no reload
+    assert {name: _tree(tmp_path, name) for name in setups} == before
+    assert not [c for _, c in remotes["log"] if "systemctl reload" in c]
+
+
+def test_every_mta_accepting_switches_every_mta(tmp_path: Path) -> None:
+    remotes, setups, states = _mta_trees(tmp_path, ("ha1", "ha2"))
+    rotation = _phase2(remotes, setups, states)
+    for name in setups:
+        assert rotation.result.hosts[name].status == "changed", rotation.result.hosts[name]
+        assert rotation.result.hosts[name].action == "reload"
+        tree = _tree(tmp_path, name)
+        assert 'selector = "s2"' in tree["etc/local.d/dkim_signing.conf"]
+        assert json.loads(tree["dkim/qnprov-dkim.json"])["domains"]["quangninh.test"]["active"] == "s2"
+        assert not [path for path in tree if ".qnprov-" in path]  # no staged or previous copy left
+    # every host's candidates were validated before any host published one
+    log = remotes["log"]
+    tests = [i for i, (_, c) in enumerate(log) if c.startswith(str(setups["ha1"].configtest))]
+    publishes = [i for i, (_, c) in enumerate(log) if c.startswith("cp -a --") and ".qnprov-prev" in c]
+    assert {log[i][0] for i in tests} == {"ha1", "ha2"} and {log[i][0] for i in publishes} == {"ha1", "ha2"}
+    assert max(tests) < min(publishes)
+
+
+def test_a_dry_run_stages_nothing_anywhere(tmp_path: Path) -> None:
+    remotes, setups, states = _mta_trees(tmp_path, ("ha1", "ha2"))
+    before = {name: _tree(tmp_path, name) for name in setups}
+    rotation = _phase2(remotes, setups, states, check=True)
+    assert {h: r.message for h, r in rotation.result.hosts.items()} == dict.fromkeys(setups, "would switch signing")
+    assert {name: _tree(tmp_path, name) for name in setups} == before
