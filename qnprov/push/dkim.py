@@ -117,7 +117,8 @@ def _refuse_a_split(inventory: Inventory, limit: str, domain: str, setups: Mappi
     """Phase 2 switches every MTA that signs for ``domain`` at once. A ``--limit`` that
     leaves one out would split the domain's mail between two selectors, and the left-out
     MTA would go on signing with the old one after it is listed for retirement."""
-    signers = [h for h in target_hosts(inventory, None) if domain in host_dkim(inventory, h).domains]
+    signers = [h for h in target_hosts(inventory, None)
+               if domain in (setups[h] if h in setups else host_dkim(inventory, h)).domains]
     left_out = sorted(set(signers) - set(setups))
     if left_out:
         raise InputError(f"--activate switches every MTA that signs for {domain} together: --limit {limit} leaves "
@@ -348,7 +349,7 @@ def _activate_hosts(result: PushResult, remotes: Mapping[str, Remote], setups: M
             else state
         retiring = new_state.domains.get(domain, DomainState()).retiring
         switches[host] = plan_switch(remotes[host], setup, state, new_state, check=check)
-    refused = {h: s.result.message for h, s in switches.items() if s.result.status == "failed"}
+    refused = [h for h, s in switches.items() if s.result.status == "failed"]
     if not check and not refused:
         for host, switch in switches.items():
             if switch.files:
@@ -356,7 +357,7 @@ def _activate_hosts(result: PushResult, remotes: Mapping[str, Remote], setups: M
                     switch.staged = stage_signing(switch.remote, switch.setup, switch.files)
                 except OSError as exc:
                     switch.result.status, switch.result.message = "failed", str(exc)
-                    refused[host] = str(exc)
+                    refused.append(host)
                     break
     if refused:
         for host, switch in switches.items():

@@ -167,11 +167,6 @@ def publish_signing(remote: Remote, setup: HostDkim, staged: Mapping[str, str]) 
     remote.run("rm -f -- " + " ".join(q(p) for p in prev.values()))
 
 
-def switch_signing(remote: Remote, setup: HostDkim, files: Mapping[str, tuple[str, bytes]]) -> None:
-    """Stage, validate each candidate, publish, test the live tree, reload; roll back on any failure."""
-    publish_signing(remote, setup, stage_signing(remote, setup, files))
-
-
 @dataclass
 class HostSwitch:
     """One MTA's part of phase 2: what changes, and (once staged) where the candidates wait."""
